@@ -1,0 +1,77 @@
+"""Crop: a crop's pixels together with where it came from.
+
+Convention: ``window = (x_min, y_min, x_max, y_max)`` is half-open and already clamped to the
+parent; ``offset`` is its top-left corner; sizes are ``(width, height)``. Nested crops carry the
+offset of their origin in the root image (offsets add up), so their predictions can be mapped
+back to the root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from cropcore.detections import Detections
+
+__all__ = ["Crop"]
+
+
+@dataclass(frozen=True, eq=False)
+class Crop:
+    """One crop of a parent image.
+
+    Attributes:
+        image (ndarray[h, w, C]): the crop's pixels; a view of the parent unless the background
+            was replaced.
+        window: ``(x_min, y_min, x_max, y_max)`` in parent pixels, half-open, clamped.
+        parent_size: the parent's ``(width, height)``.
+        detections: for dynamic crops, the crop's own detection in crop coordinates.
+        root_offset: ``(x, y)`` of this crop's origin in the root image; equal to ``offset``
+            unless the parent was itself a crop (see ``nested_in``).
+        root_size: the root image's ``(width, height)``; equal to ``parent_size`` by default.
+    """
+
+    image: np.ndarray
+    window: tuple[int, int, int, int]
+    parent_size: tuple[int, int]
+    detections: Detections | None = None
+    root_offset: tuple[int, int] | None = None
+    root_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", tuple(int(v) for v in self.window))
+        object.__setattr__(self, "parent_size", tuple(int(v) for v in self.parent_size))
+        if self.root_offset is None:
+            object.__setattr__(self, "root_offset", self.offset)
+        if self.root_size is None:
+            object.__setattr__(self, "root_size", self.parent_size)
+
+    @property
+    def offset(self) -> tuple[int, int]:
+        """``(x_min, y_min)`` of the window in the parent."""
+        return self.window[0], self.window[1]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the crop."""
+        return self.window[2] - self.window[0], self.window[3] - self.window[1]
+
+    @property
+    def root_window(self) -> tuple[int, int, int, int]:
+        """The window in root-image pixels."""
+        (x, y), (w, h) = self.root_offset, self.size
+        return x, y, x + w, y + h
+
+    def nested_in(self, parent: Crop) -> Crop:
+        """This crop, taken from ``parent.image``, with its root geometry composed from
+        ``parent``'s: root offsets add up and the root size is the parent's root size."""
+        (px, py), (x, y) = parent.root_offset, self.offset
+        return replace(self, root_offset=(px + x, py + y), root_size=parent.root_size)
+
+    def detections_in_root(self) -> Detections | None:
+        """The crop's detections mapped back to the root image: coordinates shifted by the root
+        offset, masks pasted into a root-sized canvas."""
+        if self.detections is None:
+            return None
+        return self.detections.in_parent(self.root_offset, self.root_size)

@@ -1,0 +1,162 @@
+"""Detections: boxes, ids, masks, keypoints, polygons and per-detection data kept aligned.
+
+Convention: ``xyxy`` are float pixel boxes ``(x_min, y_min, x_max, y_max)`` in the frame of the
+image they were detected on; keypoints and polygons are ``(x, y[, confidence])`` pixels in the
+same frame; masks are boolean ``(H, W)`` per detection, covering that whole frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+
+__all__ = ["Detections"]
+
+
+def _as_1d(name: str, value, n: int, dtype=None) -> np.ndarray:
+    array = np.asarray(value, dtype=dtype)
+    if array.ndim != 1 or len(array) != n:
+        raise ValueError(f"{name} must have shape ({n},) to match xyxy, got {array.shape}")
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class Detections:
+    """N detections on one image, every field aligned on the first axis.
+
+    Attributes:
+        xyxy (ndarray[N, 4] float64): boxes in pixels, ``x_min, y_min, x_max, y_max``.
+        detection_id (ndarray[N] object | None): one string id per detection.
+        mask (ndarray[N, H, W] bool | None): instance masks in the image frame.
+        keypoints (ndarray[N, K, 2 or 3] float64 | None): ``x, y[, confidence]`` per keypoint.
+        polygons (list[ndarray[P_i, 2] float64] | None): one outline per detection.
+        class_name (ndarray[N] object | None), class_id (ndarray[N] int64 | None),
+        confidence (ndarray[N] float64 | None): copied unchanged by every geometric operation.
+        data (dict[str, ndarray[N, ...]]): any other per-detection values, kept aligned.
+    """
+
+    xyxy: np.ndarray
+    detection_id: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
+    polygons: list[np.ndarray] | None = None
+    class_name: np.ndarray | None = None
+    class_id: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    data: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        xyxy = np.asarray(self.xyxy, dtype=np.float64)
+        if xyxy.ndim != 2 or xyxy.shape[1] != 4:
+            if xyxy.size == 0:
+                xyxy = xyxy.reshape(0, 4)
+            else:
+                raise ValueError(f"xyxy must have shape (N, 4), got {xyxy.shape}")
+        n = len(xyxy)
+        set_ = object.__setattr__
+        set_(self, "xyxy", xyxy)
+        if self.detection_id is not None:
+            set_(self, "detection_id", _as_1d("detection_id", self.detection_id, n, object))
+        if self.class_name is not None:
+            set_(self, "class_name", _as_1d("class_name", self.class_name, n, object))
+        if self.class_id is not None:
+            set_(self, "class_id", _as_1d("class_id", self.class_id, n, np.int64))
+        if self.confidence is not None:
+            set_(self, "confidence", _as_1d("confidence", self.confidence, n, np.float64))
+        if self.mask is not None:
+            mask = np.asarray(self.mask)
+            if mask.ndim != 3 or len(mask) != n:
+                raise ValueError(f"mask must have shape ({n}, H, W), got {mask.shape}")
+            set_(self, "mask", mask.astype(bool, copy=False))
+        if self.keypoints is not None:
+            keypoints = np.asarray(self.keypoints, dtype=np.float64)
+            if keypoints.ndim != 3 or len(keypoints) != n or keypoints.shape[2] not in (2, 3):
+                raise ValueError(
+                    f"keypoints must have shape ({n}, K, 2) or ({n}, K, 3), got {keypoints.shape}"
+                )
+            set_(self, "keypoints", keypoints)
+        if self.polygons is not None:
+            if len(self.polygons) != n:
+                raise ValueError(f"polygons must hold {n} outlines, got {len(self.polygons)}")
+            polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in self.polygons]
+            set_(self, "polygons", polygons)
+        data = {}
+        for key, value in self.data.items():
+            array = np.asarray(value) if not isinstance(value, np.ndarray) else value
+            if len(array) != n:
+                raise ValueError(f"data[{key!r}] must have length {n}, got {len(array)}")
+            data[key] = array
+        set_(self, "data", data)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        """No detections."""
+        return cls(xyxy=np.empty((0, 4), dtype=np.float64))
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> Detections:
+        """Select detections by position, slice, integer array or boolean mask; stays aligned."""
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
+        if index.dtype == bool:
+            if index.shape != (len(self),):
+                raise IndexError(f"boolean index must have shape ({len(self)},), got {index.shape}")
+            index = np.flatnonzero(index)
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                values[f.name] = None
+            elif f.name == "polygons":
+                values[f.name] = [value[i] for i in index]
+            elif f.name == "data":
+                values[f.name] = {k: v[index] for k, v in value.items()}
+            else:
+                values[f.name] = value[index]
+        return Detections(**values)
+
+    def moved(self, offset_xy: tuple[float, float]) -> Detections:
+        """Boxes, keypoints and polygons shifted by ``-offset`` (into a frame whose origin is at
+        ``offset_xy`` in this one). Boxes are not clipped; masks are left as they are."""
+        dx, dy = (float(v) for v in offset_xy)
+        keypoints = None
+        if self.keypoints is not None:
+            keypoints = self.keypoints.copy()
+            keypoints[..., 0] -= dx
+            keypoints[..., 1] -= dy
+        polygons = None
+        if self.polygons is not None:
+            polygons = [p - (dx, dy) for p in self.polygons]
+        return replace(
+            self, xyxy=self.xyxy - (dx, dy, dx, dy), keypoints=keypoints, polygons=polygons
+        )
+
+    def in_window(self, window: tuple[int, int, int, int]) -> Detections:
+        """These detections seen from the crop ``window = (x_min, y_min, x_max, y_max)``:
+        coordinates move to the crop's origin and masks are cut to the window."""
+        x_min, y_min, x_max, y_max = (int(v) for v in window)
+        moved = self.moved((x_min, y_min))
+        if self.mask is None:
+            return moved
+        return replace(moved, mask=self.mask[:, y_min:y_max, x_min:x_max])
+
+    def in_parent(self, offset_xy: tuple[int, int], parent_size_wh: tuple[int, int]) -> Detections:
+        """The inverse of ``in_window``: coordinates shifted by ``+offset`` and masks pasted into
+        a ``parent_size_wh`` canvas at the offset (parts falling outside are cut)."""
+        dx, dy = (int(v) for v in offset_xy)
+        moved = self.moved((-dx, -dy))
+        if self.mask is None:
+            return moved
+        width, height = parent_size_wh
+        canvas = np.zeros((len(self), height, width), dtype=bool)
+        h, w = self.mask.shape[1:]
+        x0, y0 = max(dx, 0), max(dy, 0)
+        x1, y1 = min(dx + w, width), min(dy + h, height)
+        if x1 > x0 and y1 > y0:
+            canvas[:, y0:y1, x0:x1] = self.mask[:, y0 - dy : y1 - dy, x0 - dx : x1 - dx]
+        return replace(moved, mask=canvas)

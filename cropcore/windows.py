@@ -1,0 +1,112 @@
+"""Crop windows: rounding, clamping and offset arithmetic, vectorized over boxes.
+
+Convention: a window is ``(x_min, y_min, x_max, y_max)`` in integer pixels, half-open:
+it covers columns ``x_min .. x_max - 1`` and rows ``y_min .. y_max - 1``, so it selects
+``image[y_min:y_max, x_min:x_max]``. Rounding is half to even (Python's ``round``), never
+truncation. Sizes are ``(width, height)`` and named ``size_wh``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "absolute_windows",
+    "clamp_windows",
+    "empty_windows",
+    "relative_windows",
+    "round_half_even",
+    "windows_from_xyxy",
+]
+
+
+def round_half_even(values: np.ndarray) -> np.ndarray:
+    """Round to the nearest integer, ties to even (``np.round``), as int64.
+
+    Args:
+        values (ndarray[...] float): coordinates; must be finite.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"coordinates must be finite, got {values[~np.isfinite(values)][:4]}")
+    return np.round(values).astype(np.int64)
+
+
+def clamp_windows(windows: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Clamp integer windows ``(N, 4)`` to ``[0, width] x [0, height]``; returns a new array."""
+    width, height = size_wh
+    out = np.array(windows, dtype=np.int64, copy=True).reshape(-1, 4)
+    np.clip(out[:, 0::2], 0, width, out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, height, out=out[:, 1::2])
+    return out
+
+
+def empty_windows(windows: np.ndarray) -> np.ndarray:
+    """Boolean ``(N,)``: True where a window selects no pixel (``x_max <= x_min`` or
+    ``y_max <= y_min``)."""
+    windows = np.asarray(windows).reshape(-1, 4)
+    return (windows[:, 2] <= windows[:, 0]) | (windows[:, 3] <= windows[:, 1])
+
+
+def windows_from_xyxy(boxes_xyxy: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Clamped integer windows of float pixel boxes: each coordinate rounded half to even.
+
+    Args:
+        boxes_xyxy (ndarray[N, 4] float): ``x_min, y_min, x_max, y_max`` in parent pixels.
+        size_wh: the parent's ``(width, height)``.
+
+    Returns:
+        ndarray[N, 4] int64, clamped; empty windows are left in place (see ``empty_windows``).
+    """
+    boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    return clamp_windows(round_half_even(boxes_xyxy), size_wh)
+
+
+def absolute_windows(
+    x_center: np.ndarray,
+    y_center: np.ndarray,
+    width: np.ndarray,
+    height: np.ndarray,
+    size_wh: tuple[int, int],
+) -> np.ndarray:
+    """Clamped windows of centre/size boxes in pixels (Roboflow's absolute static crop).
+
+    ``x_min = round(x_center - width / 2)``, ``x_max = x_min + width`` (likewise y), so the
+    window keeps the requested size before clamping. Arguments broadcast against each other.
+
+    Returns:
+        ndarray[N, 4] int64, clamped.
+    """
+    xc, yc, w, h = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64).reshape(-1) for v in (x_center, y_center, width, height))
+    )
+    x_min = round_half_even(xc - w / 2)
+    y_min = round_half_even(yc - h / 2)
+    x_max = x_min + round_half_even(w)
+    y_max = y_min + round_half_even(h)
+    return clamp_windows(np.stack([x_min, y_min, x_max, y_max], axis=1), size_wh)
+
+
+def relative_windows(
+    x_center: np.ndarray,
+    y_center: np.ndarray,
+    width: np.ndarray,
+    height: np.ndarray,
+    size_wh: tuple[int, int],
+) -> np.ndarray:
+    """Clamped windows of centre/size boxes given as fractions of the parent's size.
+
+    The centre and size are first rounded to pixels (half to even), then treated as an
+    absolute crop; unlike Roboflow's block the result is clamped (see crop-semantics.md).
+    """
+    image_w, image_h = size_wh
+    xc, yc, w, h = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64).reshape(-1) for v in (x_center, y_center, width, height))
+    )
+    return absolute_windows(
+        round_half_even(image_w * xc),
+        round_half_even(image_h * yc),
+        round_half_even(image_w * w),
+        round_half_even(image_h * h),
+        size_wh,
+    )

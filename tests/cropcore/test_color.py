@@ -1,0 +1,43 @@
+"""parse_color: RGB in, BGR out, every accepted form and every rejected one."""
+
+import pytest
+
+from cropcore import parse_color
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("#ff000A", (10, 0, 255)),  # #RRGGBB, case-insensitive
+        ("#f0A", (170, 0, 255)),  # #RGB: digits doubled
+        ("(255, 0, 128)", (128, 0, 255)),  # "(r, g, b)" string
+        ((255, 0, 0), (0, 0, 255)),  # tuple
+        ([0, 128, 255], (255, 128, 0)),  # list
+        ((0, 0, 0), (0, 0, 0)),  # the default
+    ],
+)
+def test_parse_color_accepted_forms(value, expected):
+    assert parse_color(value) == expected
+
+
+def test_convention_rgb_in_bgr_out():
+    blue, green, red = parse_color("#ff0000")
+    assert (blue, green, red) == (0, 0, 255)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ((1, 2, 3, 4), "exactly 3 ints"),  # 4-tuple
+        ("#invalid", "must be '#RRGGBB'"),  # not hex
+        ("(255, 0, a)", "must be '#RRGGBB'"),  # not a number
+        ("invalid", "must be '#RRGGBB'"),  # no form at all
+        ((256, 0, 0), r"within 0\.\.255"),  # out of range (the reference does not check)
+        ("(300, 0, 0)", r"within 0\.\.255"),
+        ((1.5, 0, 0), "exactly 3 ints"),  # floats
+        (None, "got NoneType"),
+    ],
+)
+def test_parse_color_rejects(value, message):
+    with pytest.raises(ValueError, match=message):
+        parse_color(value)

@@ -1,0 +1,220 @@
+"""dynamic_crop: spec section 3 vectors, conventions, errors, and a property test against a slow
+per-pixel reference of the Roboflow algorithm (with our clamping fix)."""
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cropcore import Detections, dynamic_crop
+from cropcore.dynamic import remove_background
+
+
+def opencv_blend(background, opacity, pixel):
+    """``opacity * background + (1 - opacity) * pixel`` as OpenCV's addWeighted computes it, the
+    call Roboflow's block makes: weights in float32, ``fma(bg, a, fma(pixel, 1 - a, 0))`` with one
+    float32 rounding per fused step (8-bit times float32 products are exact in float64)."""
+    a, b = np.float32(opacity), np.float32(1 - opacity)
+    inner = np.float32(float(pixel) * float(b))
+    return float(np.float32(float(background) * float(a) + float(inner)))
+
+
+def reference_dynamic_crop(image, xyxy, masks, opacity, color_bgr):
+    """Per detection and per pixel: round half to even, clamp, blend outside the mask."""
+    h, w = image.shape[:2]
+    out = []
+    for i, box in enumerate(xyxy):
+        x0, y0, x1, y1 = (round(float(v)) for v in box)
+        x0, x1 = min(max(x0, 0), w), min(max(x1, 0), w)
+        y0, y1 = min(max(y0, 0), h), min(max(y1, 0), h)
+        if x1 <= x0 or y1 <= y0:
+            out.append(None)
+            continue
+        crop = image[y0:y1, x0:x1].copy()
+        if opacity > 0 and masks is not None:
+            for y in range(y1 - y0):
+                for x in range(x1 - x0):
+                    if not masks[i][y0 + y, x0 + x]:
+                        for c in range(3):
+                            value = opencv_blend(color_bgr[c], opacity, crop[y, x, c])
+                            crop[y, x, c] = min(max(round(value), 0), 255)
+        out.append((crop, (x0, y0)))
+    return out
+
+
+def spec_image():
+    image = np.zeros((1000, 1000, 3), dtype=np.uint8)
+    image[0:20, 0:20] = 39
+    image[80:120, 80:120] = 49
+    image[450:550, 450:550] = 59
+    return image
+
+
+IDS = ["one", "two", "three"]
+BOXES = [[0, 0, 20, 20], [80, 80, 120, 120], [450, 450, 550, 550]]
+
+
+def test_dynamic_crop_spec_vectors_without_masks():
+    crops = dynamic_crop(spec_image(), Detections(xyxy=BOXES, detection_id=IDS))
+    for crop, size, value, offset in zip(
+        crops, (20, 40, 100), (39, 49, 59), ((0, 0), (80, 80), (450, 450)), strict=True
+    ):
+        assert crop.image.shape == (size, size, 3)
+        assert (crop.image == value).all()
+        assert crop.offset == offset
+    assert [c.detections.detection_id[0] for c in crops] == IDS
+
+
+def test_dynamic_crop_empty_boxes_give_none():
+    boxes = [[0, 0, 0, 0], [80, 80, 120, 120], [0, 0, 0, 0]]
+    crops = dynamic_crop(spec_image(), Detections(xyxy=boxes, detection_id=IDS))
+    assert crops[0] is None and crops[2] is None
+    assert crops[1].image.shape == (40, 40, 3)
+
+
+def test_dynamic_crop_spec_vectors_with_masks():
+    masks = np.zeros((3, 1000, 1000), dtype=bool)
+    masks[0, 0:15, 0:15] = True
+    masks[1, 80:90, 80:90] = True
+    masks[2, 450:460, 450:460] = True
+    detections = Detections(xyxy=BOXES, detection_id=IDS, mask=masks)
+    crops = dynamic_crop(spec_image(), detections, mask_opacity=1.0, background_color=(127,) * 3)
+    for crop, inside, value in zip(crops, (15, 10, 10), (39, 49, 59), strict=True):
+        expected = np.full_like(crop.image, 127)
+        expected[:inside, :inside] = value
+        np.testing.assert_array_equal(crop.image, expected)
+
+
+def test_dynamic_crop_translates_predictions():
+    image = np.zeros((50, 60, 3), np.uint8)
+    masks = np.zeros((1, 50, 60), bool)
+    masks[0, 12:14, 21:23] = True
+    detections = Detections(
+        xyxy=[[20.4, 10.6, 30.2, 25.5]],
+        detection_id=["a"],
+        mask=masks,
+        keypoints=[[[25.0, 15.0, 0.9]]],
+        polygons=[[[20.5, 11.0], [30.0, 11.0], [25.0, 25.0]]],
+        class_name=["cat"],
+        class_id=[3],
+        confidence=[0.75],
+        data={"track": np.array([7])},
+    )
+    (crop,) = dynamic_crop(image, detections)
+    assert crop.window == (20, 11, 30, 26)  # 10.6 -> 11, 25.5 -> 26 (half to even)
+    own = crop.detections
+    np.testing.assert_allclose(own.xyxy, [[0.4, -0.4, 10.2, 14.5]])  # floats kept, not clipped
+    np.testing.assert_allclose(own.keypoints, [[[5.0, 4.0, 0.9]]])
+    np.testing.assert_allclose(own.polygons[0], [[0.5, 0.0], [10.0, 0.0], [5.0, 14.0]])
+    assert own.mask.shape == (1, 15, 10)
+    assert own.mask.sum() == 4 and own.mask[0, 1:3, 1:3].all()
+    assert own.class_name[0] == "cat" and own.class_id[0] == 3 and own.confidence[0] == 0.75
+    assert own.data["track"][0] == 7
+
+
+def test_dynamic_crop_no_detections_gives_no_crops():
+    assert dynamic_crop(np.zeros((4, 4, 3), np.uint8), Detections.empty()) == []
+
+
+def test_dynamic_crop_clamps_boxes_wider_than_the_image():
+    image = np.arange(100, dtype=np.uint8).reshape(10, 10)
+    (crop,) = dynamic_crop(image, Detections(xyxy=[[-20, 2, 30, 4]], detection_id=["x"]))
+    assert crop.window == (0, 2, 10, 4)
+    np.testing.assert_array_equal(crop.image, image[2:4])
+
+
+def test_dynamic_crop_without_mask_ignores_opacity():
+    image = np.full((10, 10, 3), 200, np.uint8)
+    (crop,) = dynamic_crop(image, Detections(xyxy=[[0, 0, 5, 5]], detection_id=["x"]), 1.0)
+    assert (crop.image == 200).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_dynamic_crop_masks_on_1_3_4_channel_images(channels):
+    image = np.full((10, 10, channels), 100, np.uint8)
+    masks = np.zeros((1, 10, 10), bool)
+    masks[0, :5] = True
+    detections = Detections(xyxy=[[0, 0, 10, 10]], detection_id=["x"], mask=masks)
+    (crop,) = dynamic_crop(image, detections, 1.0, background_color=(255, 0, 0))
+    assert crop.image.shape == (10, 10, channels)
+    assert (crop.image[:5] == 100).all()
+    expected_background = {1: [76], 3: [0, 0, 255], 4: [0, 0, 255, 100]}[channels]
+    assert (crop.image[5:] == expected_background).all()
+
+
+def test_dynamic_crop_mask_on_2d_image():
+    image = np.full((6, 6), 10, np.uint8)
+    masks = np.zeros((1, 6, 6), bool)
+    detections = Detections(xyxy=[[0, 0, 6, 6]], detection_id=["x"], mask=masks)
+    (crop,) = dynamic_crop(image, detections, 1.0, background_color="#ffffff")
+    assert crop.image.shape == (6, 6) and (crop.image == 255).all()
+
+
+def test_remove_background_equals_add_weighted():
+    rng = np.random.default_rng(1)
+    crop = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    mask = rng.random((30, 40)) > 0.5
+    colour = np.empty_like(crop)
+    colour[:] = (10, 20, 30)
+    expected = cv2.addWeighted(np.where(mask[..., None], crop, colour), 0.3, crop, 0.7, 0)
+    np.testing.assert_array_equal(remove_background(crop, mask, 0.3, (10, 20, 30)), expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"detections": Detections(xyxy=[[0, 0, 1, 1]])}, "needs detection ids"),
+        ({"mask_opacity": 1.5}, r"mask_opacity must be within \[0, 1\], got 1.5"),
+        ({"mask_opacity": -0.1}, r"mask_opacity must be within \[0, 1\]"),
+        ({"background_color": "#zz"}, "colour must be"),
+        ({"image": [[0]]}, "H x W or H x W x C array, got list"),
+        ({"detections": [[0, 0, 1, 1]]}, "detections must be a Detections, got list"),
+        (
+            {"detections": Detections([[0, 0, 1, 1]], ["a"], mask=np.zeros((1, 3, 3), bool))},
+            r"masks must match the image size \(4, 4\), got \(3, 3\)",
+        ),
+    ],
+)
+def test_dynamic_crop_rejects(kwargs, message):
+    arguments = {
+        "image": np.zeros((4, 4, 3), np.uint8),
+        "detections": Detections(xyxy=[[0, 0, 1, 1]], detection_id=["a"]),
+    } | kwargs
+    with pytest.raises(ValueError, match=message):
+        dynamic_crop(**arguments)
+
+
+@st.composite
+def crop_cases(draw):
+    h, w = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    n = draw(st.integers(0, 5))
+    coordinate = st.floats(-30, 60, allow_nan=False).map(lambda v: round(v * 2) / 2)
+    boxes = draw(st.lists(st.tuples(*[coordinate] * 4), min_size=n, max_size=n))
+    seed = draw(st.integers(0, 2**32 - 1))
+    opacity = draw(st.sampled_from([0.0, 0.25, 0.5, 1.0, 0.3, 0.7]))
+    colour = draw(st.tuples(*[st.integers(0, 255)] * 3))
+    return h, w, boxes, seed, opacity, colour
+
+
+@settings(max_examples=200, deadline=None)
+@given(crop_cases())
+def test_dynamic_crop_matches_reference(case):
+    h, w, boxes, seed, opacity, colour_rgb = case
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    masks = rng.random((len(boxes), h, w)) > 0.5
+    detections = Detections(
+        xyxy=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        detection_id=[str(i) for i in range(len(boxes))],
+        mask=masks,
+    )
+    crops = dynamic_crop(image, detections, opacity, colour_rgb)
+    expected = reference_dynamic_crop(image, boxes, masks, opacity, colour_rgb[::-1])
+    assert len(crops) == len(expected)
+    for crop, reference in zip(crops, expected, strict=True):
+        if reference is None:
+            assert crop is None
+        else:
+            np.testing.assert_array_equal(crop.image, reference[0])
+            assert crop.offset == reference[1]

@@ -18,6 +18,8 @@ detections  ``image_id, detection_id: string``, ``x_min, y_min, x_max, y_max: fl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 
 IMAGE_ID = "image_id"
@@ -48,3 +50,188 @@ DETECTIONS_SCHEMA = pa.schema(
 )
 
 IMAGES_SCHEMA = pa.schema([(IMAGE_ID, pa.string()), ("image", pa.binary())])
+
+# Columns the job writes; input columns with these names are never carried along.
+ROOT_COLUMNS = (
+    "root_image_id",
+    "root_window_x_min",
+    "root_window_y_min",
+    "root_window_x_max",
+    "root_window_y_max",
+    "root_width",
+    "root_height",
+)
+CROP_COLUMNS = (
+    "crop_id", IMAGE_ID, DETECTION_ID, "crop", "width", "height", *BOX_COLUMNS, "mask",
+    "keypoints", "polygon", "class_name", "class_id", "confidence", *ROOT_COLUMNS,
+)
+LINEAGE_COLUMNS = (
+    "crop_id", IMAGE_ID, DETECTION_ID, "source_uri", "source_sha256", "window_x_min",
+    "window_y_min", "window_x_max", "window_y_max", "parent_width", "parent_height", "step_type",
+    "step_params", "run_id", "code_version", "created_at", "crop_sha256", *ROOT_COLUMNS,
+)
+ERROR_SCHEMA = pa.schema(
+    [
+        (IMAGE_ID, pa.string()),
+        (DETECTION_ID, pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("message", pa.string()),
+        ("source_uri", pa.string()),
+    ]
+)
+RESERVED_COLUMNS = frozenset(CROP_COLUMNS) | frozenset(LINEAGE_COLUMNS) | {"image", "uri",
+                                                                             "detections"}
+
+
+class SchemaError(ValueError):
+    """An input table lacks a required column or has one of the wrong type."""
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_binary(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def _is_small_scalar(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+        or _is_string(t) or pa.types.is_temporal(t) or pa.types.is_decimal(t)
+    )
+
+
+def _is_hf_image(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_struct(t)
+        and t.get_field_index("bytes") >= 0
+        and _is_binary(t.field("bytes").type)
+    )
+
+
+@dataclass(frozen=True)
+class ImagesLayout:
+    """How to read an images table.
+
+    ``image_source`` is ``"binary"`` (``image`` bytes), ``"struct"`` (Hugging Face
+    ``struct<bytes, path>`` in ``image_column``), or ``"uri"`` (fetch ``uri``). A ``crops/``
+    output read as images uses its ``crop`` column as the image and ``crop_id`` as the id.
+    """
+
+    id_column: str
+    image_column: str
+    image_source: str
+    nested_detections: bool
+    carried: tuple[str, ...]
+    has_root: bool
+
+
+def images_layout(schema: pa.Schema, keep_columns: tuple[str, ...] | None,
+                  parameter_columns: dict[str, str]) -> ImagesLayout:
+    """Check an images schema and decide how to read it; ``SchemaError`` names the column."""
+    names = set(schema.names)
+    if "crop" in names and "crop_id" in names:
+        id_column, image_column = "crop_id", "crop"
+    else:
+        id_column, image_column = IMAGE_ID, "image" if "image" in names else "uri"
+    if id_column not in names:
+        raise SchemaError(f"images table needs a '{IMAGE_ID}' column (string); it has "
+                          f"{', '.join(schema.names) or 'no columns'}")
+    if not _is_string(schema.field(id_column).type):
+        raise SchemaError(f"images column '{id_column}' must be string, got "
+                          f"{schema.field(id_column).type}")
+    if image_column not in names:
+        raise SchemaError("images table needs an 'image' column (binary, or struct<bytes, path>) "
+                          "or a 'uri' column (string)")
+    image_type = schema.field(image_column).type
+    if image_column == "uri":
+        if not _is_string(image_type):
+            raise SchemaError(f"images column 'uri' must be string, got {image_type}")
+        source = "uri"
+    elif _is_binary(image_type):
+        source = "binary"
+    elif _is_hf_image(image_type):
+        source = "struct"
+    else:
+        raise SchemaError(f"images column '{image_column}' must be binary or struct<bytes: "
+                          f"binary, path: string>, got {image_type}")
+    nested = "detections" in names
+    if nested:
+        check_detections_type(schema.field("detections").type)
+    for parameter, column in parameter_columns.items():
+        if column not in names:
+            raise SchemaError(f"step parameter '{parameter}' names column '{column}', which the "
+                              f"images table does not have")
+        t = schema.field(column).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+            raise SchemaError(f"images column '{column}' (step parameter '{parameter}') must be "
+                              f"numeric, got {t}")
+    used = {id_column, image_column, "detections", *parameter_columns.values()}
+    if keep_columns is None:
+        carried = tuple(
+            f.name for f in schema
+            if f.name not in used and f.name not in RESERVED_COLUMNS and _is_small_scalar(f.type)
+        )
+    else:
+        for column in keep_columns:
+            if column not in names:
+                raise SchemaError(f"--keep-columns names '{column}', which the images table "
+                                  f"does not have")
+            if column in RESERVED_COLUMNS or column in (id_column, image_column):
+                raise SchemaError(f"--keep-columns cannot carry '{column}': the job writes a "
+                                  f"column of that name")
+        carried = tuple(keep_columns)
+    has_root = all(c in names for c in ROOT_COLUMNS)
+    return ImagesLayout(id_column, image_column, source, nested, carried, has_root)
+
+
+_DETECTION_TYPES = {
+    IMAGE_ID: _is_string,
+    DETECTION_ID: _is_string,
+    "x_min": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "y_min": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "x_max": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "y_max": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+    "class_name": _is_string,
+    "class_id": pa.types.is_integer,
+    "confidence": pa.types.is_floating,
+    "mask": lambda t: pa.types.is_struct(t) and t.get_field_index("counts") >= 0
+    and t.get_field_index("size") >= 0,
+    "keypoints": lambda t: pa.types.is_list(t) and pa.types.is_struct(t.value_type)
+    and t.value_type.get_field_index("x") >= 0 and t.value_type.get_field_index("y") >= 0,
+    "polygon": lambda t: pa.types.is_list(t) and pa.types.is_list(t.value_type),
+}
+_DETECTION_EXPECTED = {
+    IMAGE_ID: "string", DETECTION_ID: "string", "x_min": "float64", "y_min": "float64",
+    "x_max": "float64", "y_max": "float64", "class_name": "string", "class_id": "int64",
+    "confidence": "float64", "mask": "struct<size: list<int32>, counts: string>",
+    "keypoints": "list<struct<x, y, confidence>>", "polygon": "list<list<float64>>",
+}
+
+
+def check_detections_fields(fields: dict[str, pa.DataType], *, nested: bool) -> None:
+    where = "nested detections" if nested else "detections table"
+    required = (DETECTION_ID, *BOX_COLUMNS) if nested else (IMAGE_ID, DETECTION_ID, *BOX_COLUMNS)
+    for name in required:
+        if name not in fields:
+            raise SchemaError(f"{where} needs a '{name}' column ({_DETECTION_EXPECTED[name]}); "
+                              f"it has {', '.join(fields) or 'no columns'}")
+    for name, check in _DETECTION_TYPES.items():
+        if name in fields and not check(fields[name]):
+            raise SchemaError(f"{where} column '{name}' must be {_DETECTION_EXPECTED[name]}, "
+                              f"got {fields[name]}")
+
+
+def check_detections_type(t: pa.DataType) -> None:
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not pa.types.is_struct(
+        t.value_type
+    ):
+        raise SchemaError(f"images column 'detections' must be list<struct<...>>, got {t}")
+    struct = t.value_type
+    check_detections_fields({f.name: f.type for f in struct}, nested=True)
+
+
+def check_detections_schema(schema: pa.Schema) -> None:
+    check_detections_fields({f.name: f.type for f in schema}, nested=False)

@@ -1,0 +1,184 @@
+"""The command line: ``cropjob`` / ``python -m jobs``. A thin layer over ``jobs.pipeline``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from jobs import schema, steps, storage
+
+__all__ = ["main"]
+
+RUN_EXAMPLE = """example:
+  python -m jobs run --images s3://bucket/images/ --detections s3://bucket/detections/ \\
+      --output s3://bucket/crops-v1/ \\
+      --step '{"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0}'
+credentials and endpoints come from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL...)."""
+
+
+def _step_argument(text: str) -> steps.Step:
+    if text.startswith("@"):
+        location = storage.resolve(text[1:])
+        text = storage.read_bytes(location).decode("utf-8")
+    return steps.parse_step(text)
+
+
+def _job_arguments(parser: argparse.ArgumentParser, *, output_required: bool = True) -> None:
+    parser.add_argument("--images", required=True, help="images Parquet: file, directory or glob")
+    parser.add_argument("--detections", help="detections Parquet (not needed for static crops or "
+                        "when detections are nested on the images)")
+    parser.add_argument("--output", required=output_required, help="output directory URL")
+    parser.add_argument("--step", required=True,
+                        help="the step JSON, or @path/to/step.json")
+    parser.add_argument("--format", choices=("png", "jpeg", "webp", "npy"),
+                        help="crop encoding (default png; npy for crop_and_resize)")
+    parser.add_argument("--quality", type=int, help="jpeg/webp quality 1..100")
+    parser.add_argument("--run-id", help="run id recorded in lineage (default: derived from the "
+                        "inputs, step and code version, so reruns resume)")
+    parser.add_argument("--keep-columns", help="comma-separated images columns to carry onto "
+                        "crops and lineage (default: all small scalar columns; '' for none)")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="reject images whose header declares more pixels (default 178956970)")
+    parser.add_argument("--max-detections", type=int, default=10_000,
+                        help="detections per image beyond this become error rows")
+    parser.add_argument("--rows-per-shard", type=int, default=32,
+                        help="images per output shard (the unit of retry and resume)")
+
+
+def _ray_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a "
+                        "local Ray on 127.0.0.1)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cropjob", description="Exact image crops at scale on Ray Data.",
+        epilog="example:\n  python -m jobs demo", formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a crop job", epilog=RUN_EXAMPLE,
+                              formatter_class=argparse.RawTextHelpFormatter)
+    _job_arguments(run)
+    _ray_arguments(run)
+
+    validate = commands.add_parser(
+        "validate", help="check the inputs and the step without running",
+        epilog="example:\n  python -m jobs validate --images data/images/ --detections "
+               "data/detections/ --step '{\"type\": \"roboflow_core/dynamic_crop@v1\"}'",
+        formatter_class=argparse.RawTextHelpFormatter)
+    _job_arguments(validate, output_required=False)
+
+    demo = commands.add_parser(
+        "demo", help="generate a demo dataset from real photographs and crop it on a local Ray",
+        epilog="example:\n  python -m jobs demo --output demo-output",
+        formatter_class=argparse.RawTextHelpFormatter)
+    demo.add_argument("--output", default="demo-output", help="folder for inputs and outputs")
+    demo.add_argument("--images", type=int, default=48, help="number of demo images")
+    _ray_arguments(demo)
+    return parser
+
+
+def _config(args) -> "pipeline.JobConfig":  # noqa: F821 - imported lazily
+    from cropcore.codec import DEFAULT_MAX_PIXELS
+    from jobs.pipeline import JobConfig
+
+    keep = None
+    if args.keep_columns is not None:
+        keep = tuple(c.strip() for c in args.keep_columns.split(",") if c.strip())
+    return JobConfig(
+        images=args.images, detections=args.detections, output=args.output or "",
+        step=_step_argument(args.step), image_format=args.format, quality=args.quality,
+        run_id=args.run_id, keep_columns=keep,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, max_detections=args.max_detections,
+        rows_per_shard=args.rows_per_shard,
+    )
+
+
+def format_summary(summary) -> str:
+    rate = summary.crops / summary.seconds if summary.seconds else 0.0
+    lines = [
+        f"run       {summary.run_id} ({summary.status})",
+        f"images    {summary.images} ({summary.images_decoded} decoded, "
+        f"{summary.images_without_detections} without detections)",
+        f"detections {summary.detections}",
+        f"crops     {summary.crops}",
+        f"errors    {summary.error_count}"
+        + "".join(f"\n  {reason:<22} {n}" for reason, n in sorted(summary.errors.items())),
+        f"seconds   {summary.seconds:.1f} ({rate:.0f} crops/s)",
+        f"output    {summary.output}",
+    ]
+    if summary.shards_skipped:
+        lines.insert(1, f"resumed   {summary.shards_skipped} shards were already committed")
+    return "\n".join(lines)
+
+
+def _run(args) -> int:
+    from jobs import pipeline, raycompat
+
+    config = _config(args)
+    pipeline.prepare(config)  # fail on bad input before starting Ray
+    raycompat.init(args.address, args.num_cpus)
+    raycompat.configure_progress(sys.stderr.isatty())
+    summary = pipeline.run(config)
+    print(format_summary(summary))
+    return 0
+
+
+def _validate(args) -> int:
+    from jobs import pipeline
+
+    prepared = pipeline.prepare(_config(args))
+    plan = prepared.plan
+    print(f"ok: {plan.num_images} images in {len(plan.units)} row groups, "
+          f"{plan.num_detections} detections, {plan.errors.num_rows} rows rejected by planning; "
+          f"step {prepared.context.step.type}")
+    return 0
+
+
+def _demo(args) -> int:
+    from jobs import datagen, pipeline, raycompat
+
+    root = Path(args.output).resolve()
+    inputs = root / "input"
+    print(f"generating {args.images} demo images from scikit-image's photographs in {inputs}")
+    counts = datagen.make_dataset(str(inputs), datagen.DatasetSpec(num_images=args.images,
+                                                                   rows_per_group=8))
+    print(f"  {counts['images']} images, {counts['detections']} detections")
+    step = steps.parse_step({"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0,
+                             "background_color": "#000000"})
+    config = pipeline.JobConfig(images=str(inputs / "images"),
+                                detections=str(inputs / "detections"),
+                                output=str(root / "crops-run"), step=step, rows_per_shard=8)
+    raycompat.init(args.address, args.num_cpus)
+    raycompat.configure_progress(sys.stderr.isatty())
+    summary = pipeline.run(config)
+    print(format_summary(summary))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    from jobs.pipeline import JobError
+
+    handlers = {"run": _run, "validate": _validate, "demo": _demo}
+    try:
+        return handlers[args.command](args)
+    except (steps.StepError, schema.SchemaError, storage.StorageError, JobError) as error:
+        print(f"error: {storage.redact(str(error))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was committed for the shards in flight", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""The crop job: plan on the driver, crop on Ray Data, commit the manifest last.
+
+    plan (driver)   list images files and row groups, read image ids, check every column,
+                    pair detections with images, reject what cannot pair (error rows)
+    crop (Ray Data) one task per row group: read rows -> decode each image once -> crop all
+                    its boxes -> encode each crop once -> write crops, lineage, errors shards
+    commit (driver) gather shard markers, delete uncommitted leftovers, write _manifest.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+
+from cropcore.codec import DEFAULT_MAX_PIXELS
+from jobs import raycompat, steps
+from jobs.plan import Plan, make_plan
+from jobs.sinks import commit_manifest, read_manifest, write_shard
+from jobs.storage import resolve
+from jobs.udfs import JobContext, crop_units, now
+from jobs.versions import code_version
+
+__all__ = ["JobConfig", "JobError", "Summary", "build_pipeline", "prepare", "run"]
+
+log = logging.getLogger("jobs")
+FORMATS = ("png", "jpeg", "webp", "npy")
+
+
+class JobError(RuntimeError):
+    """The job cannot run as configured (one clear line, shown without a traceback)."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A crop job. ``step`` is a parsed step; URLs are any fsspec/pyarrow URL or local path."""
+
+    images: str
+    output: str
+    step: steps.Step
+    detections: str | None = None
+    image_format: str | None = None  # default: npy for crop_and_resize, png otherwise
+    quality: int | None = None
+    run_id: str | None = None
+    keep_columns: tuple[str, ...] | None = None  # None: small scalar columns
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_detections: int = 10_000
+    rows_per_shard: int = 32
+
+    def __post_init__(self):
+        fmt = self.image_format or ("npy" if isinstance(self.step, steps.CropAndResize) else "png")
+        object.__setattr__(self, "image_format", fmt)
+        if fmt not in FORMATS:
+            raise JobError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        if fmt == "npy" and not isinstance(self.step, steps.CropAndResize):
+            raise JobError("--format npy needs the crop_and_resize step (fixed-shape crops)")
+        if self.quality is not None and not (1 <= self.quality <= 100):
+            raise JobError(f"--quality must be within 1..100, got {self.quality}")
+        if self.quality is not None and fmt in ("png", "npy"):
+            raise JobError(f"--quality applies to jpeg and webp, not {fmt}")
+        for name in ("max_pixels", "max_detections", "rows_per_shard"):
+            if getattr(self, name) < 1:
+                raise JobError(f"{name} must be a positive integer, got {getattr(self, name)}")
+
+
+@dataclass
+class Summary:
+    """What a run did; also the manifest's ``counts``."""
+
+    run_id: str
+    output: str
+    images: int = 0
+    detections: int = 0
+    crops: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    images_decoded: int = 0
+    images_without_detections: int = 0
+    shards: int = 0
+    shards_skipped: int = 0
+    seconds: float = 0.0
+    status: str = "committed"
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+@dataclass(frozen=True)
+class Prepared:
+    config: JobConfig
+    plan: Plan
+    context: JobContext
+    run_id: str
+    fingerprint: str
+
+
+def prepare(config: JobConfig) -> Prepared:
+    """Check the step, every input column and the output before any work starts."""
+    references = steps.column_refs(config.step)
+    plan = make_plan(config.images, config.detections,
+                     needs_detections=config.step.needs_detections,
+                     keep_columns=config.keep_columns, parameter_columns=references)
+    version = code_version()
+    step_json = steps.step_to_json(config.step)
+    settings = {
+        "code_version": version, "step": step_json, "format": config.image_format,
+        "quality": config.quality, "inputs": plan.input_digest,
+        "keep_columns": list(plan.layout.carried) if plan.layout else [],
+        "max_pixels": config.max_pixels, "max_detections": config.max_detections,
+        "rows_per_shard": config.rows_per_shard,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    run_id = config.run_id or f"run-{digest[:12]}"
+    fingerprint = hashlib.sha256(f"{digest}\n{run_id}".encode()).hexdigest()
+    context = JobContext(
+        step=config.step, step_json=step_json, layout=plan.layout, output_url=config.output,
+        image_format=config.image_format, quality=config.quality, max_pixels=config.max_pixels,
+        max_detections=config.max_detections, rows_per_shard=config.rows_per_shard,
+        run_id=run_id, fingerprint=fingerprint, code_version=version, created_at=now(),
+        parameter_columns=references,
+    )
+    return Prepared(config, plan, context, run_id, fingerprint)
+
+
+def build_pipeline(prepared: Prepared):
+    """The Ray Data dataset of the crop stage: one row per planned unit in, one marker row per
+    committed shard out. Lazy: nothing runs until it is consumed."""
+    import ray
+
+    plan = prepared.plan
+    detections_ref = ray.put(plan.detections) if plan.detections is not None else None
+    context = JobContext(**{**asdict_shallow(prepared.context), "detections": detections_ref})
+    units = [asdict(u) | {"skip_rows": list(u.skip_rows)} for u in plan.units]
+    dataset = ray.data.from_items(units, override_num_blocks=max(1, len(units)))
+    return raycompat.map_batches(dataset, crop_units, fn_kwargs={"context": context},
+                                 batch_size=1, num_cpus=1)
+
+
+def asdict_shallow(obj) -> dict:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+
+
+def run(config: JobConfig) -> Summary:
+    """Run the job to a committed manifest (see ``jobs.sinks`` for the commit protocol)."""
+    started = time.perf_counter()
+    prepared = prepare(config)
+    output = resolve(config.output)
+    existing = read_manifest(output)
+    if existing is not None:
+        if existing.get("fingerprint") != prepared.fingerprint:
+            raise JobError(
+                f"{output.url} already holds committed run {existing.get('run_id')} with other "
+                f"inputs, step or settings; write to a new --output (nothing was changed)"
+            )
+        log.info("output already holds this run, committed; nothing to do")
+        return Summary(**existing["counts"] | {"output": output.url, "shards_skipped":
+                                               len(existing["shards"]), "shards": 0})
+    summary = Summary(run_id=prepared.run_id, output=output.url)
+    markers = []
+    if prepared.plan.errors.num_rows:
+        counts = {"errors": _reason_counts(prepared.plan.errors)}
+        name = hashlib.sha256(f"{prepared.fingerprint}\nplan".encode()).hexdigest()[:24]
+        markers.append(write_shard(output, name, {"errors": prepared.plan.errors}, counts))
+    if prepared.plan.units:
+        dataset = build_pipeline(prepared)
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            markers += [json.loads(m) for m in batch.column("marker").to_pylist()]
+    summary.detections = prepared.plan.num_detections
+    for marker in markers:
+        counts = marker["counts"]
+        summary.images += counts.get("images", 0)
+        summary.images_decoded += counts.get("images_decoded", 0)
+        summary.images_without_detections += counts.get("images_without_detections", 0)
+        summary.crops += counts.get("crops", 0)
+        if prepared.plan.nested_detections:
+            summary.detections += counts.get("detections", 0)
+        for reason, n in counts.get("errors", {}).items():
+            summary.errors[reason] = summary.errors.get(reason, 0) + n
+    summary.shards = len(markers)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    manifest = {
+        "run_id": prepared.run_id,
+        "status": "committed",
+        "fingerprint": prepared.fingerprint,
+        "step": json.loads(prepared.context.step_json),
+        "code_version": prepared.context.code_version,
+        "format": config.image_format,
+        "inputs": {"images": resolve(config.images).url,
+                   "detections": resolve(config.detections).url if config.detections else None},
+        "counts": {k: v for k, v in asdict(summary).items() if k not in ("output", "seconds")},
+        "shards": sorted(markers, key=lambda m: m["shard"]),
+    }
+    commit_manifest(output, manifest)
+    return summary
+
+
+def _reason_counts(errors: pa.Table) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for reason in errors.column("reason").to_pylist():
+        counts[reason] = counts.get(reason, 0) + 1
+    return counts

@@ -1,0 +1,100 @@
+"""Output layout and commit protocol.
+
+Under ``--output``::
+
+    crops/part-<shard>.parquet      crop rows
+    lineage/part-<shard>.parquet    one lineage row per crop
+    errors/part-<shard>.parquet     one row per input that produced no crop (only when any)
+    _shards/<shard>.json            a shard's commit marker: its files, rows, bytes, sha256
+    _manifest.json                  the run's commit: written last, atomically
+
+A shard's files are written first and its marker last, each atomically, so a marker means the
+shard is complete. Shard names are hashes of the run fingerprint and the shard's input rows: a
+retried task rewrites identical names, and a rerun skips shards whose marker exists. Data files
+that no marker of the committed run lists (left by a crash) are deleted before the manifest is
+written, so readers of ``crops/`` see exactly the committed rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.storage import (
+    Location,
+    StorageError,
+    delete,
+    exists,
+    list_files,
+    read_bytes,
+    write_atomic,
+)
+
+__all__ = ["KINDS", "commit_manifest", "read_manifest", "read_marker", "write_shard"]
+
+KINDS = ("crops", "lineage", "errors")
+MANIFEST = "_manifest.json"
+MARKERS = "_shards"
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    # Crop images are already compressed; zstd still pays for the metadata columns.
+    pq.write_table(table, sink, compression="zstd", row_group_size=1024)
+    return sink.getvalue()
+
+
+def write_shard(output: Location, shard: str, tables: dict[str, pa.Table], counts: dict) -> dict:
+    """Write a shard's tables, then its marker; returns the marker's content."""
+    files = []
+    for kind in KINDS:
+        table = tables.get(kind)
+        if table is None or (kind == "errors" and table.num_rows == 0):
+            continue
+        data = parquet_bytes(table)
+        relative = f"{kind}/part-{shard}.parquet"
+        write_atomic(output.child(relative), data)
+        files.append({"kind": kind, "path": relative, "rows": table.num_rows,
+                      "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    marker = {"shard": shard, "files": files, "counts": counts}
+    write_atomic(output.child(MARKERS, f"{shard}.json"), json.dumps(marker, sort_keys=True).encode())
+    return marker
+
+
+def read_marker(output: Location, shard: str) -> dict | None:
+    """A committed shard's marker, or ``None`` when the shard has not been committed."""
+    location = output.child(MARKERS, f"{shard}.json")
+    try:
+        if not exists(location):
+            return None
+        return json.loads(read_bytes(location))
+    except (StorageError, json.JSONDecodeError):
+        return None  # unreadable marker: redo the shard, which rewrites the same files
+
+
+def read_manifest(output: Location) -> dict | None:
+    location = output.child(MANIFEST)
+    if not exists(location):
+        return None
+    try:
+        return json.loads(read_bytes(location))
+    except json.JSONDecodeError as error:
+        raise StorageError(f"{location.url} is not valid JSON: {error}") from None
+
+
+def commit_manifest(output: Location, manifest: dict) -> None:
+    """Delete data files no marker lists, then write the manifest (atomically, last)."""
+    listed = {f["path"] for shard in manifest["shards"] for f in shard["files"]}
+    for kind in KINDS:
+        directory = output.child(kind)
+        if not exists(directory):
+            continue
+        for location in list_files(directory, suffix=""):
+            relative = f"{kind}/{location.path.rsplit('/', 1)[-1]}"
+            if relative not in listed:
+                delete(location)
+    write_atomic(output.child(MANIFEST), json.dumps(manifest, indent=2, sort_keys=True).encode())

@@ -1,0 +1,188 @@
+"""Object storage: URLs to pyarrow filesystems, listing, reading and atomic writes.
+
+Every URL the job touches goes through ``resolve``: ``s3://``, ``gs://``, ``hdfs://`` and local
+paths (``file://`` or plain) use pyarrow's native filesystems; any other protocol that fsspec
+knows (``memory://``, ``az://``, ``https://``...) is wrapped with pyarrow's ``FSSpecHandler``.
+Credentials and endpoints come only from the environment (``AWS_ACCESS_KEY_ID``,
+``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``...) or fsspec's own configuration; they are
+never taken from the command line, and never logged: ``redact`` strips userinfo from URLs
+before they reach a message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pyarrow.fs as pafs
+
+__all__ = [
+    "Location",
+    "StorageError",
+    "join",
+    "list_files",
+    "read_bytes",
+    "redact",
+    "resolve",
+    "write_atomic",
+]
+
+_NATIVE = {"s3", "gs", "gcs", "hdfs", "viewfs", "file", "local", "abfs", "abfss"}
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+class StorageError(OSError):
+    """A URL could not be resolved, listed, read or written."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """A resolved URL: the filesystem, the path inside it, and the URL as given (redacted)."""
+
+    fs: pafs.FileSystem
+    path: str
+    url: str
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def child(self, *parts: str) -> Location:
+        return Location(self.fs, join(self.path, *parts), join(self.url, *parts))
+
+
+def redact(url: str) -> str:
+    """The URL without any ``user:password@`` part."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", str(url))
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def _region_default() -> None:
+    # pyarrow asks AWS for a bucket's region when none is configured, which fails against
+    # S3-compatible servers; an explicit region in the environment avoids that lookup.
+    if os.environ.get("AWS_ENDPOINT_URL") and not os.environ.get("AWS_DEFAULT_REGION"):
+        os.environ.setdefault("AWS_REGION", "us-east-1")
+
+
+@lru_cache(maxsize=32)
+def _s3_filesystem(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
+    kwargs: dict = {}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
+def resolve(url: str) -> Location:
+    """The filesystem and path of a URL or local path."""
+    url = str(url)
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else "file"
+    try:
+        if scheme == "s3":
+            _region_default()
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            return Location(_s3_filesystem(endpoint, region), url[len("s3://") :], redact(url))
+        if scheme in _NATIVE:
+            if not match:
+                return Location(pafs.LocalFileSystem(), os.path.abspath(url), url)
+            fs, path = pafs.FileSystem.from_uri(url)
+            return Location(fs, path, redact(url))
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url)
+        return Location(pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path, redact(url))
+    except (ValueError, OSError, ImportError) as error:
+        raise StorageError(f"cannot open {redact(url)}: {_clean(error)}") from None
+
+
+def _clean(error: BaseException) -> str:
+    return redact(str(error).splitlines()[0] if str(error) else type(error).__name__)
+
+
+def list_files(location: Location, suffix: str = ".parquet") -> list[Location]:
+    """The files at a location: the file itself, every ``suffix`` file below a directory
+    (sorted, hidden and ``_``-prefixed names skipped), or the matches of a glob pattern."""
+    fs, path = location.fs, location.path
+    try:
+        if any(ch in path for ch in "*?["):
+            import fnmatch
+
+            base = path[: min(path.index(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
+            infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+            paths = [i.path for i in infos if i.is_file and fnmatch.fnmatch(i.path, path)]
+        else:
+            info = fs.get_file_info(path)
+            if info.type == pafs.FileType.NotFound:
+                raise StorageError(f"{location.url} does not exist")
+            if info.is_file:
+                return [location]
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            paths = [
+                i.path
+                for i in infos
+                if i.is_file
+                and i.path.endswith(suffix)
+                and not any(p.startswith(("_", ".")) for p in i.path[len(path) :].split("/"))
+            ]
+    except StorageError:
+        raise
+    except OSError as error:
+        raise StorageError(f"cannot list {location.url}: {_clean(error)}") from None
+    prefix = location.url[: len(location.url) - len(path)] if location.url.endswith(path) else ""
+    return [Location(fs, p, prefix + p if prefix else p) for p in sorted(paths)]
+
+
+def read_bytes(location: Location) -> bytes:
+    try:
+        with location.fs.open_input_stream(location.path) as stream:
+            return stream.read()
+    except OSError as error:
+        raise StorageError(f"cannot read {location.url}: {_clean(error)}") from None
+
+
+def write_atomic(location: Location, data: bytes) -> None:
+    """Write ``data`` so that readers see the whole object or nothing.
+
+    Object stores publish an object only when its upload completes; on a local or mounted
+    filesystem we write a temporary sibling and rename it over the target.
+    """
+    fs, path = location.fs, location.path
+    try:
+        parent = path.rsplit("/", 1)[0]
+        if location.is_local:
+            fs.create_dir(parent, recursive=True)
+            temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+            with fs.open_output_stream(temporary) as stream:
+                stream.write(data)
+            os.replace(temporary, path)
+        else:
+            with fs.open_output_stream(path) as stream:
+                stream.write(data)
+    except OSError as error:
+        raise StorageError(f"cannot write {location.url}: {_clean(error)}") from None
+
+
+def exists(location: Location) -> bool:
+    try:
+        return location.fs.get_file_info(location.path).type != pafs.FileType.NotFound
+    except OSError as error:
+        raise StorageError(f"cannot stat {location.url}: {_clean(error)}") from None
+
+
+def delete(location: Location) -> None:
+    try:
+        location.fs.delete_file(location.path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise StorageError(f"cannot delete {location.url}: {_clean(error)}") from None

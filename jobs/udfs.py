@@ -1,0 +1,506 @@
+"""The batch UDF: one images row group in, its crop, lineage and error shards written out.
+
+Data takes one road per image: read its bytes once, decode once (and only if a crop needs
+pixels), compute all windows of the image at once, cut each crop as a view, blend the
+background with the mask decoded only inside the window, encode each crop once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cropcore.resize import crop_and_resize
+from cropcore.codec import ImageDecodeError, decode_image, encode_image
+from cropcore.dynamic import remove_background
+from cropcore.masks import decode_rle, encode_rle
+from cropcore.windows import absolute_windows, empty_windows, relative_windows, windows_from_xyxy
+from jobs import convert, schema, steps
+from jobs.schema import IMAGE_ID, ImagesLayout
+from jobs.sinks import read_marker, write_shard
+from jobs.storage import StorageError, read_bytes, resolve
+
+__all__ = ["JobContext", "crop_units"]
+
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "npy": "npy"}
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Everything a worker needs, shipped once per task (small; detections by reference)."""
+
+    step: steps.Step
+    step_json: str
+    layout: ImagesLayout
+    output_url: str
+    image_format: str
+    quality: int | None
+    max_pixels: int
+    max_detections: int
+    rows_per_shard: int
+    run_id: str
+    fingerprint: str
+    code_version: str
+    created_at: datetime
+    detections: object = None  # ray.ObjectRef of the broadcast detections table, or None
+    parameter_columns: dict = field(default_factory=dict)
+
+
+_DETECTIONS_CACHE: dict = {}
+
+
+def _broadcast_detections(context: JobContext) -> pa.Table | None:
+    if context.detections is None:
+        return None
+    key = context.fingerprint
+    if key not in _DETECTIONS_CACHE:
+        import ray
+
+        _DETECTIONS_CACHE.clear()
+        _DETECTIONS_CACHE[key] = ray.get(context.detections)
+    return _DETECTIONS_CACHE[key]
+
+
+def shard_name(context: JobContext, file_url: str, row_group: int, start: int, stop: int) -> str:
+    key = f"{context.fingerprint}\n{file_url}\n{row_group}\n{start}\n{stop}"
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def crop_units(batch: pa.Table, context: JobContext) -> pa.Table:
+    """Ray Data UDF: each row of ``batch`` is a planned unit; returns one summary row per shard."""
+    _limit_kernel_threads()
+    markers = []
+    for unit in batch.to_pylist():
+        markers += _crop_unit(unit, context)
+    return pa.table({"marker": pa.array([json.dumps(m, sort_keys=True) for m in markers],
+                                        pa.string())})
+
+
+def _limit_kernel_threads() -> None:
+    # Ray runs one task per CPU; kernels that thread on their own would oversubscribe it.
+    import cv2
+
+    cv2.setNumThreads(1)
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except (ImportError, ValueError):
+        pass
+
+
+def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
+    output = resolve(context.output_url)
+    location = resolve(unit["file_url"])
+    detections = _broadcast_detections(context)
+    if detections is not None:
+        detections = detections.slice(
+            unit["detection_start"], unit["detection_stop"] - unit["detection_start"]
+        )
+    skip = set(unit["skip_rows"] or ())
+    n, step = unit["num_rows"], context.rows_per_shard
+    shards = [(start, min(start + step, n)) for start in range(0, n, step)]
+    names = [shard_name(context, unit["file_url"], unit["row_group"], a, b) for a, b in shards]
+    done = {name: read_marker(output, name) for name in names}
+    if all(done.values()):
+        return list(done.values())
+    columns = _columns_to_read(context)
+    try:
+        parquet = pq.ParquetFile(location.fs.open_input_file(location.path))
+        rows = parquet.read_row_group(unit["row_group"], columns=columns)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise StorageError(f"cannot read {location.url}: {str(error).splitlines()[0]}") from None
+    markers = []
+    for (start, stop), name in zip(shards, names, strict=True):
+        if done[name] is not None:
+            markers.append(done[name])
+            continue
+        chunk = rows.slice(start, stop - start)
+        if context.layout.nested_detections:
+            chunk_detections = convert.flatten_nested_detections(chunk)
+        elif detections is not None:
+            row = detections.column("__row").to_numpy()
+            lo, hi = np.searchsorted(row, [start, stop])
+            chunk_detections = detections.slice(lo, hi - lo)
+            chunk_detections = chunk_detections.set_column(
+                chunk_detections.schema.get_field_index("__row"), "__row",
+                pa.array(row[lo:hi] - start),
+            )
+        else:
+            chunk_detections = None
+        source_rows = [unit["first_row"] + start + i for i in range(stop - start)]
+        skipped = {r - start for r in skip if start <= r < stop}
+        shard = ShardBuilder(context, unit["file_url"], source_rows)
+        shard.crop_chunk(chunk, chunk_detections, skipped)
+        markers.append(write_shard(output, name, shard.tables(), shard.counts))
+    return markers
+
+
+def _columns_to_read(context: JobContext) -> list[str]:
+    layout = context.layout
+    columns = [layout.id_column, layout.image_column, *layout.carried,
+               *context.parameter_columns.values()]
+    if layout.nested_detections:
+        columns.append("detections")
+    if layout.has_root:
+        columns += list(schema.ROOT_COLUMNS)
+    return list(dict.fromkeys(columns))
+
+
+class ShardBuilder:
+    """Accumulates one shard's crop, lineage and error rows."""
+
+    def __init__(self, context: JobContext, file_url: str, source_rows: list[int]):
+        self.context = context
+        self.file_url = file_url
+        self.source_rows = source_rows
+        self.crops: dict[str, list] = {}
+        self.errors: list[dict] = []
+        self.counts = {"images": 0, "images_decoded": 0, "images_without_detections": 0,
+                       "detections": 0, "crops": 0, "errors": {}}
+        self.detection_parts: list[pa.Table] = []
+
+    # -- rows ---------------------------------------------------------------------------
+    def error(self, image_id, detection_id, stage, reason, message, row) -> None:
+        self.errors.append({IMAGE_ID: image_id, schema.DETECTION_ID: detection_id,
+                            "stage": stage, "reason": reason, "message": message,
+                            "source_uri": self.source_uri(row)})
+        self.counts["errors"][reason] = self.counts["errors"].get(reason, 0) + 1
+
+    def source_uri(self, row: int) -> str:
+        return f"{self.file_url}#row={self.source_rows[row]}"
+
+    def add_crop(self, values: dict) -> None:
+        for key, value in values.items():
+            self.crops.setdefault(key, []).append(value)
+        self.counts["crops"] += 1
+
+    # -- the chunk ----------------------------------------------------------------------
+    def crop_chunk(self, images: pa.Table, detections: pa.Table | None, skipped: set[int]):
+        context, layout = self.context, self.context.layout
+        ids = images.column(layout.id_column).to_pylist()
+        self.counts["images"] = len(ids) - len(skipped)
+        parameters = {
+            name: pc.cast(images.column(column), pa.float64()).to_numpy(zero_copy_only=False)
+            for name, column in context.parameter_columns.items()
+        }
+        bounds = None
+        if context.step.needs_detections:
+            if detections is None:
+                detections = pa.table({"__row": pa.array([], pa.int64())})
+            rows = detections.column("__row").to_numpy()
+            bounds = np.searchsorted(rows, np.arange(len(ids) + 1))
+            self.counts["detections"] = int(np.isin(rows, list(skipped), invert=True).sum())
+        self.carried_rows = images.select(list(layout.carried)).to_pylist() if layout.carried \
+            else [{}] * len(ids)
+        self.roots = images.select(list(schema.ROOT_COLUMNS)).to_pylist() if layout.has_root \
+            else None
+        sources = images.column(layout.image_column)
+        for row, image_id in enumerate(ids):
+            if row in skipped:
+                continue
+            if bounds is not None:
+                lo, hi = int(bounds[row]), int(bounds[row + 1])
+                if lo == hi:
+                    self.counts["images_without_detections"] += 1
+                    continue  # nothing to cut: never fetched or decoded
+                self._crop_detections(row, image_id, sources, detections.slice(lo, hi - lo))
+            else:
+                self._crop_static(row, image_id, sources, {k: v[row] for k, v in parameters.items()})
+
+    def _image(self, row: int, image_id, sources, detection_ids) -> tuple:
+        """Decoded pixels and the encoded bytes' sha256, or ``None`` after recording errors."""
+        layout = self.context.layout
+        try:
+            if layout.image_source == "uri":
+                uri = sources[row].as_py()
+                data = None if uri is None else read_bytes(resolve(uri))
+            elif layout.image_source == "struct":
+                value = sources[row].as_py()
+                data = None if value is None else value.get("bytes")
+                if data is None and value is not None and value.get("path"):
+                    data = read_bytes(resolve(value["path"]))
+            else:
+                data = sources[row].as_py()
+        except StorageError as error:
+            for detection_id in detection_ids:
+                self.error(image_id, detection_id, "read", "fetch_failed", str(error), row)
+            return None
+        if not data:
+            for detection_id in detection_ids:
+                self.error(image_id, detection_id, "read", "no_image_bytes",
+                           "the image is null or empty", row)
+            return None
+        try:
+            pixels = decode_image(data, max_pixels=self.context.max_pixels)
+        except ImageDecodeError as error:
+            for detection_id in detection_ids:
+                self.error(image_id, detection_id, "decode", error.reason, str(error), row)
+            return None
+        self.counts["images_decoded"] += 1
+        return pixels, hashlib.sha256(data).hexdigest()
+
+    def _crop_static(self, row: int, image_id, sources, parameters: dict) -> None:
+        step = self.context.step
+        values = {name: parameters.get(name, getattr(step, name))
+                  for name in ("x_center", "y_center", "width", "height")}
+        if not all(np.isfinite(float(v)) for v in values.values()):
+            self.error(image_id, None, "crop", "invalid_parameter",
+                       f"a per-image step parameter is null or not finite: {values}", row)
+            return
+        decoded = self._image(row, image_id, sources, [None])
+        if decoded is None:
+            return
+        pixels, source_sha = decoded
+        size_wh = (pixels.shape[1], pixels.shape[0])
+        make = absolute_windows if isinstance(step, steps.AbsoluteStaticCrop) else relative_windows
+        window = make(*values.values(), size_wh)[0]
+        if empty_windows(window)[0]:
+            self.error(image_id, None, "crop", "empty_window",
+                       f"the window {window.tolist()} is empty inside a {size_wh[0]}x"
+                       f"{size_wh[1]} image", row)
+            return
+        x0, y0, x1, y1 = (int(v) for v in window)
+        self._emit(row, image_id, None, pixels[y0:y1, x0:x1], (x0, y0, x1, y1), size_wh,
+                   source_sha, {})
+
+    def _crop_detections(self, row: int, image_id, sources, detections: pa.Table) -> None:
+        context = self.context
+        detection_ids = detections.column(schema.DETECTION_ID).to_pylist()
+        keep = np.ones(len(detection_ids), dtype=bool)
+        if any(d is None for d in detection_ids):
+            for i, detection_id in enumerate(detection_ids):
+                if detection_id is None:
+                    keep[i] = False
+                    self.error(image_id, None, "plan", "missing_id",
+                               "nested detection has a null detection_id", row)
+        if keep.sum() > context.max_detections:
+            for i in np.flatnonzero(keep)[context.max_detections :]:
+                keep[i] = False
+                self.error(image_id, detection_ids[i], "plan", "too_many_detections",
+                           f"the image has more than --max-detections "
+                           f"{context.max_detections} detections", row)
+        boxes = convert.boxes_xyxy(detections)
+        finite = np.isfinite(boxes).all(axis=1)
+        inverted = finite & ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+        for i in np.flatnonzero(keep & ~finite):
+            self.error(image_id, detection_ids[i], "crop", "invalid_box",
+                       f"box {boxes[i].tolist()} has a null, NaN or infinite coordinate", row)
+        for i in np.flatnonzero(keep & inverted):
+            self.error(image_id, detection_ids[i], "crop", "invalid_box",
+                       f"box {boxes[i].tolist()} has x_max < x_min or y_max < y_min", row)
+        keep &= finite & ~inverted
+        if not keep.any():
+            return
+        decoded = self._image(row, image_id, sources, [detection_ids[i] for i in
+                                                       np.flatnonzero(keep)])
+        if decoded is None:
+            return
+        pixels, source_sha = decoded
+        size_wh = (pixels.shape[1], pixels.shape[0])
+        # Enormous coordinates are clamped anyway; limit them first so rounding stays exact.
+        limit = float(2 * max(size_wh) + 2)
+        windows = windows_from_xyxy(np.clip(np.where(finite[:, None], boxes, 0), -limit, limit),
+                                    size_wh)
+        empty = empty_windows(windows)
+        for i in np.flatnonzero(keep & empty):
+            self.error(image_id, detection_ids[i], "crop", "empty_window",
+                       f"box {boxes[i].tolist()} covers no pixel of the {size_wh[0]}x{size_wh[1]} "
+                       f"image", row)
+        keep &= ~empty
+        selected = np.flatnonzero(keep)
+        if not len(selected):
+            return
+        if isinstance(context.step, steps.CropAndResize):
+            self._crop_and_resize(row, image_id, detections, selected, boxes, windows, pixels,
+                                  size_wh, source_sha)
+            return
+        masks = detections.column("mask") if "mask" in detections.column_names else None
+        step = context.step
+        colour_bgr = tuple(reversed(step.background_color))
+        emitted = []
+        for i in selected:
+            x0, y0, x1, y1 = (int(v) for v in windows[i])
+            crop = pixels[y0:y1, x0:x1]
+            rle = convert.rle_at(masks, i) if masks is not None else None
+            window_mask = None
+            if rle is not None:
+                try:
+                    window_mask = _window_mask(rle, size_wh, (x0, y0, x1, y1))
+                except ValueError as error:
+                    self.error(image_id, detection_ids[i], "crop", "invalid_mask", str(error), row)
+                    continue
+                if step.mask_opacity > 0:
+                    crop = remove_background(crop, window_mask, step.mask_opacity, colour_bgr)
+            predictions = {"mask": encode_rle(window_mask) if window_mask is not None else None}
+            self._emit(row, image_id, detection_ids[i], crop, (x0, y0, x1, y1), size_wh,
+                       source_sha, predictions)
+            emitted.append(i)
+        self._translate(detections, np.asarray(emitted, dtype=np.int64), windows)
+
+    def _crop_and_resize(self, row, image_id, detections, selected, boxes, windows, pixels,
+                         size_wh, source_sha) -> None:
+        step = self.context.step
+        width, height = size_wh
+        # TF maps normalized y to y * (H - 1); a pixel box maps back by p / (H - 1).
+        scale = np.array([max(height - 1, 1), max(width - 1, 1)] * 2, dtype=np.float64)
+        normalized = (boxes[selected][:, [1, 0, 3, 2]] / scale).astype(np.float32)
+        image = pixels if pixels.ndim == 3 else pixels[:, :, None]
+        resized = crop_and_resize(image[None], normalized, np.zeros(len(selected), np.int32),
+                                  step.crop_size, step.method, step.extrapolation_value)
+        for k, i in enumerate(selected):
+            self._emit(row, image_id, _str(detections, i), resized[k],
+                       tuple(int(v) for v in windows[i]), size_wh, source_sha,
+                       {"mask": None})
+        self._translate(detections, selected, windows)
+
+    def _translate(self, detections: pa.Table, selected: np.ndarray, windows: np.ndarray) -> None:
+        """Predictions of the selected detections moved into their crops' frames (vectorized)."""
+        part = detections.take(pa.array(selected))
+        offsets = windows[selected][:, :2].astype(np.float64)
+        boxes = convert.boxes_xyxy(part) - np.tile(offsets, 2)
+        columns = {name: pa.array(boxes[:, k]) for k, name in enumerate(schema.BOX_COLUMNS)}
+        for name in ("class_name", "class_id", "confidence"):
+            if name in part.column_names:
+                columns[name] = part.column(name).combine_chunks()
+        if "keypoints" in part.column_names:
+            columns["keypoints"] = convert.translate_keypoints(part.column("keypoints"), offsets)
+        if "polygon" in part.column_names:
+            columns["polygon"] = convert.translate_polygons(part.column("polygon"), offsets)
+        self.detection_parts.append(pa.table(columns))
+
+    def _emit(self, row, image_id, detection_id, crop, window, size_wh, source_sha,
+              predictions) -> None:
+        context = self.context
+        if context.image_format == "npy":
+            crop = np.ascontiguousarray(crop)
+            data = crop.tobytes()
+        else:
+            if crop.dtype != np.uint8:
+                crop = np.clip(np.rint(crop), 0, 255).astype(np.uint8)
+            data = encode_image(crop, context.image_format, context.quality)
+        crop_sha = hashlib.sha256(data).hexdigest()
+        key = "\n".join([context.code_version, context.step_json, context.image_format,
+                         str(context.quality), source_sha, str(image_id), str(detection_id),
+                         ",".join(map(str, window))])
+        crop_id = hashlib.sha256(key.encode()).hexdigest()[:32]
+        x0, y0, x1, y1 = window
+        if self.roots is not None and self.roots[row]["root_image_id"] is not None:
+            root = self.roots[row]
+            rx, ry = root["root_window_x_min"], root["root_window_y_min"]
+            root_values = {"root_image_id": root["root_image_id"],
+                           "root_window_x_min": rx + x0, "root_window_y_min": ry + y0,
+                           "root_window_x_max": rx + x1, "root_window_y_max": ry + y1,
+                           "root_width": root["root_width"], "root_height": root["root_height"]}
+        else:
+            root_values = {"root_image_id": image_id, "root_window_x_min": x0,
+                           "root_window_y_min": y0, "root_window_x_max": x1,
+                           "root_window_y_max": y1, "root_width": size_wh[0],
+                           "root_height": size_wh[1]}
+        extension = EXTENSIONS[context.image_format]
+        self.add_crop({
+            "crop_id": crop_id, IMAGE_ID: image_id, schema.DETECTION_ID: detection_id,
+            "crop": data if context.image_format == "npy"
+            else {"bytes": data, "path": f"{crop_id}.{extension}"},
+            "width": int(crop.shape[1]), "height": int(crop.shape[0]),
+            "mask": predictions.get("mask"),
+            "source_uri": self.source_uri(row), "source_sha256": source_sha,
+            "window": window, "parent_size": size_wh, "crop_sha256": crop_sha,
+            "carried": self.carried_rows[row], "root": root_values,
+            "crop_shape": crop.shape,
+        })
+
+    # -- tables -------------------------------------------------------------------------
+    def tables(self) -> dict[str, pa.Table]:
+        context = self.context
+        c = self.crops
+        n = len(c.get("crop_id", []))
+        carried_columns = {name: [r[name] for r in c.get("carried", [])]
+                           for name in context.layout.carried}
+        root_columns = {name: [r[name] for r in c.get("root", [])] for name in schema.ROOT_COLUMNS}
+        crop_columns = {
+            "crop_id": pa.array(c.get("crop_id", []), pa.string()),
+            IMAGE_ID: pa.array(c.get(IMAGE_ID, []), pa.string()),
+            schema.DETECTION_ID: pa.array(c.get(schema.DETECTION_ID, []), pa.string()),
+            "crop": self._crop_column(),
+            "width": pa.array(c.get("width", []), pa.int32()),
+            "height": pa.array(c.get("height", []), pa.int32()),
+        }
+        if context.step.needs_detections:
+            predictions = (pa.concat_tables(self.detection_parts, promote_options="permissive")
+                           if self.detection_parts else None)
+            for name in schema.BOX_COLUMNS:
+                crop_columns[name] = (predictions.column(name) if predictions is not None
+                                      else pa.array([], pa.float64()))
+            crop_columns["mask"] = pa.array(c.get("mask", []), schema.RLE_TYPE)
+            for name, kind in (("keypoints", schema.KEYPOINTS_TYPE),
+                               ("polygon", schema.POLYGON_TYPE), ("class_name", pa.string()),
+                               ("class_id", pa.int64()), ("confidence", pa.float64())):
+                if predictions is not None and name in predictions.column_names:
+                    crop_columns[name] = pc.cast(predictions.column(name), kind)
+                else:
+                    crop_columns[name] = pa.nulls(n, kind)
+        for name, values in root_columns.items():
+            kind = pa.string() if name == "root_image_id" else pa.int64()
+            crop_columns[name] = pa.array(values, kind)
+        carried = {name: pa.array(values) if values else pa.nulls(0)
+                   for name, values in carried_columns.items()}
+        crops = pa.table({**crop_columns, **carried})
+        windows = np.array(c.get("window", []), dtype=np.int64).reshape(-1, 4)
+        parents = np.array(c.get("parent_size", []), dtype=np.int64).reshape(-1, 2)
+        lineage = pa.table({
+            "crop_id": crop_columns["crop_id"],
+            IMAGE_ID: crop_columns[IMAGE_ID],
+            schema.DETECTION_ID: crop_columns[schema.DETECTION_ID],
+            "source_uri": pa.array(c.get("source_uri", []), pa.string()),
+            "source_sha256": pa.array(c.get("source_sha256", []), pa.string()),
+            "window_x_min": windows[:, 0], "window_y_min": windows[:, 1],
+            "window_x_max": windows[:, 2], "window_y_max": windows[:, 3],
+            "parent_width": parents[:, 0], "parent_height": parents[:, 1],
+            "step_type": pa.array([context.step.type] * n, pa.string()),
+            "step_params": pa.array([context.step_json] * n, pa.string()),
+            "run_id": pa.array([context.run_id] * n, pa.string()),
+            "code_version": pa.array([context.code_version] * n, pa.string()),
+            "created_at": pa.array([context.created_at] * n, pa.timestamp("us", tz="UTC")),
+            "crop_sha256": pa.array(c.get("crop_sha256", []), pa.string()),
+            **{name: crop_columns[name] for name in schema.ROOT_COLUMNS},
+            **carried,
+        })
+        errors = pa.Table.from_pylist(self.errors, schema=schema.ERROR_SCHEMA)
+        return {"crops": crops, "lineage": lineage, "errors": errors}
+
+    def _crop_column(self) -> pa.Array:
+        values = self.crops.get("crop", [])
+        if self.context.image_format != "npy":
+            return pa.array(values, schema.HF_IMAGE_TYPE)
+        step = self.context.step
+        shapes = self.crops.get("crop_shape", [])
+        depth = shapes[0][2] if shapes else 3
+        tensor_type = pa.fixed_shape_tensor(pa.float32(), (*step.crop_size, depth))
+        flat = np.frombuffer(b"".join(values), dtype=np.float32)
+        storage = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()),
+                                                    int(np.prod(step.crop_size)) * depth)
+        return pa.ExtensionArray.from_storage(tensor_type, storage)
+
+
+def _str(table: pa.Table, index: int):
+    return table.column(schema.DETECTION_ID)[int(index)].as_py()
+
+
+def _window_mask(rle: dict, size_wh: tuple[int, int], window) -> np.ndarray:
+    height, width = rle["size"]
+    if (width, height) != size_wh:
+        raise ValueError(f"mask size {[height, width]} does not match the image "
+                         f"({size_wh[1]}x{size_wh[0]})")
+    return decode_rle(rle, window=window)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from jobs import schema, steps, storage
@@ -85,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args) -> "pipeline.JobConfig":  # noqa: F821 - imported lazily
+def _config(args):
     from cropcore.codec import DEFAULT_MAX_PIXELS
     from jobs.pipeline import JobConfig
 

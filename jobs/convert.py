@@ -75,7 +75,8 @@ def translate_keypoints(keypoints: pa.Array, offsets_xy: np.ndarray) -> pa.Array
             child = _shift_list_values(child, offsets_xy[:, 1], parents)
         children.append(child)
     moved = pa.StructArray.from_arrays(children, names=names, mask=pc.invert(points.is_valid()))
-    return pa.ListArray.from_arrays(_offsets(keypoints), moved, mask=pc.invert(keypoints.is_valid()))
+    valid = pc.invert(keypoints.is_valid())
+    return pa.ListArray.from_arrays(_offsets(keypoints), moved, mask=valid)
 
 
 def translate_polygons(polygons: pa.Array, offsets_xy: np.ndarray) -> pa.Array:

@@ -61,7 +61,8 @@ def write_shard(output: Location, shard: str, tables: dict[str, pa.Table], count
         files.append({"kind": kind, "path": relative, "rows": table.num_rows,
                       "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
     marker = {"shard": shard, "files": files, "counts": counts}
-    write_atomic(output.child(MARKERS, f"{shard}.json"), json.dumps(marker, sort_keys=True).encode())
+    data = json.dumps(marker, sort_keys=True).encode()
+    write_atomic(output.child(MARKERS, f"{shard}.json"), data)
     return marker
 
 

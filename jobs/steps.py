@@ -134,7 +134,9 @@ def _number(raw: dict, name: str, *, integer: bool, low: float, high: float,
         raise StepError(f"step field '{name}' must be {kind}{hint}, got {value!r}")
     if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
         bracket = "(" if low_open else "["
-        raise StepError(f"step field '{name}' must be within {bracket}{low}, {high}], got {value!r}")
+        raise StepError(
+            f"step field '{name}' must be within {bracket}{low}, {high}], got {value!r}"
+        )
     return int(value) if integer else float(value)
 
 

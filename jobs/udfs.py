@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cropcore.resize import crop_and_resize
 from cropcore.codec import ImageDecodeError, decode_image, encode_image
 from cropcore.dynamic import remove_background
 from cropcore.masks import decode_rle, encode_rle
+from cropcore.resize import crop_and_resize
 from cropcore.windows import absolute_windows, empty_windows, relative_windows, windows_from_xyxy
 from jobs import convert, schema, steps
 from jobs.schema import IMAGE_ID, ImagesLayout
@@ -213,7 +213,8 @@ class ShardBuilder:
                     continue  # nothing to cut: never fetched or decoded
                 self._crop_detections(row, image_id, sources, detections.slice(lo, hi - lo))
             else:
-                self._crop_static(row, image_id, sources, {k: v[row] for k, v in parameters.items()})
+                values = {k: v[row] for k, v in parameters.items()}
+                self._crop_static(row, image_id, sources, values)
 
     def _image(self, row: int, image_id, sources, detection_ids) -> tuple:
         """Decoded pixels and the encoded bytes' sha256, or ``None`` after recording errors."""

@@ -1,0 +1,42 @@
+"""The public API is a contract: a name that disappears from ``cropcore`` breaks users."""
+
+import cropcore
+
+PUBLIC = {
+    "Crop",
+    "Detections",
+    "DEFAULT_MAX_PIXELS",
+    "ImageDecodeError",
+    "absolute_static_crop",
+    "crop_and_resize",
+    "decode_image",
+    "decode_rle",
+    "dynamic_crop",
+    "encode_image",
+    "encode_rle",
+    "parse_color",
+    "polygon_to_mask",
+    "read_image_size",
+    "relative_static_crop",
+    "remove_background",
+}
+
+
+def test_public_names_are_exported():
+    assert PUBLIC <= set(cropcore.__all__)
+    for name in PUBLIC:
+        assert getattr(cropcore, name) is not None
+
+
+def test_kernels_know_nothing_of_arrow_ray_or_storage():
+    import sys
+
+    for name in ("ray", "pyarrow", "fsspec"):
+        sys.modules.pop(name, None)
+    import importlib
+
+    for module in ("static", "dynamic", "resize", "masks", "codec", "windows", "detections"):
+        source = importlib.util.find_spec(f"cropcore.{module}").origin
+        text = open(source).read()
+        for forbidden in ("import ray", "import pyarrow", "import fsspec"):
+            assert forbidden not in text, f"cropcore/{module}.py: {forbidden}"

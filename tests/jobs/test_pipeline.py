@@ -1,0 +1,260 @@
+"""End-to-end: the real job on a real local Ray cluster, local folders and a real S3 server."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cropcore import Detections, absolute_static_crop, crop_and_resize, dynamic_crop
+from cropcore.masks import decode_rle
+from jobs import steps
+from jobs.pipeline import JobConfig, JobError, run
+from tests.jobs.builders import detections_table, image_pixels, images_table, write_parquet
+
+pytestmark = pytest.mark.slow
+
+DYNAMIC = {"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0,
+           "background_color": "#102030"}
+
+
+def read_output(output, kind: str) -> pa.Table:
+    import pathlib
+
+    files = sorted(pathlib.Path(output, kind).glob("*.parquet"))
+    if not files:
+        return None
+    return pa.concat_tables([pq.read_table(f) for f in files]).sort_by("crop_id" if kind != "errors"
+                                                                      else "detection_id")
+
+
+def write_inputs(tmp_path, n_images=5, per_image=4, row_group_size=2):
+    images = images_table(n_images)
+    detections = detections_table(n_images, per_image)
+    write_parquet(images, tmp_path / "images.parquet", row_group_size=row_group_size)
+    (tmp_path / "detections").mkdir()
+    write_parquet(detections, tmp_path / "detections" / "part-0.parquet")
+    return images, detections
+
+
+def decode(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def test_dynamic_crop_job_matches_the_kernel(ray_cluster, tmp_path):
+    images, detections = write_inputs(tmp_path)
+    config = JobConfig(images=str(tmp_path / "images.parquet"),
+                       detections=str(tmp_path / "detections"), output=str(tmp_path / "out"),
+                       step=steps.parse_step(DYNAMIC), rows_per_shard=1)
+    summary = run(config)
+    assert summary.images == 5 and summary.detections == 20
+    crops = read_output(tmp_path / "out", "crops")
+    errors = read_output(tmp_path / "out", "errors")
+    n_errors = 0 if errors is None else errors.num_rows
+    assert summary.crops == crops.num_rows and crops.num_rows + n_errors == 20
+    assert summary.error_count == n_errors
+    by_id = {row["detection_id"]: row for row in crops.to_pylist()}
+    for i in range(5):
+        table = detections.filter(pa.compute.equal(detections["image_id"], f"im{i}"))
+        masks = np.stack([decode_rle(m) if m else np.zeros((48, 64), bool)
+                          for m in table["mask"].to_pylist()])
+        has_mask = np.array([m is not None for m in table["mask"].to_pylist()])
+        boxes = np.stack([table[c].to_numpy() for c in ("x_min", "y_min", "x_max", "y_max")], 1)
+        expected = dynamic_crop(
+            image_pixels(i), Detections(xyxy=boxes, detection_id=table["detection_id"].to_pylist(),
+                                        mask=masks), 1.0, "#102030")
+        unmasked = dynamic_crop(image_pixels(i), Detections(
+            xyxy=boxes, detection_id=table["detection_id"].to_pylist()))
+        for k, detection_id in enumerate(table["detection_id"].to_pylist()):
+            reference = expected[k] if has_mask[k] else unmasked[k]
+            if reference is None:
+                assert errors is not None and detection_id in errors["detection_id"].to_pylist()
+                continue
+            row = by_id[detection_id]
+            np.testing.assert_array_equal(decode(row["crop"]["bytes"]), reference.image)
+            assert row["crop"]["path"] == f"{row['crop_id']}.png"
+            assert (row["width"], row["height"]) == reference.size
+            np.testing.assert_allclose(
+                [row["x_min"], row["y_min"], row["x_max"], row["y_max"]],
+                reference.detections.xyxy[0])
+            assert row["keypoints"][0]["x"] == pytest.approx(reference.detections.xyxy[0][0] + 1)
+            if has_mask[k]:
+                np.testing.assert_array_equal(decode_rle(row["mask"]), reference.detections.mask[0])
+            assert row["frame_number"] == i and row["video_id"] == "clip-a"  # carried along
+    lineage = read_output(tmp_path / "out", "lineage")
+    assert lineage["crop_id"].to_pylist() == crops["crop_id"].to_pylist()
+    first = lineage.to_pylist()[0]
+    assert first["source_uri"].endswith(f"images.parquet#row={first['image_id'][2:]}")
+    assert first["step_type"] == "roboflow_core/dynamic_crop@v1"
+    assert json.loads(first["step_params"])["mask_opacity"] == 1.0
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["status"] == "committed"
+    assert manifest["counts"]["crops"] == crops.num_rows
+    listed = {f["path"] for s in manifest["shards"] for f in s["files"]}
+    on_disk = {str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").glob("*/*.parquet")}
+    assert listed == on_disk
+
+
+def test_static_crops_with_per_image_parameters(ray_cluster, tmp_path):
+    images = images_table(4, cx=[10, 20, 30, 200])
+    write_parquet(images, tmp_path / "images.parquet")
+    step = steps.parse_step({"type": "roboflow_core/absolute_static_crop@v1",
+                             "x_center": "$inputs.cx", "y_center": 20, "width": 11, "height": 9})
+    summary = run(JobConfig(images=str(tmp_path / "images.parquet"), output=str(tmp_path / "o"),
+                            step=step))
+    assert summary.crops == 3 and summary.errors == {"empty_window": 1}
+    crops = read_output(tmp_path / "o", "crops")
+    for row in crops.to_pylist():
+        i = int(row["image_id"][2:])
+        expected = absolute_static_crop(image_pixels(i), [10, 20, 30][i], 20, 11, 9)
+        np.testing.assert_array_equal(decode(row["crop"]["bytes"]), expected.image)
+        assert row["detection_id"] is None
+    errors = read_output(tmp_path / "o", "errors")
+    assert errors.to_pylist()[0]["image_id"] == "im3"
+
+
+def test_relative_static_crop(ray_cluster, tmp_path):
+    write_parquet(images_table(2), tmp_path / "images.parquet")
+    step = steps.parse_step({"type": "roboflow_core/relative_statoic_crop@v1", "x_center": 0.5,
+                             "y_center": 0.5, "width": 0.5, "height": 0.5})
+    run(JobConfig(images=str(tmp_path / "images.parquet"), output=str(tmp_path / "o"), step=step))
+    crops = read_output(tmp_path / "o", "crops")
+    assert crops.num_rows == 2
+    assert {(r["width"], r["height"]) for r in crops.to_pylist()} == {(32, 24)}
+
+
+def test_crop_and_resize_npy_matches_the_kernel(ray_cluster, tmp_path):
+    images, detections = write_inputs(tmp_path, n_images=2, per_image=3)
+    step = steps.parse_step({"type": "cropcore/crop_and_resize@v1", "crop_size": [8, 6]})
+    run(JobConfig(images=str(tmp_path / "images.parquet"),
+                  detections=str(tmp_path / "detections"), output=str(tmp_path / "o"), step=step))
+    crops = read_output(tmp_path / "o", "crops")
+    assert crops.num_rows == 6
+    assert isinstance(crops["crop"].type, pa.FixedShapeTensorType)
+    tensors = crops["crop"].combine_chunks().to_numpy_ndarray()
+    assert tensors.shape == (6, 8, 6, 3) and tensors.dtype == np.float32
+    rows = detections.to_pylist()
+    for tensor, row in zip(tensors, crops.to_pylist(), strict=True):
+        d = next(r for r in rows if r["detection_id"] == row["detection_id"])
+        box = np.array([[d["y_min"] / 47, d["x_min"] / 63, d["y_max"] / 47, d["x_max"] / 63]],
+                       np.float32)
+        i = int(d["image_id"][2:])
+        expected = crop_and_resize(image_pixels(i)[None], box, [0], (8, 6))[0]
+        np.testing.assert_array_equal(tensor, expected)
+
+
+def test_empty_inputs(ray_cluster, tmp_path):
+    write_parquet(images_table(0).cast(images_table(1).schema), tmp_path / "images.parquet")
+    (tmp_path / "detections").mkdir()
+    write_parquet(detections_table(0), tmp_path / "detections" / "d.parquet")
+    summary = run(JobConfig(images=str(tmp_path / "images.parquet"),
+                            detections=str(tmp_path / "detections"), output=str(tmp_path / "o"),
+                            step=steps.parse_step(DYNAMIC)))
+    assert (summary.images, summary.crops, summary.error_count) == (0, 0, 0)
+    assert json.loads((tmp_path / "o" / "_manifest.json").read_text())["status"] == "committed"
+
+
+def test_rerun_gives_identical_crops_and_refuses_other_settings(ray_cluster, tmp_path):
+    write_inputs(tmp_path)
+    common = {"images": str(tmp_path / "images.parquet"),
+              "detections": str(tmp_path / "detections"), "step": steps.parse_step(DYNAMIC)}
+    run(JobConfig(output=str(tmp_path / "a"), **common))
+    run(JobConfig(output=str(tmp_path / "b"), **common))
+    a, b = read_output(tmp_path / "a", "crops"), read_output(tmp_path / "b", "crops")
+    assert a.equals(b)  # same ids, same bytes
+    la, lb = (read_output(tmp_path / k, "lineage").drop_columns(["created_at"]) for k in "ab")
+    assert la.equals(lb)
+    # the same run into the same output is a no-op; other settings are refused
+    again = run(JobConfig(output=str(tmp_path / "a"), **common))
+    assert again.crops == a.num_rows
+    assert read_output(tmp_path / "a", "crops").equals(a)
+    with pytest.raises(JobError, match="already holds committed run"):
+        run(JobConfig(output=str(tmp_path / "a"), **common | {
+            "step": steps.parse_step(DYNAMIC | {"mask_opacity": 0.5})}))
+
+
+def test_nested_crops_compose_root_windows(ray_cluster, tmp_path):
+    write_parquet(images_table(2, size_wh=(64, 48)), tmp_path / "images.parquet")
+    first = steps.parse_step({"type": "roboflow_core/absolute_static_crop@v1", "x_center": 30,
+                              "y_center": 20, "width": 40, "height": 30})
+    run(JobConfig(images=str(tmp_path / "images.parquet"), output=str(tmp_path / "one"),
+                  step=first))
+    second = steps.parse_step({"type": "roboflow_core/absolute_static_crop@v1", "x_center": 10,
+                               "y_center": 10, "width": 8, "height": 6})
+    run(JobConfig(images=str(tmp_path / "one" / "crops"), output=str(tmp_path / "two"),
+                  step=second))
+    lineage = read_output(tmp_path / "two", "lineage").to_pylist()
+    assert len(lineage) == 2
+    for row in lineage:
+        # first window (10, 5, 50, 35); second (6, 7, 14, 13) inside it
+        assert (row["window_x_min"], row["window_y_min"]) == (6, 7)
+        assert (row["root_window_x_min"], row["root_window_y_min"],
+                row["root_window_x_max"], row["root_window_y_max"]) == (16, 12, 24, 18)
+        assert row["root_image_id"] in ("im0", "im1") and row["root_width"] == 64
+        crops = read_output(tmp_path / "two", "crops").to_pylist()
+        crop = next(c for c in crops if c["crop_id"] == row["crop_id"])
+        i = int(row["root_image_id"][2:])
+        np.testing.assert_array_equal(decode(crop["crop"]["bytes"]),
+                                      image_pixels(i)[12:18, 16:24])
+
+
+def test_hugging_face_image_column_and_nested_detections(ray_cluster, tmp_path):
+    images = images_table(3)
+    detections = detections_table(3, 2)
+    hf = pa.array([{"bytes": b, "path": f"{i}.png"} for i, b in
+                   enumerate(images["image"].to_pylist())],
+                  pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    nested = [detections.filter(pa.compute.equal(detections["image_id"], f"im{i}"))
+              .drop_columns(["image_id"]).to_pylist() for i in range(3)]
+    table = images.set_column(1, "image", hf).append_column(
+        "detections", pa.array(nested, pa.list_(pa.struct(
+            [f for f in detections.schema if f.name != "image_id"]))))
+    write_parquet(table, tmp_path / "images.parquet")
+    summary = run(JobConfig(images=str(tmp_path / "images.parquet"), output=str(tmp_path / "o"),
+                            step=steps.parse_step({"type": "roboflow_core/dynamic_crop@v1"})))
+    assert summary.detections == 6 and summary.crops + summary.error_count == 6
+
+
+def test_uri_column(ray_cluster, tmp_path):
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"{i}.png"
+        cv2.imwrite(str(path), image_pixels(i))
+        paths.append(str(path))
+    write_parquet(pa.table({"image_id": ["im0", "im1"], "uri": paths}), tmp_path / "images.parquet")
+    step = steps.parse_step({"type": "roboflow_core/absolute_static_crop@v1", "x_center": 5,
+                             "y_center": 5, "width": 4, "height": 4})
+    run(JobConfig(images=str(tmp_path / "images.parquet"), output=str(tmp_path / "o"), step=step))
+    crops = read_output(tmp_path / "o", "crops").sort_by("image_id").to_pylist()
+    np.testing.assert_array_equal(decode(crops[1]["crop"]["bytes"]), image_pixels(1)[3:7, 3:7])
+
+
+def test_s3_inputs_and_outputs(ray_cluster, s3_server, s3_bucket, tmp_path):
+    images = images_table(3)
+    detections = detections_table(3, 3)
+    fs = s3_server.pyarrow_fs()
+    write_parquet(images, f"{s3_bucket}/in/images/part-0.parquet", filesystem=fs)
+    write_parquet(detections, f"{s3_bucket}/in/detections/part-0.parquet", filesystem=fs)
+    summary = run(JobConfig(images=f"s3://{s3_bucket}/in/images/",
+                            detections=f"s3://{s3_bucket}/in/detections",
+                            output=f"s3://{s3_bucket}/out", step=steps.parse_step(DYNAMIC)))
+    assert summary.crops + summary.error_count == 9
+    manifest = json.loads(fs.open_input_stream(f"{s3_bucket}/out/_manifest.json").read())
+    assert manifest["counts"]["crops"] == summary.crops
+    crops = [f for f in fs.get_file_info(pa.fs.FileSelector(f"{s3_bucket}/out/crops"))]
+    assert sum(pq.read_table(f.path, filesystem=fs).num_rows for f in crops) == summary.crops
+    # identical to a local run of the same inputs
+    write_parquet(images, tmp_path / "images.parquet")
+    (tmp_path / "d").mkdir()
+    write_parquet(detections, tmp_path / "d" / "part-0.parquet")
+    run(JobConfig(images=str(tmp_path / "images.parquet"), detections=str(tmp_path / "d"),
+                  output=str(tmp_path / "o"), step=steps.parse_step(DYNAMIC)))
+    local = read_output(tmp_path / "o", "crops")
+    remote = pa.concat_tables([pq.read_table(f.path, filesystem=fs) for f in crops])
+    assert sorted(local["crop_sha256"].to_pylist() if "crop_sha256" in local.column_names
+                  else [c["bytes"] for c in local["crop"].to_pylist()]) == sorted(
+        c["bytes"] for c in remote["crop"].to_pylist())

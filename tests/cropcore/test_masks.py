@@ -1,0 +1,407 @@
+"""masks: COCO RLE decode (whole and windowed) and encode, polygon rasterization."""
+
+import numpy as np
+import pycocotools.mask
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import cropcore.masks
+from cropcore.masks import decode_rle, encode_rle, polygon_to_mask
+
+# pycocotools' decode trips a NumPy 2 deprecation in its own code; only the tests call it.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+# --- slow, obviously-correct references ------------------------------------------------------
+
+
+def reference_parse_counts(counts: str) -> list[int]:
+    """pycocotools' rleFrString, one character at a time."""
+    runs: list[int] = []
+    p = 0
+    while p < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            c = ord(counts[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x -= 1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
+
+
+def reference_decode(rle: dict) -> np.ndarray:
+    """Expand runs pixel by pixel in column-major order."""
+    h, w = rle["size"]
+    counts = rle["counts"]
+    runs = reference_parse_counts(counts) if isinstance(counts, str) else list(counts)
+    flat: list[bool] = []
+    for i, n in enumerate(runs):
+        flat.extend([i % 2 == 1] * n)
+    assert len(flat) == h * w
+    mask = np.zeros((h, w), dtype=bool)
+    for index, value in enumerate(flat):
+        mask[index % h, index // h] = value
+    return mask
+
+
+def reference_polygon(polygon: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Even-odd point-in-polygon test at every pixel centre, edges included right/bottom."""
+    mask = np.zeros((h, w), dtype=bool)
+    n = len(polygon)
+    for row in range(h):
+        yc = row + 0.5
+        for col in range(w):
+            xc = col + 0.5
+            inside = False
+            for i in range(n):
+                x0, y0 = polygon[i]
+                x1, y1 = polygon[(i + 1) % n]
+                if min(y0, y1) < yc <= max(y0, y1):
+                    x_cross = x0 + (yc - y0) * (x1 - x0) / (y1 - y0)
+                    if x_cross < xc:
+                        inside = not inside
+            mask[row, col] = inside
+    return mask
+
+
+def coco_encode(mask: np.ndarray) -> dict:
+    return pycocotools.mask.encode(np.asfortranarray(mask, dtype=np.uint8))
+
+
+def coco_decode(rle: dict) -> np.ndarray:
+    return pycocotools.mask.decode(rle).astype(bool)
+
+
+# --- strategies --------------------------------------------------------------------------------
+
+
+@st.composite
+def masks(draw, max_side: int = 24) -> np.ndarray:
+    h = draw(st.integers(0, max_side))
+    w = draw(st.integers(0, max_side))
+    kind = draw(st.sampled_from(["random", "rectangle", "full", "empty"]))
+    if kind == "random":
+        return draw(hnp.arrays(bool, (h, w)))
+    mask = np.full((h, w), kind == "full")
+    if kind == "rectangle" and h and w:
+        y0, y1 = sorted(draw(st.lists(st.integers(0, h), min_size=2, max_size=2)))
+        x0, x1 = sorted(draw(st.lists(st.integers(0, w), min_size=2, max_size=2)))
+        mask[y0:y1, x0:x1] = True
+    return mask
+
+
+@st.composite
+def windows_in(draw, h: int, w: int) -> tuple[int, int, int, int]:
+    x_min, x_max = sorted(draw(st.lists(st.integers(0, w), min_size=2, max_size=2)))
+    y_min, y_max = sorted(draw(st.lists(st.integers(0, h), min_size=2, max_size=2)))
+    return x_min, y_min, x_max, y_max
+
+
+# --- decode_rle --------------------------------------------------------------------------------
+
+
+def test_public_names():
+    assert cropcore.masks.__all__ == ["decode_rle", "encode_rle", "polygon_to_mask"]
+
+
+def test_convention_rle_is_column_major():
+    # 2x3 mask with ones at (row 1, col 0) and (row 0, col 1): scanning columns top to bottom
+    # gives 0 1 | 1 0 | 0 0, i.e. runs 1 zero, 2 ones, 3 zeros.
+    mask = np.array([[0, 1, 0], [1, 0, 0]], dtype=bool)
+    rle = {"size": [2, 3], "counts": [1, 2, 3]}
+    np.testing.assert_array_equal(decode_rle(rle), mask)
+    np.testing.assert_array_equal(coco_decode(pycocotools.mask.frPyObjects(rle, 2, 3)), mask)
+    assert encode_rle(mask)["counts"] == coco_encode(mask)["counts"].decode()
+
+
+def test_convention_window_is_half_open():
+    mask = np.arange(20).reshape(4, 5) % 3 == 0
+    rle = encode_rle(mask)
+    window = decode_rle(rle, (1, 2, 4, 3))  # columns 1..3, row 2
+    assert window.shape == (1, 3)
+    np.testing.assert_array_equal(window, mask[2:3, 1:4])
+
+
+def test_first_run_may_be_empty():
+    # A mask starting with a one has a zero-length first run of zeros.
+    rle = {"size": [2, 2], "counts": [0, 1, 3]}
+    np.testing.assert_array_equal(decode_rle(rle), [[True, False], [False, False]])
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        (0, 0, 7, 5),  # full window
+        (3, 2, 3, 4),  # empty: no columns
+        (1, 4, 6, 4),  # empty: no rows
+        (0, 0, 0, 0),  # empty at the origin
+        (7, 5, 7, 5),  # empty at the far corner
+        (4, 3, 5, 4),  # one pixel
+        (6, 4, 7, 5),  # the last pixel
+        (2, 0, 3, 5),  # one full column
+        (0, 1, 7, 2),  # one full row
+    ],
+)
+def test_window_edge_cases(window):
+    mask = np.random.default_rng(0).random((5, 7)) < 0.5
+    x_min, y_min, x_max, y_max = window
+    out = decode_rle(encode_rle(mask), window)
+    assert out.dtype == bool
+    assert out.flags.c_contiguous
+    np.testing.assert_array_equal(out, mask[y_min:y_max, x_min:x_max])
+
+
+@pytest.mark.parametrize("size", [[0, 0], [0, 4], [4, 0]])
+def test_masks_with_a_zero_side(size):
+    mask = np.zeros(size, dtype=bool)
+    rle = encode_rle(mask)
+    assert rle == {"size": size, "counts": "0"}  # pycocotools writes one empty run
+    assert decode_rle(rle).shape == tuple(size)
+    assert decode_rle({"size": size, "counts": ""}).shape == tuple(size)
+    assert decode_rle({"size": size, "counts": []}).shape == tuple(size)
+    assert decode_rle(rle, (0, 0, size[1], size[0])).shape == tuple(size)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), mask=masks())
+def test_windowed_decode_matches_pycocotools_and_reference(data, mask):
+    h, w = mask.shape
+    coco = coco_encode(mask)
+    full = coco_decode(coco)
+    window = data.draw(windows_in(h, w))
+    x_min, y_min, x_max, y_max = window
+    expected = full[y_min:y_max, x_min:x_max]
+
+    as_str = {"size": [h, w], "counts": coco["counts"].decode()}
+    as_list = {"size": [h, w], "counts": reference_parse_counts(as_str["counts"])}
+    for rle in (coco, as_str, as_list):  # bytes, str and uncompressed counts
+        np.testing.assert_array_equal(decode_rle(rle, window), expected)
+    np.testing.assert_array_equal(decode_rle(as_str), full)
+    np.testing.assert_array_equal(reference_decode(as_str), full)
+    np.testing.assert_array_equal(reference_decode(as_list), full)
+
+
+def test_uncompressed_counts_as_numpy_and_tuple():
+    mask = np.random.default_rng(1).random((6, 9)) < 0.3
+    runs = reference_parse_counts(encode_rle(mask)["counts"])
+    for counts in (runs, tuple(runs), np.array(runs, dtype=np.int64), np.array(runs, np.uint32)):
+        np.testing.assert_array_equal(decode_rle({"size": [6, 9], "counts": counts}), mask)
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        [2**31 - 5, 3, 2, 10**6, 2],  # runs needing 7-character numbers
+        [0, 2**31, 2**20, 8],  # a huge first run of ones
+        [5, 1, 2**30, 1, 2**30 + 7, 4],  # deltas far from zero in both directions
+    ],
+)
+def test_large_run_lengths_parse_like_pycocotools(runs):
+    # Two rows and a billion columns: only the windows we choose are ever expanded.
+    h, w = 2, sum(runs) // 2
+    coco = pycocotools.mask.frPyObjects({"size": [h, w], "counts": runs}, h, w)
+    counts = coco["counts"].decode()
+    assert reference_parse_counts(counts) == runs
+    np.testing.assert_array_equal(cropcore.masks._parse_compressed_counts(coco["counts"]), runs)
+    run_ends = np.cumsum(runs)
+    for x_min in (0, w - 4, w // 2):
+        window = decode_rle({"size": [h, w], "counts": counts}, (x_min, 0, x_min + 4, h))
+        flat = (np.arange(x_min, x_min + 4)[None, :] * h + np.arange(h)[:, None]).ravel()
+        expected = np.searchsorted(run_ends, flat, side="right") % 2 == 1
+        np.testing.assert_array_equal(window, expected.reshape(h, 4))
+
+
+def test_windowed_decode_on_a_1080p_mask():
+    yy, xx = np.mgrid[:1080, :1920]
+    mask = ((xx - 960) / 300) ** 2 + ((yy - 540) / 200) ** 2 < 1
+    rle = coco_encode(mask)
+    np.testing.assert_array_equal(decode_rle(rle, (800, 400, 1102, 702)), mask[400:702, 800:1102])
+    np.testing.assert_array_equal(decode_rle(rle), mask)
+
+
+BLANK_2X3 = {"size": [2, 3], "counts": [6]}
+
+
+def _size_error(size):
+    return {"size": size, "counts": ""}
+
+
+@pytest.mark.parametrize(
+    ("rle", "window", "match"),
+    [
+        ([1, 2], None, r"rle must be a dict with 'size' and 'counts', got list"),
+        ({"counts": ""}, None, r"rle must be a dict with 'size' and 'counts', got \['counts'\]"),
+        (_size_error([2]), None, r"rle\['size'\] must be two non-negative ints"),
+        (_size_error([2, -1]), None, r"rle\['size'\] must be two non-negative ints .*-1"),
+        (_size_error([2.0, 3]), None, r"rle\['size'\] must be two non-negative ints"),
+        (_size_error([True, 3]), None, r"rle\['size'\] must be two non-negative ints"),
+        (_size_error("ab"), None, r"rle\['size'\] must be \[height, width\], got 'ab'"),
+        (_size_error(None), None, r"rle\['size'\] must be \[height, width\], got None"),
+        ({"size": [1, 1], "counts": 5}, None, r"rle\['counts'\] must be .* got int"),
+        ({"size": [1, 1], "counts": "é"}, None, r"must be ASCII characters '0'..'o'"),
+        ({"size": [1, 1], "counts": "1 "}, None, r"characters '0'..'o' .* got ' ' at position 1"),
+        ({"size": [1, 1], "counts": "1p"}, None, r"got 'p' at position 1"),
+        ({"size": [9, 9], "counts": "1Q"}, None, r"end in the middle of a number"),
+        ({"size": [9, 9], "counts": "Q" * 7 + "1"}, None, r"a number of 8 characters, at most 7"),
+        ({"size": [2, 2], "counts": [2, 3, -1]}, None, r"must be non-negative, got \[-1\]"),
+        ({"size": [2, 2], "counts": "211K"}, None, r"must be non-negative, got \[-4\]"),
+        ({"size": [2, 2], "counts": [1.0, 3.0]}, None, r"flat list of ints, got dtype float64"),
+        ({"size": [2, 2], "counts": [[1, 3]]}, None, r"flat list of ints, .*shape \(1, 2\)"),
+        ({"size": [2, 2], "counts": np.array([2**63], np.uint64)}, None, r"run length too large"),
+        ({"size": [2, 3], "counts": [1, 2]}, None, r"sum to h \* w = 2 \* 3 = 6, got 3"),
+        ({"size": [2, 3], "counts": "12"}, None, r"sum to h \* w = 2 \* 3 = 6, got 3"),
+        ({"size": [2, 3], "counts": [1, 200]}, None, r"= 6, got a run of 200"),
+        (BLANK_2X3, (0, 0, 1), r"window must be four ints .* got \(0, 0, 1\)"),
+        (BLANK_2X3, (0, 0, 1.5, 2), r"window must be four ints"),
+        (BLANK_2X3, "0011", r"window must be four ints"),
+        (BLANK_2X3, (0, 0, 4, 2), r"x_max <= 3 .* got \(0, 0, 4, 2\)"),
+        (BLANK_2X3, (2, 0, 1, 2), r"0 <= x_min <= x_max <= 3"),
+        (BLANK_2X3, (0, -1, 1, 2), r"0 <= y_min <= y_max <= 2"),
+    ],
+)
+def test_decode_errors(rle, window, match):
+    with pytest.raises(ValueError, match=match):
+        decode_rle(rle, window)
+
+
+# --- encode_rle --------------------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(mask=masks())
+def test_encode_matches_pycocotools_and_round_trips(mask):
+    rle = encode_rle(mask)
+    assert rle == {"size": list(mask.shape), "counts": coco_encode(mask)["counts"].decode()}
+    assert isinstance(rle["counts"], str)
+    assert all(type(v) is int for v in rle["size"])
+    np.testing.assert_array_equal(decode_rle(rle), mask)
+
+
+def test_encode_accepts_views_and_integer_masks():
+    mask = np.random.default_rng(2).random((12, 10)) < 0.5
+    view = mask[::2, 1::3]  # neither C- nor Fortran-contiguous
+    np.testing.assert_array_equal(decode_rle(encode_rle(view)), view)
+    np.testing.assert_array_equal(decode_rle(encode_rle(np.asfortranarray(mask))), mask)
+    assert encode_rle(mask.astype(np.int64)) == encode_rle(mask)
+    assert encode_rle(np.zeros((3, 4), bool)) == {"size": [3, 4], "counts": "<"}
+
+
+@pytest.mark.parametrize(
+    ("mask", "match"),
+    [
+        (np.zeros((2, 2, 1), bool), r"mask must be 2-D \(H, W\), got shape \(2, 2, 1\)"),
+        (np.zeros(4, bool), r"mask must be 2-D \(H, W\), got shape \(4,\)"),
+        (np.zeros((2, 2), np.float32), r"bool or integer 0/1, got dtype float32"),
+        (np.array([[0, 2], [1, 0]]), r"only 0 and 1, got values such as \[2\]"),
+    ],
+)
+def test_encode_errors(mask, match):
+    with pytest.raises(ValueError, match=match):
+        encode_rle(mask)
+
+
+# --- polygon_to_mask ---------------------------------------------------------------------------
+
+
+def test_convention_polygon_samples_pixel_centres():
+    # A box polygon with integer corners covers exactly the half-open window's pixels.
+    square = np.array([[1, 2], [5, 2], [5, 4], [1, 4]], dtype=float)
+    expected = np.zeros((6, 7), bool)
+    expected[2:4, 1:5] = True
+    np.testing.assert_array_equal(polygon_to_mask(square, (6, 7)), expected)
+    # Centres on the boundary: outside on the left/top edge, inside on the right/bottom edge.
+    on_centres = np.array([[1.5, 2.5], [4.5, 2.5], [4.5, 4.5], [1.5, 4.5]])
+    expected = np.zeros((6, 7), bool)
+    expected[3:5, 2:5] = True
+    np.testing.assert_array_equal(polygon_to_mask(on_centres, (6, 7)), expected)
+
+
+@pytest.mark.parametrize("halves", [False, True])
+def test_polygon_boxes_match_pycocotools_exactly(halves):
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        x0, x1 = np.sort(rng.integers(-6, 40, 2)) / (2 if halves else 1)
+        y0, y1 = np.sort(rng.integers(-6, 40, 2)) / (2 if halves else 1)
+        box = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+        coco = coco_decode(pycocotools.mask.frPyObjects([box.ravel().tolist()], 15, 17))[..., 0]
+        np.testing.assert_array_equal(polygon_to_mask(box, (15, 17)), coco)
+        np.testing.assert_array_equal(polygon_to_mask(box[::-1], (15, 17)), coco)
+
+
+def test_polygons_agree_with_pycocotools_up_to_its_subpixel_rounding():
+    # pycocotools rounds vertices to 1/5 pixel, so boundary pixels may differ; areas match.
+    rng = np.random.default_rng(4)
+    differing = total = 0
+    for _ in range(100):
+        angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(3, 12)))
+        radii = rng.uniform(2, 18, len(angles))
+        polygon = np.c_[20 + radii * np.cos(angles), 20 + radii * np.sin(angles)]
+        coco = coco_decode(pycocotools.mask.frPyObjects([polygon.ravel().tolist()], 40, 40))[..., 0]
+        ours = polygon_to_mask(polygon, (40, 40))
+        differing += int((coco ^ ours).sum())
+        total += int(coco.sum())
+    assert differing < 0.03 * total
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    vertices=hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(0, 8), st.just(2)),
+        # Quarter-pixel vertices put many centres exactly on edges and vertices.
+        elements=st.integers(-8, 60).map(lambda v: v / 4),
+    ),
+    size_hw=st.tuples(st.integers(0, 14), st.integers(0, 14)),
+)
+def test_polygon_matches_reference(vertices, size_hw):
+    out = polygon_to_mask(vertices, size_hw)
+    assert out.shape == size_hw and out.dtype == bool
+    np.testing.assert_array_equal(out, reference_polygon(vertices, *size_hw))
+
+
+@pytest.mark.parametrize(
+    "polygon",
+    [
+        np.empty((0, 2)),  # no vertices
+        [],  # no vertices, as a list
+        [[1.0, 1.0], [4.0, 4.0]],  # a segment encloses nothing
+        [[1.0, 1.0], [3.0, 3.0], [5.0, 5.0]],  # collinear
+        [[-5.0, -5.0], [-1.0, -5.0], [-1.0, -1.0]],  # outside the mask
+    ],
+)
+def test_polygon_enclosing_no_pixel_centre(polygon):
+    out = polygon_to_mask(polygon, (6, 6))
+    assert out.shape == (6, 6) and not out.any()
+
+
+def test_polygon_even_odd_rule_and_zero_size():
+    # A pentagram: its centre pentagon is crossed twice, so it is a hole under even-odd.
+    angles = np.pi / 2 + np.arange(5) * 4 * np.pi / 5
+    star = np.c_[50 + 40 * np.cos(angles), 50 - 40 * np.sin(angles)]
+    mask = polygon_to_mask(star, (100, 100))
+    assert not mask[50, 50] and mask[20, 50]
+    assert polygon_to_mask(star, (0, 5)).shape == (0, 5)
+
+
+@pytest.mark.parametrize(
+    ("polygon", "size_hw", "match"),
+    [
+        ([1.0, 2.0, 3.0, 4.0], (4, 4), r"polygon must have shape \(P, 2\) of x, y, got \(4,\)"),
+        (np.zeros((3, 3)), (4, 4), r"polygon must have shape \(P, 2\) of x, y, got \(3, 3\)"),
+        ([[0, 0], [1, np.nan], [2, 0]], (4, 4), r"must be finite, got NaN or infinity"),
+        ([[0, 0], [1, 1], [2, 0]], (4,), r"size_hw must be two non-negative ints"),
+        ([[0, 0], [1, 1], [2, 0]], (4, -1), r"size_hw must be two non-negative ints"),
+        ([[0, 0], [1, 1], [2, 0]], 4, r"size_hw must be \[height, width\], got 4"),
+    ],
+)
+def test_polygon_errors(polygon, size_hw, match):
+    with pytest.raises(ValueError, match=match):
+        polygon_to_mask(polygon, size_hw)

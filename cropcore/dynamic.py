@@ -33,6 +33,26 @@ def background_fill(color_bgr: tuple[int, int, int], channels: int) -> tuple[flo
     raise ValueError(f"background removal needs 1, 3 or 4 channels, got {channels}")
 
 
+_BACKGROUNDS: dict[tuple, np.ndarray] = {}
+
+
+def _background(shape: tuple[int, ...], dtype: np.dtype, fill: tuple[float, ...]) -> np.ndarray:
+    """A ``shape`` view of a constant image, reused across calls: filling a fresh array for
+    every crop costs more than the blend itself."""
+    key = (np.dtype(dtype).str, fill)
+    canvas = _BACKGROUNDS.get(key)
+    if canvas is None or canvas.shape[0] < shape[0] or canvas.shape[1] < shape[1]:
+        height = max(shape[0], 0 if canvas is None else canvas.shape[0])
+        width = max(shape[1], 0 if canvas is None else canvas.shape[1])
+        canvas = np.empty((height, width, len(fill)), dtype=dtype)
+        canvas[...] = np.asarray(fill, dtype=np.float64).astype(dtype)
+        canvas.flags.writeable = False
+        if len(_BACKGROUNDS) > 16:
+            _BACKGROUNDS.clear()
+        _BACKGROUNDS[key] = canvas
+    return canvas[: shape[0], : shape[1]]
+
+
 def remove_background(
     crop: np.ndarray, mask: np.ndarray, opacity: float, color_bgr: tuple[int, int, int]
 ) -> np.ndarray:
@@ -60,14 +80,14 @@ def remove_background(
     pixels = crop[:, :, None] if squeeze else crop
     channels = pixels.shape[2]
     fill = background_fill(color_bgr, channels)
-    colour_part = pixels[:, :, : len(fill)]
-    background = np.empty_like(colour_part)
-    background[...] = np.asarray(fill, dtype=np.float64).astype(crop.dtype)
-    # Blend the whole window with OpenCV's SIMD path, then put the object's pixels back.
-    blended = cv2.addWeighted(background, opacity, np.ascontiguousarray(colour_part),
-                              1.0 - opacity, 0.0)
+    # OpenCV takes row-strided views as they are; only a channel subset needs a copy.
+    colour_part = pixels if channels == len(fill) else np.ascontiguousarray(pixels[:, :, :3])
+    background = _background(colour_part.shape, crop.dtype, fill)
+    # Blend the whole window with OpenCV's SIMD path, then copy the object's pixels back
+    # (cv2.copyTo is ~30x faster than a broadcast np.copyto with where=).
+    blended = cv2.addWeighted(background, opacity, colour_part, 1.0 - opacity, 0.0)
     blended = blended.reshape(colour_part.shape)
-    np.copyto(blended, colour_part, where=mask[:, :, None])
+    cv2.copyTo(colour_part, np.ascontiguousarray(mask).view(np.uint8), blended)
     if channels == 4:
         blended = np.concatenate([blended, pixels[:, :, 3:]], axis=2)
     return blended[:, :, 0] if squeeze else blended

@@ -41,10 +41,28 @@ MANIFEST = "_manifest.json"
 MARKERS = "_shards"
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
+def _column_paths(schema: pa.Schema) -> list[str]:
+    """Parquet leaf column paths (``crop.bytes``, ``keypoints.list.element.x``...) of a schema."""
     sink = io.BytesIO()
-    # Crop images are already compressed; zstd still pays for the metadata columns.
-    pq.write_table(table, sink, compression="zstd", row_group_size=1024)
+    pq.write_table(schema.empty_table(), sink)
+    parquet_schema = pq.ParquetFile(io.BytesIO(sink.getvalue())).schema
+    return [parquet_schema.column(i).path for i in range(len(parquet_schema))]
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table as Parquet bytes: zstd for metadata columns; encoded images (binary leaves) are
+    stored as they are, since compressing, dictionary-encoding or collecting statistics on JPEG
+    or PNG bytes costs time and saves nothing."""
+    paths = _column_paths(table.schema)
+    binary = {field.name for field in table.schema if pa.types.is_binary(field.type)}
+    blobs = {p for p in paths if p in binary or p.endswith(".bytes")}
+    plain = [p for p in paths if p not in blobs]
+    sink = io.BytesIO()
+    pq.write_table(
+        table, sink, row_group_size=1024,
+        compression={p: "none" if p in blobs else "zstd" for p in paths},
+        use_dictionary=plain, write_statistics=plain,
+    )
     return sink.getvalue()
 
 

@@ -85,8 +85,11 @@ def remove_background(
     background = _background(colour_part.shape, crop.dtype, fill)
     # Blend the whole window with OpenCV's SIMD path, then copy the object's pixels back
     # (cv2.copyTo is ~30x faster than a broadcast np.copyto with where=).
-    blended = cv2.addWeighted(background, opacity, colour_part, 1.0 - opacity, 0.0)
-    blended = blended.reshape(colour_part.shape)
+    if opacity == 1.0:  # addWeighted(bg, 1, crop, 0, 0) is exactly bg: skip the arithmetic
+        blended = background.copy()
+    else:
+        blended = cv2.addWeighted(background, opacity, colour_part, 1.0 - opacity, 0.0)
+        blended = blended.reshape(colour_part.shape)
     cv2.copyTo(colour_part, np.ascontiguousarray(mask).view(np.uint8), blended)
     if channels == 4:
         blended = np.concatenate([blended, pixels[:, :, 3:]], axis=2)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -16,6 +18,14 @@ RUN_EXAMPLE = """example:
       --output s3://bucket/crops-v1/ \\
       --step '{"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0}'
 credentials and endpoints come from the environment (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL...)."""
+
+
+PLUGGED_COMMANDS = (
+    ("import", "jobs.importers", "turn COCO, YOLO or Roboflow annotations into the job's tables"),
+    ("report", "jobs.report", "write a contact sheet and an HTML report of a run's output"),
+    ("export", "jobs.exports", "export a run's crops as WebDataset shards or OpenLineage events"),
+    ("bench", "jobs.bench", "measure the job and the kernels against their peers"),
+)
 
 
 def _step_argument(text: str) -> steps.Step:
@@ -79,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="demo-output", help="folder for inputs and outputs")
     demo.add_argument("--images", type=int, default=48, help="number of demo images")
     _ray_arguments(demo)
+
+    # Commands that live in their own modules: each module has add_arguments(parser) and
+    # command(args) -> int, and is imported only when its command runs.
+    for name, module, summary in PLUGGED_COMMANDS:
+        if importlib.util.find_spec(module) is None:
+            continue
+        sub = commands.add_parser(name, help=summary,
+                                  formatter_class=argparse.RawTextHelpFormatter)
+        importlib.import_module(module).add_arguments(sub)
     return parser
 
 
@@ -162,11 +181,17 @@ def _demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # One line per stage on stderr; -v adds timestamps and other libraries' info lines.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
+                        format="%(asctime)s %(name)s %(message)s" if args.verbose
+                        else "%(message)s")
+    logging.getLogger("jobs").setLevel(logging.INFO)
     from jobs.pipeline import JobError
 
     handlers = {"run": _run, "validate": _validate, "demo": _demo}
+    if args.command not in handlers:
+        module = next(m for n, m, _ in PLUGGED_COMMANDS if n == args.command)
+        handlers[args.command] = importlib.import_module(module).command
     try:
         return handlers[args.command](args)
     except (steps.StepError, schema.SchemaError, storage.StorageError, JobError) as error:

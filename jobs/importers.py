@@ -16,7 +16,9 @@ Convention (all formats):
 - Polygons are ``[[x, y], ...]`` in pixels; masks are COCO RLE (column-major) with compressed
   string counts; keypoints are ``{x, y, confidence}`` in pixels.
 - Image and detection ids are strings; ``width`` and ``height`` are those of the image as
-  annotated (decoded with OpenCV when the annotations do not say).
+  annotated, or when the annotations do not say, read from the image header with
+  ``cropcore.read_image_size``: the stored pixel grid, EXIF orientation not applied, which is
+  the frame the crop job decodes.
 - Detections are ordered by image, then in their order in the source.
 
 Errors in the input (a missing file, malformed JSON or label line, an unknown category or class,
@@ -25,29 +27,34 @@ a label without an image) raise ``ValueError`` naming the file and the line or r
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import posixpath
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cropcore import ImageDecodeError, read_image_size
 from jobs.schema import DETECTIONS_SCHEMA, IMAGE_ID, IMAGES_SCHEMA
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
+    "EXAMPLE",
     "IMAGE_SUFFIXES",
     "IMPORTED_IMAGES_SCHEMA",
     "ImportSummary",
     "import_coco",
     "import_roboflow",
     "import_yolo",
+    "add_arguments",
+    "command",
 ]
 
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -63,7 +70,8 @@ IMPORTED_IMAGES_SCHEMA = pa.schema(
     ]
 )
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# The formats the crop job decodes (cropcore.decode_image).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ def import_coco(
           ``f"{image_id}:{k}"`` (k-th annotation of that image, from 0) when there is no ``id``.
         - ``bbox [x, y, w, h]`` (top-left corner and size in pixels) becomes
           ``x_min = x, y_min = y, x_max = x + w, y_max = y + h``. Without a ``bbox``, the box is
-          that of the mask.
+          the extent of the polygons, or that of the RLE mask.
         - ``category_id`` becomes ``class_id``, and that category's ``name`` ``class_name``.
         - ``score`` (results files) becomes ``confidence``; ground truth has none (null).
         - ``segmentation`` always becomes ``mask`` (RLE, compressed string counts):
@@ -110,7 +118,7 @@ def import_coco(
         - ``keypoints [x1, y1, v1, ...]`` become ``{x, y, confidence: v}`` in order, all of them,
           with ``v`` kept as it is: 0 not labelled (x = y = 0), 1 labelled but hidden,
           2 visible; in results files, a score.
-        - Image ``width``/``height`` come from the JSON; images without them are decoded.
+        - Image ``width``/``height`` come from the JSON, or from the image header without them.
 
     Returns:
         An :class:`ImportSummary`.
@@ -138,14 +146,15 @@ def import_coco(
         if record.size_hw is None:
             path = _join(images_root, record.file_name)
             record.size_hw = _decoded_size_hw(
-                _read_file_bytes(images_fs, path), images_fs.unstrip_protocol(path)
+                _read_file_bytes(images_fs, path), _shown(images_fs, path)
             )
     rows_by_image: dict[str, list[dict[str, Any]]] = {image_id: [] for image_id in coco_images}
     for index, annotation in enumerate(document["annotations"]):
         where = f"{annotations}: annotations[{index}]"
         if not isinstance(annotation, dict):
             raise ValueError(f"{where}: expected an object, got {type(annotation).__name__}")
-        where += f" (id {annotation['id']})" if "id" in annotation else ""
+        if annotation.get("id") is not None:
+            where += f" (id {annotation['id']})"
         image_id = str(_required(annotation, "image_id", where))
         if image_id not in coco_images:
             raise ValueError(f"{where}: image_id {image_id} is not in 'images'")
@@ -222,11 +231,13 @@ def _coco_detection(
             f"{where}: category_id {category_id} is not in 'categories' "
             f"(known ids: {sorted(categories)})"
         )
-    mask, polygon = _coco_segmentation(annotation.get("segmentation"), size_hw, where)
+    mask, polygon, extent = _coco_segmentation(annotation.get("segmentation"), size_hw, where)
     if annotation.get("bbox") is not None:
         x, y, w, h = _numbers(annotation["bbox"], f"{where} bbox", count=4)
         if w < 0 or h < 0:
             raise ValueError(f"{where}: bbox width and height must be >= 0, got {w} and {h}")
+    elif extent is not None:
+        x, y, w, h = extent
     elif mask is not None:
         from pycocotools import mask as mask_utils
 
@@ -249,7 +260,9 @@ def _coco_detection(
     return {
         IMAGE_ID: image_id,
         "detection_id": (
-            str(annotation["id"]) if "id" in annotation else f"{image_id}:{index_in_image}"
+            f"{image_id}:{index_in_image}"
+            if annotation.get("id") is None
+            else str(annotation["id"])
         ),
         "x_min": x,
         "y_min": y,
@@ -266,13 +279,16 @@ def _coco_detection(
 
 def _coco_segmentation(
     segmentation: Any, size_hw: tuple[int, int], where: str
-) -> tuple[dict | None, list[list[float]] | None]:
-    """COCO ``segmentation`` -> (RLE mask with string counts, largest polygon part)."""
+) -> tuple[dict | None, list[list[float]] | None, tuple[float, float, float, float] | None]:
+    """COCO ``segmentation`` -> (RLE mask, largest polygon part, all parts' extent as xywh).
+
+    The extent is exact for polygons, where the mask's box would be rounded to whole pixels.
+    """
     from pycocotools import mask as mask_utils
 
     height, width = size_hw
     if segmentation is None or (isinstance(segmentation, list) and not segmentation):
-        return None, None
+        return None, None, None
     if isinstance(segmentation, dict):
         size = _required(segmentation, "size", f"{where} segmentation")
         counts = _required(segmentation, "counts", f"{where} segmentation")
@@ -282,7 +298,7 @@ def _coco_segmentation(
                 f"[{height}, {width}]"
             )
         if isinstance(counts, str):
-            return {"size": [height, width], "counts": counts}, None
+            return {"size": [height, width], "counts": counts}, None, None
         runs = _numbers(counts, f"{where} segmentation counts")
         if any(run < 0 or run != int(run) for run in runs) or sum(runs) != height * width:
             raise ValueError(
@@ -292,7 +308,7 @@ def _coco_segmentation(
         rle = mask_utils.frPyObjects(
             {"size": [height, width], "counts": [int(r) for r in runs]}, height, width
         )
-        return {"size": [height, width], "counts": rle["counts"].decode("ascii")}, None
+        return {"size": [height, width], "counts": rle["counts"].decode("ascii")}, None, None
     if not isinstance(segmentation, list) or not all(isinstance(p, list) for p in segmentation):
         raise ValueError(
             f"{where}: expected 'segmentation' as a list of polygons [[x1, y1, x2, y2, ...], ...] "
@@ -309,11 +325,14 @@ def _coco_segmentation(
         if len(values) >= 6:
             parts.append(values)
     if not parts:
-        return None, None
+        return None, None, None
     rle = mask_utils.merge(mask_utils.frPyObjects(parts, height, width))
     mask = {"size": [height, width], "counts": rle["counts"].decode("ascii")}
     largest = max(parts, key=lambda p: abs(_shoelace_area(p)))
-    return mask, [[largest[i], largest[i + 1]] for i in range(0, len(largest), 2)]
+    xs = [v for part in parts for v in part[0::2]]
+    ys = [v for part in parts for v in part[1::2]]
+    extent = (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
+    return mask, [[largest[i], largest[i + 1]] for i in range(0, len(largest), 2)], extent
 
 
 def _shoelace_area(values: list[float]) -> float:
@@ -340,7 +359,7 @@ def import_yolo(
         labels: URL of the directory of label files (searched recursively).
         images: URL of the directory of images (searched recursively; suffixes in
             :data:`IMAGE_SUFFIXES`). Images without a label file are kept, with no detections.
-        names: URL of the class names: a text file with one name per line (line k is class k),
+        names: URL of the class names: a text file with one name per line (the first is 0),
             or an Ultralytics ``data.yaml`` whose ``names`` is a list or an ``{id: name}`` map
             (and whose ``kpt_shape: [K, D]``, if present, marks the labels as pose labels).
         output: URL of the output directory.
@@ -352,12 +371,12 @@ def import_yolo(
           without suffix: the file stem in the usual flat layout.
         - ``detection_id = f"{image_id}:{line_index}"``, ``line_index`` counting every line of
           the file from 0 (blank lines included), so an id points at its source line.
-        - Coordinates are normalized to the image size, read by decoding each image.
+        - Coordinates are normalized to the image size, read from each image's header.
           ``class cx cy w h [conf]`` (box centre and size) becomes
           ``x_min = (cx - w / 2) * W``, ``x_max = (cx + w / 2) * W`` (y likewise with H).
-        - ``class x1 y1 x2 y2 ... [conf]`` (3 or more points; an odd count of numbers after the
-          class, or even with a trailing confidence) is a segmentation polygon: ``polygon`` gets
-          the points in pixels and the box is the points' extent.
+        - ``class x1 y1 x2 y2 x3 y3 ... [conf]`` (3 or more points: an even count of numbers
+          after the class, odd with a trailing confidence) is a segmentation polygon:
+          ``polygon`` gets the points in pixels and the box is the points' extent.
         - Pose labels (``kpt_shape: [K, D]``): ``class cx cy w h`` then K points of D values
           (``x y`` or ``x y visibility``), optionally a trailing confidence; the visibility
           becomes the keypoint's ``confidence``.
@@ -382,7 +401,7 @@ def import_yolo(
         key = _relative_stem(path, labels_root)
         if key not in image_paths:
             raise ValueError(
-                f"{labels_fs.unstrip_protocol(path)}: no image for this label file (expected "
+                f"{_shown(labels_fs, path)}: no image for this label file (expected "
                 f"{key} with one of {', '.join(IMAGE_SUFFIXES)} under {images})"
             )
         label_paths[key] = path
@@ -392,13 +411,13 @@ def import_yolo(
     def image_rows() -> Iterator[tuple[str, bytes, str, int, int]]:
         for image_id, path in image_paths.items():
             data = _read_file_bytes(images_fs, path)
-            height, width = _decoded_size_hw(data, images_fs.unstrip_protocol(path))
+            height, width = _decoded_size_hw(data, _shown(images_fs, path))
             if image_id in label_paths:
                 label_path = label_paths[image_id]
                 detection_rows.extend(
                     _yolo_label_rows(
                         _read_file_text(labels_fs, label_path),
-                        labels_fs.unstrip_protocol(label_path),
+                        _shown(labels_fs, label_path),
                         image_id,
                         (height, width),
                         class_names,
@@ -421,7 +440,7 @@ def _yolo_names(url: str) -> tuple[list[str], tuple[int, int] | None]:
         for number, line in enumerate(lines, start=1):
             if not line:
                 raise ValueError(
-                    f"{url}:{number}: blank class name (one name per line; line k is class k-1)"
+                    f"{url}:{number}: blank class name (one name per line, the first is class 0)"
                 )
         if not lines:
             raise ValueError(f"{url}: no class names")
@@ -590,7 +609,7 @@ def import_roboflow(
         - ``class`` -> ``class_name``, ``class_id``, ``confidence``, ``detection_id`` (or
           ``f"{image_id}:{k}"``, k the prediction's index, when absent); ``points`` ->
           ``polygon``; ``keypoints`` (``x, y, confidence``) -> ``keypoints``; ``mask`` is null.
-        - ``width``/``height`` come from the result's ``image``; without it the image is decoded.
+        - ``width``/``height`` come from the result's ``image``, or from the image header.
 
     Returns:
         An :class:`ImportSummary`.
@@ -653,7 +672,7 @@ def import_roboflow(
         for image_id, (path, size_hw) in plan.items():
             data = _read_file_bytes(images_fs, path)
             if size_hw is None:
-                size_hw = _decoded_size_hw(data, images_fs.unstrip_protocol(path))
+                size_hw = _decoded_size_hw(data, _shown(images_fs, path))
             yield image_id, data, _relative_path(path, images_root), size_hw[1], size_hw[0]
 
     return _write_output(output, image_rows(), detection_rows, max_file_bytes)
@@ -669,7 +688,7 @@ def _roboflow_results(url: str) -> Iterator[tuple[Any, str, bool, str]]:
     else:
         files = [root]
     for path in files:
-        file_url = fs.unstrip_protocol(path) if len(files) > 1 else url
+        file_url = _shown(fs, path) if len(files) > 1 else url
         text = _read_file_text(fs, path)
         if path.lower().endswith((".jsonl", ".ndjson")):
             lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
@@ -712,25 +731,17 @@ def _roboflow_detection(prediction: Any, where: str, image_id: str, index: int) 
         raise ValueError(f"{where}: width and height must be >= 0, got {w} and {h}")
     polygon = None
     if prediction.get("points"):
-        polygon = [
-            [
-                _number(_required(p, "x", f"{where} points[{i}]"), f"{where} points[{i}] x"),
-                _number(_required(p, "y", f"{where} points[{i}]"), f"{where} points[{i}] y"),
-            ]
-            for i, p in enumerate(_objects(prediction["points"], f"{where} points"))
-        ]
+        points = _objects(prediction["points"], f"{where} points")
+        polygon = [_xy(p, f"{where} points[{i}]") for i, p in enumerate(points)]
     keypoints = None
     if prediction.get("keypoints"):
-        keypoints = [
-            {
-                "x": _number(_required(p, "x", f"{where} keypoints[{i}]"), f"{where} x"),
-                "y": _number(_required(p, "y", f"{where} keypoints[{i}]"), f"{where} y"),
-                "confidence": (
-                    None if p.get("confidence") is None else _number(p["confidence"], where)
-                ),
-            }
-            for i, p in enumerate(_objects(prediction["keypoints"], f"{where} keypoints"))
-        ]
+        keypoints = []
+        for i, point in enumerate(_objects(prediction["keypoints"], f"{where} keypoints")):
+            x_kp, y_kp = _xy(point, f"{where} keypoints[{i}]")
+            score = point.get("confidence")
+            if score is not None:
+                score = _number(score, f"{where} keypoints[{i}] confidence")
+            keypoints.append({"x": x_kp, "y": y_kp, "confidence": score})
     class_id = prediction.get("class_id")
     confidence = prediction.get("confidence")
     detection_id = prediction.get("detection_id")
@@ -767,7 +778,7 @@ def _write_output(
     for directory in (images_dir, detections_dir):
         if fs.exists(directory) and fs.find(directory):
             raise ValueError(
-                f"{fs.unstrip_protocol(directory)}: output already holds files; import into a "
+                f"{_shown(fs, directory)}: output already holds files; import into a "
                 "new or empty output directory"
             )
     written: list[str] = []
@@ -782,13 +793,15 @@ def _write_output(
                 raise ValueError(f"duplicate image_id {row[0]!r} (file {row[2]})")
             image_ids.add(row[0])
             if batch and batch_bytes + len(row[1]) > max_file_bytes:
-                written.append(_write_images_part(fs, images_dir, len(written), batch))
+                written.append(f"{images_dir}/part-{len(written):05d}.parquet")
+                _write_images_part(fs, written[-1], batch)
                 batch, batch_bytes = [], 0
             batch.append(row)
             batch_bytes += len(row[1])
         # Always at least one file, so that an empty dataset still has a readable schema.
         if batch or not written:
-            written.append(_write_images_part(fs, images_dir, len(written), batch))
+            written.append(f"{images_dir}/part-{len(written):05d}.parquet")
+            _write_images_part(fs, written[-1], batch)
         missing = {row[IMAGE_ID] for row in detection_rows} - image_ids
         if missing:
             raise ValueError(
@@ -814,10 +827,7 @@ def _write_output(
     )
 
 
-def _write_images_part(
-    fs: Any, directory: str, number: int, rows: list[tuple[str, bytes, str, int, int]]
-) -> str:
-    path = f"{directory}/part-{number:05d}.parquet"
+def _write_images_part(fs: Any, path: str, rows: list[tuple[str, bytes, str, int, int]]) -> None:
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in IMPORTED_IMAGES_SCHEMA]
     table = pa.Table.from_arrays(
         [pa.array(c, type=f.type) for c, f in zip(columns, IMPORTED_IMAGES_SCHEMA, strict=True)],
@@ -827,7 +837,6 @@ def _write_images_part(
         # Encoded images do not compress; skipping it saves CPU on write and on every read.
         compression = {field.name: "SNAPPY" for field in IMPORTED_IMAGES_SCHEMA}
         pq.write_table(table, f, compression={**compression, "image": "NONE"})
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -835,8 +844,15 @@ def _write_images_part(
 
 
 def _check_max_file_bytes(max_file_bytes: int) -> None:
-    if not isinstance(max_file_bytes, int) or max_file_bytes <= 0:
-        raise ValueError(f"max_file_bytes must be a positive int, got {max_file_bytes!r}")
+    # Arrow's binary type has 32-bit offsets: one column chunk cannot exceed 2 GiB.
+    if (
+        isinstance(max_file_bytes, bool)
+        or not isinstance(max_file_bytes, int)
+        or not 0 < max_file_bytes < 2**31
+    ):
+        raise ValueError(
+            f"max_file_bytes must be a positive int below 2 GiB (2**31), got {max_file_bytes!r}"
+        )
 
 
 def _join(root: str, relative: str) -> str:
@@ -874,12 +890,18 @@ def _list_images(fs: Any, root: str, url: str) -> dict[str, str]:
     return images
 
 
+def _shown(fs: Any, path: str) -> str:
+    """``path`` as a user would write it: a plain local path, or a URL with its protocol."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return path if "file" in protocols else fs.unstrip_protocol(path)
+
+
 def _read_file_bytes(fs: Any, path: str) -> bytes:
     try:
         with fs.open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
-        raise ValueError(f"{fs.unstrip_protocol(path)}: file not found") from None
+        raise ValueError(f"{_shown(fs, path)}: file not found") from None
 
 
 def _read_file_text(fs: Any, path: str) -> str:
@@ -887,7 +909,7 @@ def _read_file_text(fs: Any, path: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{fs.unstrip_protocol(path)}: not UTF-8 text ({error})") from None
+        raise ValueError(f"{_shown(fs, path)}: not UTF-8 text ({error})") from None
 
 
 def _read_text(url: str) -> str:
@@ -909,12 +931,12 @@ def _read_json(url: str) -> Any:
 
 
 def _decoded_size_hw(data: bytes, url: str) -> tuple[int, int]:
-    # Grayscale skips colour conversion; the size (after any EXIF rotation OpenCV applies)
-    # is the one the crop job sees when it decodes the same bytes.
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise ValueError(f"{url}: cannot decode this image")
-    return int(image.shape[0]), int(image.shape[1])
+    # The header alone: no decode, and the same stored grid the crop job decodes.
+    try:
+        width, height = read_image_size(data)
+    except ImageDecodeError as error:
+        raise ValueError(f"{url}: cannot read the image size ({error})") from None
+    return height, width
 
 
 def _check_unique(ids: Iterable[str], what: str, url: str) -> None:
@@ -935,6 +957,10 @@ def _objects(value: Any, where: str) -> list[dict]:
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise ValueError(f"{where}: expected a list of objects, got {type(value).__name__}")
     return value
+
+
+def _xy(point: dict, where: str) -> list[float]:
+    return [_number(_required(point, axis, where), f"{where} {axis}") for axis in ("x", "y")]
 
 
 def _number(value: Any, where: str) -> float:
@@ -970,3 +996,73 @@ def _positive_integer(value: Any, where: str) -> int:
     if number <= 0:
         raise ValueError(f"{where}: expected a positive integer, got {value!r}")
     return number
+
+
+# --------------------------------------------------------------------------------------------
+# The command: ``python -m jobs import FORMAT ...``
+
+EXAMPLE = """examples:
+  python -m jobs import coco --annotations coco/annotations/instances_val2017.json \\
+      --images coco/val2017/ --output s3://bucket/dataset/
+  python -m jobs import yolo --labels data/labels/ --images data/images/ --names data/data.yaml \\
+      --output dataset/
+  python -m jobs import roboflow --predictions predictions.jsonl --images photos/ --output dataset/
+then crop:
+  python -m jobs run --images dataset/images/ --detections dataset/detections/ ..."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``import`` command's arguments: one sub-command per annotation format."""
+    parser.description = (
+        "Turn COCO, YOLO or Roboflow annotations into the job's images and detections tables "
+        "(OUTPUT/images/*.parquet and OUTPUT/detections/part-00000.parquet)."
+    )
+    parser.epilog = EXAMPLE
+    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    coco = formats.add_parser("coco", help="a COCO annotation JSON and its image folder")
+    coco.add_argument("--annotations", required=True, help="the COCO JSON (path or URL)")
+    yolo = formats.add_parser("yolo", help="YOLO label .txt files beside an image folder")
+    yolo.add_argument("--labels", required=True, help="folder of label .txt files")
+    yolo.add_argument("--names", required=True, help="class names: a text file or a data.yaml")
+    roboflow = formats.add_parser("roboflow", help="Roboflow inference results (JSON or JSONL)")
+    roboflow.add_argument(
+        "--predictions", required=True, help="a .json or .jsonl file, or a folder of .json files"
+    )
+    for sub in (coco, yolo, roboflow):
+        sub.add_argument("--images", required=True, help="folder (or URL prefix) of the images")
+        sub.add_argument("--output", required=True, help="output folder (path or URL)")
+        sub.add_argument(
+            "--max-file-mb",
+            type=int,
+            default=DEFAULT_MAX_FILE_BYTES // (1024 * 1024),
+            help="encoded image bytes per images Parquet file, in MiB (default: %(default)s)",
+        )
+
+
+def command(args: argparse.Namespace) -> int:
+    """Run ``python -m jobs import``; returns the exit code (2 for invalid input)."""
+    from jobs.storage import redact
+
+    max_file_bytes = args.max_file_mb * 1024 * 1024
+    try:
+        if args.format == "coco":
+            summary = import_coco(
+                args.annotations, args.images, args.output, max_file_bytes=max_file_bytes
+            )
+        elif args.format == "yolo":
+            summary = import_yolo(
+                args.labels, args.images, args.names, args.output, max_file_bytes=max_file_bytes
+            )
+        else:
+            summary = import_roboflow(
+                args.predictions, args.images, args.output, max_file_bytes=max_file_bytes
+            )
+    except ValueError as error:
+        print(f"error: {redact(str(error))}", file=sys.stderr)
+        return 2
+    print(
+        f"images     {summary.images} in {len(summary.image_files)} files\n"
+        f"detections {summary.detections}\n"
+        f"output     {redact(args.output)}"
+    )
+    return 0

@@ -159,6 +159,9 @@ def run(config: JobConfig) -> Summary:
         log.info("output already holds this run, committed; nothing to do")
         return Summary(**existing["counts"] | {"output": output.url, "shards_skipped":
                                                len(existing["shards"]), "shards": 0})
+    plan = prepared.plan
+    log.info("plan: %d images in %d row groups, %d detections, %d rows rejected before work",
+             plan.num_images, len(plan.units), plan.num_detections, plan.errors.num_rows)
     summary = Summary(run_id=prepared.run_id, output=output.url)
     markers = []
     if prepared.plan.errors.num_rows:
@@ -169,6 +172,7 @@ def run(config: JobConfig) -> Summary:
         dataset = build_pipeline(prepared)
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             markers += [json.loads(m) for m in batch.column("marker").to_pylist()]
+        log.info("crop: %d shards written or found committed", len(markers))
     summary.detections = prepared.plan.num_detections
     for marker in markers:
         counts = marker["counts"]
@@ -195,6 +199,7 @@ def run(config: JobConfig) -> Summary:
         "shards": sorted(markers, key=lambda m: m["shard"]),
     }
     commit_manifest(output, manifest)
+    log.info("commit: %s written", output.child("_manifest.json").url)
     return summary
 
 

@@ -31,8 +31,21 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, **quiet)
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    _keep_local_ray_on_loopback()
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
-    ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", runtime_env=runtime_env, **quiet)
+    # "local" always starts a new cluster, never attaches to one `ray start` left running.
+    ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1",
+             runtime_env=runtime_env, **quiet)
+
+
+def _keep_local_ray_on_loopback() -> None:
+    """On Linux, Ray 2.60 swaps a loopback node address for the machine's external one unless
+    its single-node mode is on; the flag is read from RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when Ray
+    is first imported, so it is set on the constants module itself (private API, Ray pinned)."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def map_batches(dataset, fn, *, fn_kwargs: dict, batch_size: int, num_cpus: float):

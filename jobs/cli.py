@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -172,10 +173,13 @@ def _demo(args) -> int:
     config = pipeline.JobConfig(images=str(inputs / "images"),
                                 detections=str(inputs / "detections"),
                                 output=str(root / "crops-run"), step=step, rows_per_shard=8)
+    # The demo owns this folder: each demo is a fresh run, never a resume of an older one.
+    shutil.rmtree(root / "crops-run", ignore_errors=True)
     raycompat.init(args.address, args.num_cpus)
     raycompat.configure_progress(sys.stderr.isatty())
     summary = pipeline.run(config)
     print(format_summary(summary))
+    print(f"look at the crops: python -m jobs report {root / 'crops-run'}")
     return 0
 
 

@@ -78,6 +78,12 @@ def _open_parquet(location: Location) -> pq.ParquetFile:
                            f"{str(error).splitlines()[0]}") from None
 
 
+def _file_identity(location: Location) -> str:
+    """Name, size and modification time: a rewritten input makes a different run."""
+    info = location.fs.get_file_info(location.path)
+    return f"{location.url}:{info.size}:{info.mtime_ns}"
+
+
 def read_table(url: str, what: str) -> tuple[pa.Table | None, list[str]]:
     """All Parquet files at ``url`` as one table (``None`` when there are none)."""
     files = list_files(resolve(url))
@@ -86,7 +92,7 @@ def read_table(url: str, what: str) -> tuple[pa.Table | None, list[str]]:
         table = _open_parquet(location).read()
         if table.num_rows or table.num_columns:
             tables.append(table)
-    digest = [f"{f.url}:{f.fs.get_file_info(f.path).size}" for f in files]
+    digest = [_file_identity(f) for f in files]
     if not tables:
         return None, digest
     try:
@@ -106,7 +112,7 @@ def make_plan(images_url: str, detections_url: str | None, *, needs_detections: 
     row_in_unit: list[np.ndarray] = []
     for location in files:
         parquet = _open_parquet(location)
-        digest.append(f"{location.url}:{location.fs.get_file_info(location.path).size}")
+        digest.append(_file_identity(location))
         if parquet.metadata.num_rows == 0:
             continue
         file_layout = schema.images_layout(parquet.schema_arrow, keep_columns, parameter_columns)

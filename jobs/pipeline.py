@@ -21,7 +21,7 @@ from cropcore.codec import DEFAULT_MAX_PIXELS
 from jobs import raycompat, steps
 from jobs.plan import Plan, make_plan
 from jobs.sinks import commit_manifest, read_manifest, write_shard
-from jobs.storage import resolve
+from jobs.storage import StorageError, resolve
 from jobs.udfs import JobContext, crop_units, now
 from jobs.versions import code_version
 
@@ -29,6 +29,8 @@ __all__ = ["JobConfig", "JobError", "Summary", "build_pipeline", "prepare", "run
 
 log = logging.getLogger("jobs")
 FORMATS = ("png", "jpeg", "webp", "npy")
+# Retries of a unit whose task failed on storage, after the S3 client's own retries gave up.
+TASK_RETRIES = 3
 
 
 class JobError(RuntimeError):
@@ -50,6 +52,7 @@ class JobConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_detections: int = 10_000
     rows_per_shard: int = 32
+    reduced_decode: bool = False  # crop_and_resize: DCT-scaled JPEG decode if boxes shrink 2x+
 
     def __post_init__(self):
         fmt = self.image_format or ("npy" if isinstance(self.step, steps.CropAndResize) else "png")
@@ -60,6 +63,8 @@ class JobConfig:
             raise JobError("--format npy needs the crop_and_resize step (fixed-shape crops)")
         if self.quality is not None and not (1 <= self.quality <= 100):
             raise JobError(f"--quality must be within 1..100, got {self.quality}")
+        if self.reduced_decode and not isinstance(self.step, steps.CropAndResize):
+            raise JobError("--reduced-decode applies to the crop_and_resize step only")
         if self.quality is not None and fmt in ("png", "npy"):
             raise JobError(f"--quality applies to jpeg and webp, not {fmt}")
         for name in ("max_pixels", "max_detections", "rows_per_shard"):
@@ -111,7 +116,7 @@ def prepare(config: JobConfig) -> Prepared:
         "quality": config.quality, "inputs": plan.input_digest,
         "keep_columns": list(plan.layout.carried) if plan.layout else [],
         "max_pixels": config.max_pixels, "max_detections": config.max_detections,
-        "rows_per_shard": config.rows_per_shard,
+        "rows_per_shard": config.rows_per_shard, "reduced_decode": config.reduced_decode,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     run_id = config.run_id or f"run-{digest[:12]}"
@@ -120,6 +125,7 @@ def prepare(config: JobConfig) -> Prepared:
         step=config.step, step_json=step_json, layout=plan.layout, output_url=config.output,
         image_format=config.image_format, quality=config.quality, max_pixels=config.max_pixels,
         max_detections=config.max_detections, rows_per_shard=config.rows_per_shard,
+        reduced_decode=config.reduced_decode,
         run_id=run_id, fingerprint=fingerprint, code_version=version, created_at=now(),
         parameter_columns=references,
     )
@@ -136,8 +142,10 @@ def build_pipeline(prepared: Prepared):
     context = JobContext(**{**asdict_shallow(prepared.context), "detections": detections_ref})
     units = [asdict(u) | {"skip_rows": list(u.skip_rows)} for u in plan.units]
     dataset = ray.data.from_items(units, override_num_blocks=max(1, len(units)))
+    # A retried unit skips its committed shards and rewrites the others under the same names.
     return raycompat.map_batches(dataset, crop_units, fn_kwargs={"context": context},
-                                 batch_size=1, num_cpus=1)
+                                 batch_size=1, num_cpus=1, retry_errors=(StorageError,),
+                                 max_task_retries=TASK_RETRIES)
 
 
 def asdict_shallow(obj) -> dict:

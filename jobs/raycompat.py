@@ -48,9 +48,15 @@ def _keep_local_ray_on_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def map_batches(dataset, fn, *, fn_kwargs: dict, batch_size: int, num_cpus: float):
-    """``Dataset.map_batches`` with Arrow batches and a task pool sized by Ray's scheduler."""
-    return dataset.map_batches(
+def map_batches(dataset, fn, *, fn_kwargs: dict, batch_size: int, num_cpus: float,
+                retry_errors: tuple[type[BaseException], ...] = (), max_task_retries: int = 0):
+    """``Dataset.map_batches`` with Arrow batches and a task pool sized by Ray's scheduler.
+
+    A task whose worker dies is retried by Ray Data without limit (its default). A task that
+    raises one of ``retry_errors`` is run again ``max_task_retries`` times in its worker, after
+    jittered exponential backoff (up to 2, 4, 8... s, at most 32 s); other exceptions fail it.
+    """
+    mapped = dataset.map_batches(
         fn,
         fn_kwargs=fn_kwargs,
         batch_size=batch_size,
@@ -59,6 +65,14 @@ def map_batches(dataset, fn, *, fn_kwargs: dict, batch_size: int, num_cpus: floa
         compute=ray.data.TaskPoolStrategy(),
         zero_copy_batch=True,
     )
+    if retry_errors:
+        # Ray Data 2.60 matches these patterns against "module.Class: message" of the error
+        # (and its cause). The dataset's context is its own copy: other datasets are unaffected.
+        # Ray core's retry_exceptions would share Ray Data's unlimited max_retries instead.
+        mapped.context.retried_map_errors = [f"{e.__module__}.{e.__qualname__}"
+                                             for e in retry_errors]
+        mapped.context.max_map_retries = max_task_retries
+    return mapped
 
 
 def configure_progress(show_bars: bool) -> None:

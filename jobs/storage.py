@@ -70,9 +70,23 @@ def _region_default() -> None:
         os.environ.setdefault("AWS_REGION", "us-east-1")
 
 
+# Transient S3 failures (connection refused or reset, 5xx, throttling, timeouts) are retried by
+# the AWS SDK with jittered exponential backoff (up to 1, 2, 4... 20 s between attempts): ten
+# attempts ride out an object store that is down or answering 500s for tens of seconds, such as
+# a restart. Errors that cannot heal (access denied, no such bucket) are not retried by the SDK.
+# The SDK's own timeouts (1 s to connect, 3 s without progress) are tight for a loaded store.
+S3_MAX_ATTEMPTS = 10
+S3_CONNECT_TIMEOUT_S = 5.0
+S3_REQUEST_TIMEOUT_S = 30.0
+
+
 @lru_cache(maxsize=32)
 def _s3_filesystem(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
-    kwargs: dict = {}
+    kwargs: dict = {
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS),
+        "connect_timeout": S3_CONNECT_TIMEOUT_S,
+        "request_timeout": S3_REQUEST_TIMEOUT_S,
+    }
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cropcore.codec import ImageDecodeError, decode_image, encode_image
+from cropcore.codec import ImageDecodeError, decode_image, encode_image, read_image_size
 from cropcore.dynamic import remove_background
 from cropcore.masks import decode_rle, encode_rle
 from cropcore.resize import crop_and_resize
@@ -45,6 +45,7 @@ class JobContext:
     max_pixels: int
     max_detections: int
     rows_per_shard: int
+    reduced_decode: bool
     run_id: str
     fingerprint: str
     code_version: str
@@ -216,8 +217,10 @@ class ShardBuilder:
                 values = {k: v[row] for k, v in parameters.items()}
                 self._crop_static(row, image_id, sources, values)
 
-    def _image(self, row: int, image_id, sources, detection_ids) -> tuple:
-        """Decoded pixels and the encoded bytes' sha256, or ``None`` after recording errors."""
+    def _image(self, row: int, image_id, sources, detection_ids, shrink: float = 1.0) -> tuple:
+        """Decoded pixels, the encoded bytes' sha256 and the full-size ``(width, height)``, or
+        ``None`` after recording errors. With ``--reduced-decode``, a JPEG whose every crop
+        shrinks by ``shrink >= 2`` is decoded at 1/2, 1/4 or 1/8 size (DCT scaling)."""
         layout = self.context.layout
         try:
             if layout.image_source == "uri":
@@ -239,14 +242,18 @@ class ShardBuilder:
                 self.error(image_id, detection_id, "read", "no_image_bytes",
                            "the image is null or empty", row)
             return None
+        reduce = 1
+        if self.context.reduced_decode and data[:2] == b"\xff\xd8":  # JPEG only: DCT scaling
+            reduce = max([1] + [r for r in (2, 4, 8) if shrink >= r])
         try:
-            pixels = decode_image(data, max_pixels=self.context.max_pixels)
+            pixels = decode_image(data, max_pixels=self.context.max_pixels, reduce=reduce)
+            size_wh = read_image_size(data) if reduce > 1 else (pixels.shape[1], pixels.shape[0])
         except ImageDecodeError as error:
             for detection_id in detection_ids:
                 self.error(image_id, detection_id, "decode", error.reason, str(error), row)
             return None
         self.counts["images_decoded"] += 1
-        return pixels, hashlib.sha256(data).hexdigest()
+        return pixels, hashlib.sha256(data).hexdigest(), size_wh, reduce
 
     def _crop_static(self, row: int, image_id, sources, parameters: dict) -> None:
         step = self.context.step
@@ -259,8 +266,7 @@ class ShardBuilder:
         decoded = self._image(row, image_id, sources, [None])
         if decoded is None:
             return
-        pixels, source_sha = decoded
-        size_wh = (pixels.shape[1], pixels.shape[0])
+        pixels, source_sha, size_wh, _ = decoded
         make = absolute_windows if isinstance(step, steps.AbsoluteStaticCrop) else relative_windows
         window = make(*values.values(), size_wh)[0]
         if empty_windows(window)[0]:
@@ -300,12 +306,17 @@ class ShardBuilder:
         keep &= finite & ~inverted
         if not keep.any():
             return
-        decoded = self._image(row, image_id, sources, [detection_ids[i] for i in
-                                                       np.flatnonzero(keep)])
+        shrink = 1.0
+        if isinstance(context.step, steps.CropAndResize):
+            kept = boxes[keep]
+            crop_h, crop_w = context.step.crop_size
+            shrink = float(min(np.min(kept[:, 3] - kept[:, 1]) / crop_h,
+                               np.min(kept[:, 2] - kept[:, 0]) / crop_w))
+        decoded = self._image(row, image_id, sources,
+                              [detection_ids[i] for i in np.flatnonzero(keep)], shrink)
         if decoded is None:
             return
-        pixels, source_sha = decoded
-        size_wh = (pixels.shape[1], pixels.shape[0])
+        pixels, source_sha, size_wh, reduce = decoded
         # Enormous coordinates are clamped anyway; limit them first so rounding stays exact.
         limit = float(2 * max(size_wh) + 2)
         windows = windows_from_xyxy(np.clip(np.where(finite[:, None], boxes, 0), -limit, limit),
@@ -321,7 +332,7 @@ class ShardBuilder:
             return
         if isinstance(context.step, steps.CropAndResize):
             self._crop_and_resize(row, image_id, detections, selected, boxes, windows, pixels,
-                                  size_wh, source_sha)
+                                  size_wh, source_sha, reduce)
             return
         masks = detections.column("mask") if "mask" in detections.column_names else None
         step = context.step
@@ -347,12 +358,21 @@ class ShardBuilder:
         self._translate(detections, np.asarray(emitted, dtype=np.int64), windows)
 
     def _crop_and_resize(self, row, image_id, detections, selected, boxes, windows, pixels,
-                         size_wh, source_sha) -> None:
+                         size_wh, source_sha, reduce) -> None:
         step = self.context.step
-        width, height = size_wh
+        pixel_boxes = boxes[selected]
+        height, width = pixels.shape[:2]
+        if reduce > 1:
+            # A DCT-scaled pixel i averages full pixels [i * r, (i + 1) * r): move the centres,
+            # keeping coordinates that were inside the full image inside the reduced one.
+            full = np.array([size_wh[0] - 1, size_wh[1] - 1] * 2, dtype=np.float64)
+            small = np.array([width - 1, height - 1] * 2, dtype=np.float64)
+            inside = (pixel_boxes >= 0) & (pixel_boxes <= full)
+            mapped = (pixel_boxes + 0.5) / reduce - 0.5
+            pixel_boxes = np.where(inside, np.clip(mapped, 0, small), mapped)
         # TF maps normalized y to y * (H - 1); a pixel box maps back by p / (H - 1).
         scale = np.array([max(height - 1, 1), max(width - 1, 1)] * 2, dtype=np.float64)
-        normalized = (boxes[selected][:, [1, 0, 3, 2]] / scale).astype(np.float32)
+        normalized = (pixel_boxes[:, [1, 0, 3, 2]] / scale).astype(np.float32)
         image = pixels if pixels.ndim == 3 else pixels[:, :, None]
         resized = crop_and_resize(image[None], normalized, np.zeros(len(selected), np.int32),
                                   step.crop_size, step.method, step.extrapolation_value)

@@ -1,0 +1,1272 @@
+"""The benchmark: ``python -m jobs bench``. Kernels and the crop job against their peers.
+
+What one run measures (see BENCHMARKS.md for the figures and how to read them):
+
+kernels   ``cropcore.crop_and_resize`` vs ``tf.image.crop_and_resize`` vs a ``cv2.warpAffine``
+          per-box loop, at 1 and 2 threads, on 1x1080x1920x3 uint8 with 256 boxes of 64-600 px
+          resized to 224x224 bilinear; ``cropcore.dynamic_crop`` with mask background removal vs
+          a plain per-detection loop of Roboflow's algorithm. Each thread count runs in its own
+          process, because TensorFlow fixes its thread pools when it starts.
+pipeline  crops/s of the dynamic-crop job (JPEG q90, mask_opacity 1.0) on a local Ray started
+          with 1 and then 2 CPUs, against the codec floor (processes that only decode each image
+          once and encode each crop once), a first-try Ray Data pipeline (row-wise ``flat_map``,
+          PIL, a Python loop over detections) and Daft 0.7.26 (in its own venv).
+memory    peak PSS and RSS of the job's driver and all its Ray processes, at 1x and 4x data.
+
+Throughputs are marginal: every system runs a dataset of N and of k*N images (the first N images
+are the same) and the rate is ``(crops(kN) - crops(N)) / (seconds(kN) - seconds(N))``, so fixed
+costs (start-up, planning, the manifest) cancel. Ray sessions, kernel runs and Daft each run in a
+child process, so each gets fresh thread pools, and the memory of one cannot leak into another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+__all__ = [
+    "FULL",
+    "QUICK",
+    "MemorySampler",
+    "Sizes",
+    "add_arguments",
+    "codec_floor",
+    "command",
+    "first_try_pipeline",
+    "marginal_rate",
+    "reference_dynamic_crop",
+    "warp_affine_crops",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+DAFT_PYTHON = REPO / ".bench-venvs" / "daft" / "bin" / "python"
+DAFT_SETUP = ("python3 -m venv .bench-venvs/daft && "
+              ".bench-venvs/daft/bin/pip install daft==0.7.26 scikit-image")
+DYNAMIC_STEP = {"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0,
+                "background_color": "#000000"}
+JPEG_QUALITY = 90
+ROWS_PER_GROUP = 8  # images per Parquet row group: the job's unit of work
+WARMUP_IMAGES = 16
+RESOLUTIONS = ((1920, 1080), (640, 480))
+PARTS = ("kernels", "pipeline", "naive", "daft", "profile")
+CHILD_ENV = {
+    # Keep Ray on loopback and quiet; no telemetry from Ray or Daft.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "DO_NOT_TRACK": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+EXAMPLE = """examples:
+  python -m jobs bench --quick --json bench-quick.json     (a smoke run: a few minutes)
+  python -m jobs bench --json bench-output/results.json    (the full run: ~20 min on 2 cores)
+  python -m jobs bench --quick --parts pipeline --images 8 --resolutions 640x480
+the Daft comparison needs its own venv (Daft pins pyarrow<26), created once with:
+  """ + DAFT_SETUP
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each measurement does. Image counts are the small size N of a marginal pair."""
+
+    kernel_repeats: int  # timed calls per kernel; the median is reported
+    kernel_boxes: int
+    dynamic_detections: int
+    job_images: dict  # "WxH" -> N; the job and the floor run N and job_factor * N images
+    job_factor: int
+    peer_images: dict  # "WxH" -> N for the first-try Ray Data pipeline; it runs N and 3N
+    daft_images: dict  # "WxH" -> N for Daft; it runs N and 3N
+    daft_morsel_size: int
+
+
+FULL = Sizes(kernel_repeats=7, kernel_boxes=256, dynamic_detections=27,
+             job_images={"1920x1080": 150, "640x480": 300}, job_factor=4,
+             peer_images={"1920x1080": 48, "640x480": 96},
+             daft_images={"1920x1080": 16, "640x480": 32}, daft_morsel_size=32)
+QUICK = Sizes(kernel_repeats=3, kernel_boxes=256, dynamic_detections=27,
+              job_images={"1920x1080": 16, "640x480": 32}, job_factor=4,
+              peer_images={"1920x1080": 8, "640x480": 16},
+              daft_images={"1920x1080": 4, "640x480": 8}, daft_morsel_size=32)
+PEER_FACTOR = 3
+NAIVE_CPUS = 2
+
+
+# -- command line ---------------------------------------------------------------------------------
+def add_arguments(parser) -> None:
+    """Options of ``python -m jobs bench``."""
+    parser.epilog = EXAMPLE
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes for a smoke run (a few minutes); default: full sizes")
+    parser.add_argument("--json", default=None,
+                        help="write the results here too (always: WORKDIR/results.json)")
+    parser.add_argument("--workdir", default="bench-output",
+                        help="generated datasets (kept for reruns) and scratch outputs")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
+    parser.add_argument("--resolutions", default=",".join(f"{w}x{h}" for w, h in RESOLUTIONS),
+                        help="comma-separated WxH of the generated images")
+    parser.add_argument("--cpus", default="1,2",
+                        help="CPU counts of the job and the floor (scaling needs 1,2)")
+    parser.add_argument("--images", type=int, default=None,
+                        help="override N, the small dataset size of the job and the floor")
+    parser.add_argument("--daft-python", default=str(DAFT_PYTHON),
+                        help="the Python of the Daft venv")
+
+
+def command(args) -> int:
+    """Run the benchmark, print the table, write the JSON; 0 unless the arguments are bad."""
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        print(f"error: --parts takes {', '.join(PARTS)}, got {', '.join(unknown)}",
+              file=sys.stderr)
+        return 2
+    try:
+        resolutions = [_parse_resolution(r) for r in args.resolutions.split(",") if r.strip()]
+        cpus = sorted({int(c) for c in args.cpus.split(",") if c.strip()})
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    sizes = QUICK if args.quick else FULL
+    if args.images is not None:
+        if args.images < 1:
+            print(f"error: --images must be positive, got {args.images}", file=sys.stderr)
+            return 2
+        sizes = replace(sizes, job_images={k: args.images for k in sizes.job_images})
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = run_benchmark(workdir, sizes, parts, resolutions, cpus, Path(args.daft_python),
+                            mode="quick" if args.quick else "full")
+    print(format_report(results))
+    text = json.dumps(results, indent=2, sort_keys=True)
+    (workdir / "results.json").write_text(text)
+    if args.json:
+        Path(args.json).write_text(text)
+    return 0
+
+
+def _parse_resolution(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"a resolution is WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
+    if width < 64 or height < 64:
+        raise ValueError(f"a resolution must be at least 64x64, got {text!r}")
+    return width, height
+
+
+def _label(size_wh: tuple[int, int]) -> str:
+    return f"{size_wh[0]}x{size_wh[1]}"
+
+
+# -- the whole run ---------------------------------------------------------------------------------
+def run_benchmark(workdir: Path, sizes: Sizes, parts: list[str], resolutions, cpus: list[int],
+                  daft_python: Path, mode: str) -> dict:
+    """Every requested measurement; returns the results dict that the table and JSON show."""
+    results: dict = {"mode": mode, "machine": machine_info(), "sizes": asdict(sizes),
+                     "load": {"start": _load()}, "kernels": {}, "pipeline": {}}
+    if "kernels" in parts:
+        for threads in (1, 2):
+            _say(f"kernels, {threads} thread(s)")
+            spec = {"threads": threads, "repeats": sizes.kernel_repeats,
+                    "boxes": sizes.kernel_boxes, "detections": sizes.dynamic_detections}
+            results["kernels"][str(threads)] = _child("kernels", spec, workdir,
+                                                      env={"NUMBA_NUM_THREADS": str(threads),
+                                                           "OMP_NUM_THREADS": str(threads)})
+    if {"pipeline", "naive", "daft", "profile"} & set(parts):
+        for size_wh in resolutions:
+            results["pipeline"][_label(size_wh)] = _run_pipeline_part(
+                workdir, sizes, parts, size_wh, cpus, daft_python)
+    results["load"]["end"] = _load()
+    results["targets"] = evaluate_targets(results)
+    return results
+
+
+def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python) -> dict:
+    label = _label(size_wh)
+    n = sizes.job_images.get(label, min(sizes.job_images.values()))
+    job_counts = (n, sizes.job_factor * n)
+    peer_n = sizes.peer_images.get(label, min(sizes.peer_images.values()))
+    daft_n = sizes.daft_images.get(label, min(sizes.daft_images.values()))
+    wanted = {WARMUP_IMAGES}
+    if "pipeline" in parts:
+        wanted |= set(job_counts)
+    if "naive" in parts:
+        wanted |= {peer_n, PEER_FACTOR * peer_n}
+    if "daft" in parts:
+        wanted |= {daft_n, PEER_FACTOR * daft_n}
+    if "profile" in parts:
+        wanted.add(n)
+    _say(f"{label}: generating up to {max(wanted)} images (kept in {workdir / 'data'})")
+    data = prepare_datasets(workdir / "data", size_wh, sorted(wanted))
+    part: dict = {"datasets": {str(k): v["counts"] for k, v in data.items()}}
+    if "pipeline" in parts:
+        part["floor"], part["job"] = {}, {}
+        for processes in cpus:
+            _say(f"{label}: codec floor, {processes} process(es)")
+            runs = [codec_floor(data[k]["root"], processes) | {"images": k} for k in job_counts]
+            part["floor"][str(processes)] = _with_rate(runs)
+        for num_cpus in cpus:
+            _say(f"{label}: the job on a local Ray with {num_cpus} CPU(s)")
+            spec = {"num_cpus": num_cpus, "warmup": str(data[WARMUP_IMAGES]["root"]),
+                    "runs": [{"images": k, "root": str(data[k]["root"])} for k in job_counts],
+                    "scratch": str(workdir / "scratch"), "memory": num_cpus == max(cpus)}
+            session = _child("job", spec, workdir)
+            part["job"][str(num_cpus)] = _with_rate(session["runs"]) if "runs" in session \
+                else session
+    if "naive" in parts:
+        part["naive"] = {}
+        # As written, a single-file input is one read task fused with the flat_map: one busy
+        # core. The variant adds the one-line fix a user finds next; targets use the faster.
+        for variant, blocks in (("as_written", None), ("repartitioned", 2 * NAIVE_CPUS)):
+            _say(f"{label}: the first-try Ray Data pipeline, {variant} ({NAIVE_CPUS} CPUs)")
+            spec = {"num_cpus": NAIVE_CPUS, "blocks": blocks,
+                    "warmup": str(data[WARMUP_IMAGES]["root"]),
+                    "runs": [{"images": k, "root": str(data[k]["root"])}
+                             for k in (peer_n, PEER_FACTOR * peer_n)],
+                    "scratch": str(workdir / "scratch")}
+            session = _child("naive", spec, workdir)
+            part["naive"][variant] = _with_rate(session["runs"]) if "runs" in session \
+                else session
+    if "daft" in parts:
+        _say(f"{label}: Daft")
+        part["daft"] = daft_benchmark(daft_python, [data[k]["root"] for k in
+                                                    (daft_n, PEER_FACTOR * daft_n)],
+                                      workdir, sizes.daft_morsel_size)
+    if "profile" in parts:
+        _say(f"{label}: profiling jobs.udfs.crop_units in-process (one core, no Ray)")
+        part["profile"] = _child("profile", {"root": str(data[n]["root"]), "images": n,
+                                             "scratch": str(workdir / "scratch")}, workdir)
+    return part
+
+
+def _with_rate(runs: list[dict]) -> dict:
+    if any("error" in r for r in runs):
+        return {"runs": runs, "error": next(r["error"] for r in runs if "error" in r)}
+    return {"runs": runs, "marginal_crops_per_s": marginal_rate(runs[0], runs[-1])}
+
+
+def marginal_rate(small: dict, large: dict) -> float | None:
+    """``(crops(large) - crops(small)) / (seconds(large) - seconds(small))``: fixed costs cancel.
+    None when the difference is not positive (too small a size difference to measure)."""
+    crops = large["crops"] - small["crops"]
+    seconds = large["seconds"] - small["seconds"]
+    if crops <= 0 or seconds <= 0:
+        return None
+    return crops / seconds
+
+
+def _say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')} load {_load()[0]:.2f}] {message}", file=sys.stderr,
+          flush=True)
+
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def machine_info() -> dict:
+    """CPU model and count, memory, and the versions that matter."""
+    import cv2
+    import numpy as np
+    import pyarrow
+    import ray
+
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = None
+    try:
+        import psutil
+
+        memory = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    return {"cpu_model": model, "cpus": os.cpu_count(), "memory_gib": memory,
+            "python": sys.version.split()[0], "ray": ray.__version__, "numpy": np.__version__,
+            "pyarrow": pyarrow.__version__, "opencv": cv2.__version__}
+
+
+# -- child processes -------------------------------------------------------------------------------
+_CHILD_CODE = "import sys; from jobs.bench import child_main; sys.exit(child_main(sys.argv[1:]))"
+_child_count = 0
+
+
+def _child(kind: str, spec: dict, workdir: Path, env: dict | None = None) -> dict:
+    """Run ``kind`` in a fresh Python process; its result dict, or ``{"error": ...}``."""
+    global _child_count
+    _child_count += 1
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stem = logs / f"{_child_count:02d}-{kind}"
+    spec_path, result_path, log_path = (Path(f"{stem}.{s}") for s in ("spec.json", "result.json",
+                                                                         "log"))
+    spec_path.write_text(json.dumps(spec))
+    result_path.unlink(missing_ok=True)
+    child_env = {**os.environ, **CHILD_ENV, **(env or {})}
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    with open(log_path, "w") as log:
+        code = subprocess.run([sys.executable, "-c", _CHILD_CODE, kind, str(spec_path),
+                               str(result_path)], cwd=REPO, env=child_env, stdout=log,
+                              stderr=subprocess.STDOUT).returncode
+    if code != 0 or not result_path.exists():
+        return {"error": f"{kind} child exited with {code}: {_tail(log_path)} (log: {log_path})"}
+    return json.loads(result_path.read_text())
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    text = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return " | ".join(text[-lines:])[-400:]
+
+
+def child_main(argv: list[str]) -> int:
+    """Entry point of a child process: ``kind spec.json result.json``."""
+    kind, spec_path, result_path = argv
+    spec = json.loads(Path(spec_path).read_text())
+    handlers = {"kernels": kernel_session, "job": job_session, "naive": naive_session,
+                "profile": profile_session}
+    result = handlers[kind](spec)
+    Path(result_path).write_text(json.dumps(result))
+    return 0
+
+
+# -- data ------------------------------------------------------------------------------------------
+def dataset_spec(size_wh: tuple[int, int], num_images: int):
+    """The generated data: real photographs, 5-50 detections per image, masks on about half,
+    about 10% of images without detections, JPEG q90."""
+    from jobs.datagen import DatasetSpec
+
+    return DatasetSpec(num_images=num_images, size_wh=size_wh, detections_range=(5, 50),
+                       masked_share=0.5, no_detections_share=0.1, quality=JPEG_QUALITY,
+                       rows_per_group=ROWS_PER_GROUP, seed=0)
+
+
+def prepare_datasets(root: Path, size_wh: tuple[int, int], counts: list[int]) -> dict[int, dict]:
+    """``{n: {"root": path, "counts": {...}}}``: one generated dataset of ``max(counts)`` images,
+    and for every smaller n its first n images (what generating n images with the same seed
+    would give), each with ``images/`` and ``detections/`` Parquet folders. Kept for reruns."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from jobs.datagen import make_dataset
+
+    largest = max(counts)
+    spec = dataset_spec(size_wh, largest)
+    source = root / f"{_label(size_wh)}-{largest}"
+    source_key = json.dumps(asdict(spec), sort_keys=True)
+    if _marker(source) != source_key:
+        shutil.rmtree(source, ignore_errors=True)
+        make_dataset(str(source), spec)
+        _write_marker(source, source_key)
+    out = {}
+    images = detections = None
+    for n in counts:
+        target = root / f"{_label(size_wh)}-{n}"
+        key = json.dumps({"from": source_key, "first": n}, sort_keys=True)
+        if n != largest and _marker(target) != key:
+            if images is None:
+                images = pq.read_table(source / "images")
+                detections = pq.read_table(source / "detections")
+            shutil.rmtree(target, ignore_errors=True)
+            head = images.slice(0, n)
+            mine = detections.filter(pc.is_in(detections.column("image_id"),
+                                               value_set=head.column("image_id")))
+            for name, table, group in (("images", head, ROWS_PER_GROUP),
+                                       ("detections", mine, 65536)):
+                (target / name).mkdir(parents=True)
+                pq.write_table(table, target / name / "part-00000.parquet", row_group_size=group)
+            _write_marker(target, key)
+        path = source if n == largest else target
+        meta_images = pq.ParquetFile(path / "images" / "part-00000.parquet").metadata
+        meta_detections = pq.ParquetFile(path / "detections" / "part-00000.parquet").metadata
+        out[n] = {"root": path, "counts": {"images": meta_images.num_rows,
+                                           "detections": meta_detections.num_rows}}
+    return out
+
+
+def _marker(root: Path) -> str | None:
+    marker = root / "_bench_spec.json"
+    return marker.read_text() if marker.exists() else None
+
+
+def _write_marker(root: Path, key: str) -> None:
+    (root / "_bench_spec.json").write_text(key)
+
+
+# -- kernels ---------------------------------------------------------------------------------------
+def _photo(size_wh: tuple[int, int]):
+    import cv2
+
+    from jobs.datagen import sample_photographs
+
+    return cv2.resize(sample_photographs()[0], size_wh, interpolation=cv2.INTER_LINEAR)
+
+
+def random_boxes(num_boxes: int, size_wh: tuple[int, int], seed: int = 1):
+    """``(N, 4)`` float32 normalized ``(y1, x1, y2, x2)`` boxes of 64-600 px inside the image,
+    in TensorFlow's convention (pixel ``p`` is ``p / (size - 1)``)."""
+    import numpy as np
+
+    width, height = size_wh
+    rng = np.random.default_rng(seed)
+    box_h = rng.uniform(64, min(600, height), num_boxes)
+    box_w = rng.uniform(64, min(600, width), num_boxes)
+    y0 = rng.uniform(0, height - box_h)
+    x0 = rng.uniform(0, width - box_w)
+    pixels = np.stack([y0, x0, y0 + box_h, x0 + box_w], axis=1)
+    scale = np.array([height - 1, width - 1, height - 1, width - 1], dtype=np.float64)
+    return (pixels / scale).astype(np.float32)
+
+
+def warp_affine_crops(image, boxes, crop_size_hw: tuple[int, int], out=None):
+    """The usual OpenCV way: one ``cv2.warpAffine`` per box, sampling the same grid as
+    TensorFlow (corner-aligned). Close to TF, not exact: OpenCV interpolates in fixed point.
+
+    Args:
+        image (ndarray[H, W, C] uint8), boxes (ndarray[N, 4]): normalized ``(y1, x1, y2, x2)``.
+
+    Returns:
+        ndarray[N, crop_h, crop_w, C] uint8.
+    """
+    import cv2
+    import numpy as np
+
+    height, width = image.shape[:2]
+    crop_h, crop_w = crop_size_hw
+    if out is None:
+        out = np.empty((len(boxes), crop_h, crop_w, image.shape[2]), dtype=image.dtype)
+    for k, (y1, x1, y2, x2) in enumerate(boxes.tolist()):
+        top, left = y1 * (height - 1), x1 * (width - 1)
+        step_y = (y2 - y1) * (height - 1) / max(crop_h - 1, 1)
+        step_x = (x2 - x1) * (width - 1) / max(crop_w - 1, 1)
+        matrix = np.array([[step_x, 0.0, left], [0.0, step_y, top]])
+        cv2.warpAffine(image, matrix, (crop_w, crop_h), dst=out[k],
+                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out
+
+
+def reference_dynamic_crop(image, xyxy, masks, keypoints, polygons, opacity: float,
+                           color_bgr: tuple[int, int, int]) -> list:
+    """Roboflow's dynamic crop as a plain per-detection loop (the comparison for
+    ``cropcore.dynamic_crop``): round the box, clamp, slice; cut the full-frame mask; blend the
+    whole crop with a background image by ``cv2.addWeighted``; translate the predictions.
+
+    Args:
+        image (ndarray[H, W, 3] uint8), xyxy (ndarray[N, 4] float), masks (ndarray[N, H, W]
+        bool), keypoints (ndarray[N, K, 3]), polygons (list of ndarray[P, 2]).
+
+    Returns:
+        one dict (``image``, ``xyxy``, ``mask``, ``keypoints``, ``polygon``) or None per box.
+    """
+    import cv2
+    import numpy as np
+
+    height, width = image.shape[:2]
+    crops = []
+    for i in range(len(xyxy)):
+        x0, y0, x1, y1 = (int(v) for v in np.round(xyxy[i]))
+        x0, x1 = min(max(x0, 0), width), min(max(x1, 0), width)
+        y0, y1 = min(max(y0, 0), height), min(max(y1, 0), height)
+        crop = image[y0:y1, x0:x1]
+        if crop.size == 0:
+            crops.append(None)
+            continue
+        mask = masks[i][y0:y1, x0:x1]
+        if opacity > 0:
+            background = (np.ones_like(crop) * np.array(color_bgr, dtype=np.uint8))
+            inside = np.stack([mask] * 3, axis=-1)
+            crop = cv2.addWeighted(np.where(inside, crop, background), opacity, crop,
+                                   1.0 - opacity, 0)
+        crops.append({"image": crop, "xyxy": xyxy[i] - np.array([x0, y0, x0, y0], float),
+                      "mask": mask, "keypoints": keypoints[i] - np.array([x0, y0, 0.0]),
+                      "polygon": polygons[i] - np.array([x0, y0], float)})
+    return crops
+
+
+def _median_ms(fn, repeats: int) -> dict:
+    fn()  # warm-up: compilation, caches, first-touch allocations
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2),
+            "repeats": repeats}
+
+
+def kernel_session(spec: dict) -> dict:
+    """Child process: the kernel timings at ``spec["threads"]`` threads."""
+    import cv2
+    import numpy as np
+
+    from cropcore import Detections, crop_and_resize, dynamic_crop
+
+    threads = spec["threads"]
+    cv2.setNumThreads(threads)
+    import numba
+
+    numba.set_num_threads(threads)
+    size_wh = (1920, 1080)
+    image = _photo(size_wh)
+    boxes = random_boxes(spec["boxes"], size_wh)
+    indices = np.zeros(len(boxes), np.int32)
+    batch = image[None]
+    crop_hw = (224, 224)
+    result: dict = {"threads": threads, "load_start": _load(),
+                    "crop_and_resize": {"image": "1x1080x1920x3 uint8",
+                                        "boxes": len(boxes), "crop_size": list(crop_hw)}}
+    car = result["crop_and_resize"]
+    ours = crop_and_resize(batch, boxes, indices, crop_hw)
+    car["cropcore"] = _median_ms(lambda: crop_and_resize(batch, boxes, indices, crop_hw),
+                                 spec["repeats"])
+    warped = np.empty((len(boxes), *crop_hw, 3), np.uint8)
+    car["cv2_warp_affine"] = _median_ms(lambda: warp_affine_crops(image, boxes, crop_hw, warped),
+                                        spec["repeats"])
+    try:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        tf_image, tf_boxes = tf.constant(batch), tf.constant(boxes)
+        tf_indices = tf.constant(indices)
+
+        def tf_call():
+            return tf.image.crop_and_resize(tf_image, tf_boxes, tf_indices, crop_hw).numpy()
+
+        reference = tf_call()
+        car["tensorflow"] = _median_ms(tf_call, spec["repeats"])
+        car["tensorflow_version"] = tf.__version__
+        car["cropcore_bit_exact_with_tf"] = bool(np.array_equal(ours, reference))
+        car["cv2_max_abs_diff_vs_tf"] = float(np.abs(warped.astype(np.float32)
+                                                     - reference).max())
+    except Exception as error:  # noqa: BLE001 - TF is optional: report why it is missing
+        car["tensorflow"] = {"error": f"{type(error).__name__}: {error}"[:300]}
+
+    rng = np.random.default_rng(2)
+    width, height = size_wh
+    n = spec["detections"]
+    box_w, box_h = rng.uniform(64, 600, n), rng.uniform(64, 600, n)
+    x0 = rng.uniform(-0.1 * box_w, width - 0.9 * box_w)
+    y0 = rng.uniform(-0.1 * box_h, height - 0.9 * box_h)
+    xyxy = np.stack([x0, y0, x0 + box_w, y0 + box_h], axis=1)
+    masks = np.zeros((n, height, width), bool)
+    for i, (a, b, c, d) in enumerate(xyxy):
+        canvas = np.zeros((height, width), np.uint8)
+        cv2.ellipse(canvas, (round((a + c) / 2), round((b + d) / 2)),
+                    (max(1, round((c - a) / 2)), max(1, round((d - b) / 2))), 0, 0, 360, 1, -1)
+        masks[i] = canvas.astype(bool)
+    centres = np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2,
+                        np.ones(n)], axis=1)[:, None, :]
+    polygons = [np.array([[a, b], [c, b], [(a + c) / 2, d]]) for a, b, c, d in xyxy]
+    detections = Detections(xyxy=xyxy, detection_id=[f"d{i}" for i in range(n)], mask=masks,
+                            keypoints=centres, polygons=polygons)
+    color = (0, 0, 0)
+    ours = dynamic_crop(image, detections, 1.0, color)
+    theirs = reference_dynamic_crop(image, xyxy, masks, centres, polygons, 1.0, color)
+    agree = all((a is None) == (b is None) and (a is None or np.array_equal(a.image, b["image"]))
+                for a, b in zip(ours, theirs, strict=True))
+    result["dynamic_crop"] = {
+        "image": "1080x1920x3 uint8", "detections": n, "masked": n, "mask_opacity": 1.0,
+        "cropcore": _median_ms(lambda: dynamic_crop(image, detections, 1.0, color),
+                               spec["repeats"]),
+        "reference_loop": _median_ms(lambda: reference_dynamic_crop(
+            image, xyxy, masks, centres, polygons, 1.0, color), spec["repeats"]),
+        "same_pixels": bool(agree),
+    }
+    result["load_end"] = _load()
+    return result
+
+
+# -- memory ----------------------------------------------------------------------------------------
+class MemorySampler:
+    """Peak memory of this process and all its descendants (the Ray daemons and workers a local
+    ``ray.init`` starts), sampled from a thread every ``interval`` seconds.
+
+    PSS splits shared pages (the object store, shared libraries) between the processes mapping
+    them, so the sum does not count them twice; RSS sums count them once per process. Reports
+    peaks of the sums: ``peak_pss`` (all processes), ``peak_pss_driver_workers`` (the driver and
+    the ``ray::`` workers only) and ``peak_rss``, in bytes.
+    """
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.peak_pss = self.peak_rss = self.peak_pss_driver_workers = 0
+        self.samples = 0
+        self.sampler_cpu_seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        started = time.thread_time()
+        while True:
+            self.sample(me)
+            if self._stop.wait(self.interval):
+                break
+        self.sample(me)
+        self.sampler_cpu_seconds = time.thread_time() - started
+
+    def sample(self, me) -> None:
+        import psutil
+
+        total_pss = total_rss = driver_workers = 0
+        try:
+            processes = [me, *me.children(recursive=True)]
+        except psutil.Error:
+            return
+        for process in processes:
+            try:
+                rss, pss = _rss_pss(process.pid)
+                name = process.name()
+                worker = process.pid == me.pid or (name.startswith("ray::")
+                                                   and name not in _RAY_AGENTS)
+            except (OSError, psutil.Error):
+                continue  # exited between listing and reading
+            total_pss += pss
+            total_rss += rss
+            driver_workers += pss if worker else 0
+        self.samples += 1
+        self.peak_pss = max(self.peak_pss, total_pss)
+        self.peak_rss = max(self.peak_rss, total_rss)
+        self.peak_pss_driver_workers = max(self.peak_pss_driver_workers, driver_workers)
+
+    def report(self) -> dict:
+        return {"peak_pss": self.peak_pss, "peak_pss_driver_workers":
+                self.peak_pss_driver_workers, "peak_rss": self.peak_rss, "samples": self.samples,
+                "sampler_cpu_seconds": round(self.sampler_cpu_seconds, 3)}
+
+
+_RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+def _rss_pss(pid: int) -> tuple[int, int]:
+    # smaps_rollup is one read per process (psutil's memory_full_info walks the whole smaps).
+    rss = pss = 0
+    with open(f"/proc/{pid}/smaps_rollup") as handle:
+        for line in handle:
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
+    return rss, pss
+
+
+# -- the job ---------------------------------------------------------------------------------------
+def job_session(spec: dict) -> dict:
+    """Child process: a fresh local Ray with ``num_cpus``; a warm-up run, then each timed run.
+    With ``spec["memory"]`` each run is repeated with the memory sampler on: reading every
+    process's ``smaps_rollup`` costs a few ms per process, which would slow the timed runs."""
+    import ray
+
+    from jobs import raycompat
+
+    raycompat.init(num_cpus=spec["num_cpus"])
+    raycompat.configure_progress(False)
+    try:
+        scratch = Path(spec["scratch"])
+        _job_run(Path(spec["warmup"]), scratch / "job-warmup")
+        runs = []
+        for run in spec["runs"]:
+            runs.append(_job_run(Path(run["root"]), scratch / f"job-{run['images']}")
+                        | {"images": run["images"]})
+        if spec.get("memory"):
+            for run, timed in zip(spec["runs"], runs, strict=True):
+                sampled = _job_run(Path(run["root"]), scratch / f"job-{run['images']}",
+                                   memory=True)
+                timed["memory"] = sampled["memory"] | {"seconds_while_sampling":
+                                                       sampled["seconds"]}
+        return {"num_cpus": spec["num_cpus"], "runs": runs}
+    finally:
+        ray.shutdown()
+
+
+def _job_run(root: Path, output: Path, memory: bool = False) -> dict:
+    from jobs import steps
+    from jobs.pipeline import JobConfig, run
+
+    shutil.rmtree(output, ignore_errors=True)
+    config = JobConfig(images=str(root / "images"), detections=str(root / "detections"),
+                       output=str(output), step=steps.parse_step(DYNAMIC_STEP),
+                       image_format="jpeg", quality=JPEG_QUALITY, rows_per_shard=ROWS_PER_GROUP)
+    load = _load()
+    with MemorySampler() if memory else contextlib.nullcontext() as sampler:
+        started = time.perf_counter()
+        summary = run(config)
+        seconds = time.perf_counter() - started
+    shutil.rmtree(output, ignore_errors=True)
+    result = {"crops": summary.crops, "errors": summary.error_count,
+              "images_decoded": summary.images_decoded, "seconds": round(seconds, 3),
+              "load_start": load}
+    if sampler is not None:
+        result["memory"] = sampler.report()
+    return result
+
+
+# -- a profile of the job's UDF, without Ray -------------------------------------------------------
+# (file suffix, function) -> what it is; cumulative times, chosen so that they do not overlap.
+PROFILE_GROUPS = (
+    (("cropcore/codec.py", "decode_image"), "decode (cv2.imdecode)"),
+    (("cropcore/codec.py", "encode_image"), "encode (cv2.imencode JPEG q90)"),
+    (("cropcore/masks.py", "decode_rle"), "mask: windowed RLE decode"),
+    (("cropcore/dynamic.py", "remove_background"), "mask: background blend"),
+    (("cropcore/masks.py", "encode_rle"), "mask: RLE encode of the crop mask"),
+    (("jobs/sinks.py", "write_shard"), "write shards (Parquet, sha256 of files)"),
+    (("jobs/udfs.py", "_translate"), "translate boxes/keypoints/polygons (Arrow)"),
+    (("pyarrow/parquet/core.py", "read_row_group"), "read the row group"),
+)
+
+
+def profile_session(spec: dict) -> dict:
+    """Child process: ``jobs.udfs.crop_units`` on every unit of a dataset, in this process and
+    on one core (no Ray): a warm-up pass, a timed pass, then a pass under cProfile. The profile
+    is summarised into the groups of ``PROFILE_GROUPS`` plus the top functions by own time."""
+    import cProfile
+    import pstats
+
+    root, scratch = Path(spec["root"]), Path(spec["scratch"])
+    _udf_pass(root, scratch / "profile-warmup")
+    crops, seconds = _udf_pass(root, scratch / "profile-timed")
+    profiler = cProfile.Profile()
+    _, profiled_seconds = _udf_pass(root, scratch / "profile-profiled", profiler)
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tottime, cumtime, ..)
+    groups = {}
+    for (suffix, name), label in PROFILE_GROUPS:
+        groups[label] = round(sum(v[3] for k, v in stats.items()
+                                  if k[0].endswith(suffix) and k[2] == name), 4)
+    # sha256 outside write_shard (which is a group of its own): crop ids and crop hashes.
+    groups["sha256 of sources, crops and crop ids"] = round(sum(
+        timing[2] for k, v in stats.items() if "sha256" in k[2]
+        for caller, timing in v[4].items() if caller[2] != "write_shard"), 4)
+    groups["everything else (Python bookkeeping, Arrow tables)"] = round(
+        profiled_seconds - sum(groups.values()), 4)
+    top = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:15]
+    return {"images": spec["images"], "crops": crops, "seconds": round(seconds, 3),
+            "crops_per_s": round(crops / seconds, 1) if seconds else None,
+            "profiled_seconds": round(profiled_seconds, 3), "groups_seconds": groups,
+            "top_own_time": [{"function": f"{Path(k[0]).name}:{k[1]}({k[2]})", "calls": v[1],
+                              "own_s": round(v[2], 4), "cumulative_s": round(v[3], 4)}
+                             for k, v in top]}
+
+
+def _udf_pass(root: Path, output: Path, profiler=None) -> tuple[int, float]:
+    """Every planned unit through ``crop_units`` in this process; ``(crops, seconds)``."""
+    import pyarrow as pa
+
+    from jobs import steps, udfs
+    from jobs.pipeline import JobConfig, asdict_shallow, prepare
+
+    shutil.rmtree(output, ignore_errors=True)
+    config = JobConfig(images=str(root / "images"), detections=str(root / "detections"),
+                       output=str(output), step=steps.parse_step(DYNAMIC_STEP),
+                       image_format="jpeg", quality=JPEG_QUALITY, rows_per_shard=ROWS_PER_GROUP)
+    prepared = prepare(config)
+    # crop_units fetches the broadcast detections with ray.get; seed its cache instead.
+    udfs._DETECTIONS_CACHE.clear()
+    udfs._DETECTIONS_CACHE[prepared.context.fingerprint] = prepared.plan.detections
+    context = udfs.JobContext(**{**asdict_shallow(prepared.context), "detections": "in-process"})
+    units = [pa.Table.from_pylist([asdict(u) | {"skip_rows": list(u.skip_rows)}])
+             for u in prepared.plan.units]
+    started = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    markers = [udfs.crop_units(unit, context) for unit in units]
+    if profiler is not None:
+        profiler.disable()
+    seconds = time.perf_counter() - started
+    crops = sum(json.loads(m)["counts"]["crops"] for batch in markers
+                for m in batch.column("marker").to_pylist())
+    shutil.rmtree(output, ignore_errors=True)
+    return crops, seconds
+
+
+# -- the codec floor -------------------------------------------------------------------------------
+_FLOOR_WINDOWS: dict = {}
+
+
+def codec_floor(root: Path, processes: int) -> dict:
+    """The least work any crop job must do: decode each image that has a crop once
+    (``cv2.imdecode``) and encode each crop once (``cv2.imencode`` JPEG q90), one process per
+    CPU, no Ray. Windows come from the detections table (rounded half to even, clamped, empty
+    ones skipped); images are read row group by row group. Process start-up is not timed."""
+    import multiprocessing
+
+    windows = _windows_by_image(root)
+    units = [(str(root / "images" / "part-00000.parquet"), group)
+             for group in range(_row_groups(root))]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes, initializer=_floor_init, initargs=(windows,)) as pool:
+        pool.map(_floor_ready, range(processes))
+        load = _load()
+        started = time.perf_counter()
+        done = pool.map(_floor_unit, units, chunksize=1)
+        seconds = time.perf_counter() - started
+    return {"crops": sum(c for c, _ in done), "images_decoded": sum(i for _, i in done),
+            "seconds": round(seconds, 3), "processes": processes, "load_start": load}
+
+
+def _row_groups(root: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(root / "images" / "part-00000.parquet").metadata.num_row_groups
+
+
+def _windows_by_image(root: Path) -> dict:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from cropcore.windows import empty_windows, windows_from_xyxy
+
+    table = pq.read_table(root / "detections",
+                          columns=["image_id", "x_min", "y_min", "x_max", "y_max"])
+    ids = table.column("image_id").to_numpy(zero_copy_only=False)
+    xyxy = np.stack([table.column(c).to_numpy() for c in ("x_min", "y_min", "x_max", "y_max")],
+                    axis=1)
+    sizes = _image_sizes(root)
+    out: dict = {}
+    for image_id in np.unique(ids):
+        boxes = xyxy[ids == image_id]
+        windows = windows_from_xyxy(boxes, sizes[image_id])
+        windows = windows[~empty_windows(windows)]
+        if len(windows):
+            out[str(image_id)] = windows
+    return out
+
+
+def _image_sizes(root: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    from cropcore.codec import read_image_size
+
+    table = pq.read_table(root / "images", columns=["image_id", "image"])
+    return {i: read_image_size(b) for i, b in zip(table.column("image_id").to_pylist(),
+                                                  table.column("image").to_pylist(), strict=True)}
+
+
+def _floor_init(windows: dict) -> None:
+    import cv2
+    import numpy  # noqa: F401 - imported before the clock starts
+    import pyarrow.parquet  # noqa: F401
+
+    cv2.setNumThreads(1)
+    _FLOOR_WINDOWS.clear()
+    _FLOOR_WINDOWS.update(windows)
+
+
+def _floor_ready(_: int) -> int:
+    time.sleep(0.2)  # make sure every process of the pool has started
+    return os.getpid()
+
+
+def _floor_unit(unit: tuple[str, int]) -> tuple[int, int]:
+    import cv2
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    path, group = unit
+    rows = pq.ParquetFile(path).read_row_group(group, columns=["image_id", "image"])
+    crops = decoded = 0
+    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    for image_id, data in zip(rows.column("image_id").to_pylist(),
+                              rows.column("image").to_pylist(), strict=True):
+        windows = _FLOOR_WINDOWS.get(image_id)
+        if windows is None:
+            continue
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        decoded += 1
+        for x0, y0, x1, y1 in windows.tolist():
+            ok, _ = cv2.imencode(".jpg", pixels[y0:y1, x0:x1], params)
+            crops += int(ok)
+    return crops, decoded
+
+
+# -- the first-try Ray Data pipeline ---------------------------------------------------------------
+def first_try_pipeline(images_url: str, detections_url: str, output_url: str,
+                       background_rgb: tuple[int, int, int] = (0, 0, 0),
+                       blocks: int | None = None) -> None:
+    """The dynamic crop as a Ray Data user writes it first: read the detections into a dict
+    keyed by image id, ``flat_map`` over image rows, PIL to decode and encode, pycocotools for
+    the masks, a Python loop over each image's detections, ``write_parquet``. With ``blocks``,
+    the images are repartitioned into that many blocks first (the usual fix when one task does
+    all the work)."""
+    import pandas as pd
+    import ray
+
+    detections = pd.read_parquet(detections_url)
+    by_image = {image_id: group.to_dict("records")
+                for image_id, group in detections.groupby("image_id")}
+    images = ray.data.read_parquet(images_url)
+    if blocks:
+        images = images.repartition(blocks)
+    crops = images.flat_map(_first_try_crops,
+                            fn_kwargs={"by_image": by_image, "background": background_rgb})
+    crops.write_parquet(output_url)
+
+
+def _first_try_crops(row: dict, by_image: dict, background) -> list[dict]:
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    image = Image.open(io.BytesIO(row["image"])).convert("RGB")
+    width, height = image.size
+    out = []
+    for detection in by_image.get(row["image_id"], []):
+        x0 = min(max(round(detection["x_min"]), 0), width)
+        y0 = min(max(round(detection["y_min"]), 0), height)
+        x1 = min(max(round(detection["x_max"]), 0), width)
+        y1 = min(max(round(detection["y_max"]), 0), height)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        crop = image.crop((x0, y0, x1, y1))
+        crop_mask = None
+        if detection["mask"] is not None:
+            rle = {"size": list(detection["mask"]["size"]),
+                   "counts": detection["mask"]["counts"]}
+            window = mask_utils.decode(rle)[y0:y1, x0:x1].astype(bool)
+            pixels = np.array(crop)
+            pixels[~window] = background
+            crop = Image.fromarray(pixels)
+            encoded = mask_utils.encode(np.asfortranarray(window.astype(np.uint8)))
+            crop_mask = encoded["counts"].decode()
+        buffer = io.BytesIO()
+        crop.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        out.append({"crop_id": f"{row['image_id']}/{detection['detection_id']}",
+                    "image_id": row["image_id"], "detection_id": detection["detection_id"],
+                    "crop": buffer.getvalue(), "width": x1 - x0, "height": y1 - y0,
+                    "x_min": detection["x_min"] - x0, "y_min": detection["y_min"] - y0,
+                    "x_max": detection["x_max"] - x0, "y_max": detection["y_max"] - y0,
+                    "class_name": detection["class_name"], "mask_counts": crop_mask})
+    return out
+
+
+def naive_session(spec: dict) -> dict:
+    """Child process: the first-try pipeline on a fresh local Ray, warm-up then timed runs."""
+    import ray
+
+    from jobs import raycompat
+
+    raycompat.init(num_cpus=spec["num_cpus"])
+    raycompat.configure_progress(False)
+    try:
+        scratch = Path(spec["scratch"])
+        blocks = spec.get("blocks")
+        _naive_run(Path(spec["warmup"]), scratch / "naive-warmup", blocks)
+        runs = [_naive_run(Path(r["root"]), scratch / f"naive-{r['images']}", blocks)
+                | {"images": r["images"]} for r in spec["runs"]]
+        return {"num_cpus": spec["num_cpus"], "blocks": blocks, "runs": runs}
+    finally:
+        ray.shutdown()
+
+
+def _naive_run(root: Path, output: Path, blocks: int | None) -> dict:
+    shutil.rmtree(output, ignore_errors=True)
+    load = _load()
+    started = time.perf_counter()
+    first_try_pipeline(str(root / "images"), str(root / "detections"), str(output),
+                       blocks=blocks)
+    seconds = time.perf_counter() - started
+    crops = _parquet_rows(output)
+    shutil.rmtree(output, ignore_errors=True)
+    return {"crops": crops, "seconds": round(seconds, 3), "load_start": load}
+
+
+def _parquet_rows(folder: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.rglob("*.parquet")))
+
+
+# -- Daft ------------------------------------------------------------------------------------------
+DAFT_SCRIPT = r'''
+"""Dynamic crop in Daft, the obvious way: join detections to images, decode, crop, encode."""
+import json, os, sys, time
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+import daft
+from daft import DataType, col
+from daft.functions import to_list
+
+images_url, detections_url, output_url, result_path, morsel = sys.argv[1:6]
+daft.set_execution_config(default_morsel_size=int(morsel))
+started = time.perf_counter()
+images = daft.read_parquet(images_url).select("image_id", "image")
+detections = daft.read_parquet(detections_url).select(
+    "image_id", "detection_id", "x_min", "y_min", "x_max", "y_max")
+df = detections.join(images, on="image_id")
+df = df.with_column("pixels", col("image").decode_image())
+width = col("pixels").image_width().cast(DataType.float64())
+height = col("pixels").image_height().cast(DataType.float64())
+df = df.with_columns({
+    "x0": col("x_min").round().clip(0, width), "y0": col("y_min").round().clip(0, height),
+    "x1": col("x_max").round().clip(0, width), "y1": col("y_max").round().clip(0, height)})
+df = df.where((col("x1") > col("x0")) & (col("y1") > col("y0")))
+u32 = DataType.uint32()
+bbox = to_list(col("x0").cast(u32), col("y0").cast(u32), (col("x1") - col("x0")).cast(u32),
+               (col("y1") - col("y0")).cast(u32))
+df = df.with_column("crop", col("pixels").crop(bbox).encode_image("JPEG"))
+df = df.select("image_id", "detection_id", "crop", (col("x_min") - col("x0")).alias("x_min"),
+               (col("y_min") - col("y0")).alias("y_min"), (col("x_max") - col("x0")).alias("x_max"),
+               (col("y_max") - col("y0")).alias("y_max"))
+written = df.write_parquet(output_url)
+seconds = time.perf_counter() - started
+import pyarrow.parquet as pq
+crops = sum(pq.ParquetFile(os.path.join(root, name)).metadata.num_rows
+            for root, _, names in os.walk(output_url) for name in names
+            if name.endswith(".parquet"))
+with open(result_path, "w") as handle:
+    json.dump({"crops": crops, "seconds": round(seconds, 3), "daft": daft.__version__}, handle)
+sys.stdout.flush()
+os._exit(0)  # Daft 0.7.26 can crash in interpreter teardown; the result is written
+'''
+
+
+def daft_benchmark(daft_python: Path, roots: list[Path], workdir: Path, morsel: int) -> dict:
+    """Daft on the same inputs, in its own venv, one subprocess per dataset size (each timed
+    from the first read to the last write, import excluded). Masks are not applied: Daft has
+    no mask operation, and its JPEG encoder has no quality setting (q75)."""
+    if not daft_python.exists():
+        return {"unavailable": f"no Daft venv at {daft_python}; create it with: {DAFT_SETUP}"}
+    script = workdir / "logs" / "daft_crop.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(DAFT_SCRIPT)
+    runs = []
+    for root in roots:
+        output = workdir / "scratch" / f"daft-{root.name}"
+        result_path = workdir / "logs" / f"daft-{root.name}.result.json"
+        log_path = workdir / "logs" / f"daft-{root.name}.log"
+        shutil.rmtree(output, ignore_errors=True)
+        result_path.unlink(missing_ok=True)
+        load = _load()
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env.update(CHILD_ENV)
+        peak = _PeakOfChild()
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                [str(daft_python), str(script), str(root / "images"), str(root / "detections"),
+                 str(output), str(result_path), str(morsel)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+            code = peak.watch(process)
+        shutil.rmtree(output, ignore_errors=True)
+        if not result_path.exists():
+            reason = f"the Daft script exited with {code}: {_tail(log_path)}"
+            return {"unavailable": reason, "runs": runs}
+        result = json.loads(result_path.read_text())
+        runs.append(result | {"images": int(root.name.rsplit("-", 1)[1]), "load_start": load,
+                              "memory": {"peak_rss": peak.peak_rss}})
+    return {"runs": runs, "morsel_size": morsel,
+            "marginal_crops_per_s": marginal_rate(runs[0], runs[-1])}
+
+
+class _PeakOfChild:
+    """Peak RSS of a subprocess, polled while waiting for it."""
+
+    def __init__(self):
+        self.peak_rss = 0
+
+    def watch(self, process) -> int:
+        while process.poll() is None:
+            try:
+                self.peak_rss = max(self.peak_rss, _rss_pss(process.pid)[0])
+            except OSError:
+                pass
+            time.sleep(0.2)
+        return process.returncode
+
+
+# -- targets and the report ------------------------------------------------------------------------
+def evaluate_targets(results: dict) -> list[dict]:
+    """Each target with its measured ratio and pass/fail (None when it could not be measured)."""
+    targets = []
+
+    def add(name, value, threshold, detail, higher_is_better=True):
+        passed = None if value is None else (value >= threshold if higher_is_better
+                                             else value <= threshold)
+        targets.append({"target": name, "value": None if value is None else round(value, 3),
+                        "threshold": threshold, "pass": passed, "detail": detail})
+
+    for threads, kernels in sorted(results.get("kernels", {}).items()):
+        car = kernels.get("crop_and_resize", {})
+        ours, tf = car.get("cropcore", {}), car.get("tensorflow", {})
+        ratio = (tf["median_ms"] / ours["median_ms"]) if "median_ms" in tf and "median_ms" in \
+            ours else None
+        add(f"crop_and_resize vs TF, {threads} thread(s)", ratio, 5.0, ">= 5x")
+    for label, part in results.get("pipeline", {}).items():
+        job = part.get("job", {})
+        rate = {c: v.get("marginal_crops_per_s") for c, v in job.items()}
+        for cpus, floor in sorted(part.get("floor", {}).items()):
+            add(f"{label}: job vs codec floor, {cpus} CPU(s)",
+                _ratio(rate.get(cpus), floor.get("marginal_crops_per_s")), 0.85, ">= 0.85x")
+        top = max(rate, key=int) if rate else None
+        if top is None:
+            continue
+        if "naive" in part:
+            rates = [v.get("marginal_crops_per_s") for v in part["naive"].values()]
+            best = max((r for r in rates if r), default=None)
+            add(f"{label}: job ({top} CPUs) vs first-try Ray Data (best)",
+                _ratio(rate.get(top), best), 5.0, ">= 5x")
+        if "daft" in part:
+            add(f"{label}: job ({top} CPUs) vs Daft (2 cores)",
+                _ratio(rate.get(top), part["daft"].get("marginal_crops_per_s")), 30.0, ">= 30x")
+        if "1" in rate and "2" in rate:
+            add(f"{label}: job scaling 1 -> 2 CPUs", _ratio(rate["2"], rate["1"]), 1.7, ">= 1.7x")
+        top_runs = job.get(top, {}).get("runs", []) if top else []
+        if len(top_runs) == 2 and all("memory" in r for r in top_runs):
+            small, large = (r["memory"]["peak_pss_driver_workers"] for r in top_runs)
+            factor = top_runs[1]["images"] / top_runs[0]["images"]
+            add(f"{label}: peak PSS at {factor:g}x data vs 1x ({top} CPUs)",
+                large / small if small else None, 1.10, "<= 1.10x", higher_is_better=False)
+    return targets
+
+
+def _ratio(a, b) -> float | None:
+    return a / b if a and b else None
+
+
+def format_report(results: dict) -> str:
+    """The results as a plain-text table."""
+    machine = results["machine"]
+    lines = [f"cropcore bench ({results['mode']}): {machine['cpu_model']}, {machine['cpus']} CPUs,"
+             f" {machine['memory_gib']} GiB; Python {machine['python']}, Ray {machine['ray']}",
+             f"load average (1, 5, 15 min): start {results['load']['start']}, "
+             f"end {results['load']['end']}", ""]
+    if results.get("kernels"):
+        lines += _format_kernels(results["kernels"])
+    for label, part in results.get("pipeline", {}).items():
+        lines += _format_pipeline(label, part)
+    lines += ["targets", f"  {'target':<52} {'value':>8}  {'wanted':<9} result"]
+    for t in results.get("targets", []):
+        value = "n/a" if t["value"] is None else f"{t['value']:.2f}x"
+        verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
+        lines.append(f"  {t['target']:<52} {value:>8}  {t['detail']:<9} {verdict}")
+    return "\n".join(lines)
+
+
+def _ms(entry: dict) -> str:
+    if "median_ms" in entry:
+        return f"{entry['median_ms']:.1f} ms"
+    return f"unavailable ({entry.get('error', 'not run')})"
+
+
+def _format_kernels(kernels: dict) -> list[str]:
+    lines = ["kernels (median of timed calls, after one warm-up call)",
+             "  crop_and_resize: 1x1080x1920x3 uint8, 256 boxes of 64-600 px -> 224x224 bilinear",
+             f"  {'threads':<8} {'cropcore':>10} {'tf.image':>10} {'cv2 loop':>10} "
+             f"{'TF/cropcore':>12} {'cv2/cropcore':>13}"]
+    for threads, k in sorted(kernels.items()):
+        if "error" in k:
+            lines.append(f"  {threads:<8} unavailable ({k['error']})")
+            continue
+        car = k["crop_and_resize"]
+        ours = car["cropcore"]["median_ms"]
+        tf = car.get("tensorflow", {})
+        tf_ratio = f"{tf['median_ms'] / ours:.2f}x" if "median_ms" in tf else "n/a"
+        tf_text = f"{tf['median_ms']:.1f} ms" if "median_ms" in tf else "unavailable"
+        lines.append(f"  {threads:<8} {ours:>7.1f} ms {tf_text:>10} "
+                     f"{car['cv2_warp_affine']['median_ms']:>7.1f} ms {tf_ratio:>12} "
+                     f"{car['cv2_warp_affine']['median_ms'] / ours:>12.2f}x")
+    first = kernels[min(kernels)]
+    if "crop_and_resize" in first:
+        car = first["crop_and_resize"]
+        if "cropcore_bit_exact_with_tf" in car:
+            lines.append(f"  cropcore bit-exact with TF: {car['cropcore_bit_exact_with_tf']}; "
+                         f"cv2 max |diff| vs TF: {car['cv2_max_abs_diff_vs_tf']:.1f}")
+        if "error" in car.get("tensorflow", {}):
+            lines.append(f"  tf: unavailable ({car['tensorflow']['error']})")
+    lines.append("  dynamic_crop: 1920x1080, detections with full-frame masks, opacity 1.0")
+    for threads, k in sorted(kernels.items()):
+        if "dynamic_crop" not in k:
+            continue
+        d = k["dynamic_crop"]
+        ratio = d["reference_loop"]["median_ms"] / d["cropcore"]["median_ms"]
+        lines.append(f"  {threads} thread(s): cropcore.dynamic_crop {_ms(d['cropcore'])}, "
+                     f"reference loop {_ms(d['reference_loop'])} -> {ratio:.2f}x "
+                     f"({d['detections']} detections; same pixels: {d['same_pixels']})")
+    return lines + [""]
+
+
+def _format_pipeline(label: str, part: dict) -> list[str]:
+    lines = [f"pipeline {label}: crops/s, marginal between the two dataset sizes",
+             f"  {'system':<48} {'CPUs':>4} {'crops/s':>9}  runs (images: crops in seconds)"]
+
+    def row(name: str, cpus, entry: dict) -> None:
+        if "unavailable" in entry and not entry.get("runs"):
+            lines.append(f"  {name:<48} {cpus:>4} unavailable ({entry['unavailable']})")
+            return
+        if "unavailable" in entry or "error" in entry:
+            reason = entry.get("unavailable") or entry.get("error")
+            lines.append(f"  {name:<48} {cpus:>4} unavailable ({reason})")
+            return
+        rate = entry.get("marginal_crops_per_s")
+        runs = "; ".join(f"{r['images']}: {r['crops']} in {r['seconds']:.2f} s"
+                         for r in entry["runs"])
+        rate_text = f"{rate:,.0f}" if rate else "n/a"
+        lines.append(f"  {name:<48} {cpus:>4} {rate_text:>9}  {runs}")
+
+    for cpus, entry in sorted(part.get("floor", {}).items()):
+        row("codec floor (cv2 decode + encode, processes)", cpus, entry)
+    for cpus, entry in sorted(part.get("job", {}).items()):
+        row("cropcore job (Ray Data, masks, JPEG q90)", cpus, entry)
+    names = {"as_written": "first-try Ray Data (flat_map, PIL, masks)",
+             "repartitioned": "  the same + repartition(4)"}
+    for variant, entry in part.get("naive", {}).items():
+        row(names.get(variant, variant), NAIVE_CPUS, entry)
+    if "daft" in part:
+        if "unavailable" in part["daft"]:
+            lines.append(f"  daft: unavailable ({part['daft']['unavailable']})")
+        else:
+            row("Daft 0.7.26 (join, decode, crop; no masks, q75)", 2, part["daft"])
+    memory = []
+    for cpus, entry in sorted(part.get("job", {}).items()):
+        for r in entry.get("runs", []):
+            if "memory" in r:
+                m = r["memory"]
+                memory.append(f"  job {cpus} CPU(s), {r['images']} images: peak PSS driver+workers "
+                              f"{m['peak_pss_driver_workers'] / 2**30:.2f} GiB, all Ray processes "
+                              f"{m['peak_pss'] / 2**30:.2f} GiB (RSS sum "
+                              f"{m['peak_rss'] / 2**30:.2f} GiB)")
+    if memory:
+        lines += ["  memory:", *memory]
+    profile = part.get("profile")
+    if profile and "groups_seconds" in profile:
+        total = profile["profiled_seconds"]
+        lines.append(f"  profile: jobs.udfs.crop_units in-process, one core, no Ray: "
+                     f"{profile['crops']} crops in {profile['seconds']:.2f} s = "
+                     f"{profile['crops_per_s']:,.0f} crops/s; under cProfile {total:.2f} s:")
+        for group, seconds in profile["groups_seconds"].items():
+            lines.append(f"    {group:<58} {seconds:7.3f} s {100 * seconds / total:5.1f}%")
+    elif profile:
+        lines.append(f"  profile: unavailable ({profile.get('error')})")
+    return lines + [""]
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))

@@ -63,6 +63,7 @@ __all__ = [
     "export_webdataset",
     "open_run",
     "openlineage_events",
+    "sample_json",
     "tar_bytes",
     "write_openlineage",
 ]

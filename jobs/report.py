@@ -228,16 +228,19 @@ def _candidate_order(source_uri: str) -> str:
 
 
 def _gather_panels(run: CommittedRun, lineage: pa.Table | None, max_parents: int):
+    """Up to ``max_parents`` readable parents with their crops, and the parents skipped (why)."""
     if lineage is None or lineage.num_rows == 0 or max_parents < 1:
         return [], []
-    rows = lineage.to_pylist()
+    # Rank the distinct parents only; the rows of a large run's lineage stay in Arrow.
+    parents = pc.unique(lineage.column("source_uri")).to_pylist()
+    candidates = sorted(parents, key=_candidate_order)[: max_parents * MAX_READ_ATTEMPTS_PER_PARENT]
+    chosen = lineage.filter(pc.is_in(lineage.column("source_uri"), pa.array(candidates)))
     by_parent: dict[str, list[dict]] = {}
-    for row in rows:
+    for row in chosen.to_pylist():
         by_parent.setdefault(row["source_uri"], []).append(row)
-    candidates = sorted(by_parent, key=_candidate_order)
     crops_files = dict(run.files("crops"))
     panels, skipped = [], []
-    for source_uri in candidates[: max_parents * MAX_READ_ATTEMPTS_PER_PARENT]:
+    for source_uri in candidates:
         if len(panels) == max_parents:
             break
         parent_rows = by_parent[source_uri]
@@ -245,10 +248,7 @@ def _gather_panels(run: CommittedRun, lineage: pa.Table | None, max_parents: int
         try:
             pixels = read_parent_image(source_uri, first["source_sha256"], PARENT_MAX_WH)
             crops = _read_crops(run, crops_files, parent_rows)
-        except ParentUnreadable as error:
-            skipped.append((source_uri, str(error)))
-            continue
-        except StorageError as error:
+        except (ParentUnreadable, StorageError) as error:
             skipped.append((source_uri, str(error)))
             continue
         size_wh = (int(first["parent_width"]), int(first["parent_height"]))
@@ -326,6 +326,10 @@ def _text(image, text, origin, scale=0.42, colour=TEXT, thickness=1, background=
                       background, cv2.FILLED)
     cv2.putText(image, text, (x, y), FONT, scale, colour, thickness, cv2.LINE_AA)
     return width
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _fit_text(text: str, max_width: int, scale: float = 0.42) -> str:
@@ -453,7 +457,7 @@ def render_contact_sheet(panels: list[ParentPanel], title: str, subtitle: str,
     for panel, row_h in zip(panels, row_heights, strict=True):
         file_name = panel.source_uri.rsplit("/", 1)[-1]
         heading = (f"{panel.image_id}   {panel.size_wh[0]}x{panel.size_wh[1]}   "
-                   f"{len(panel.crops)} crops   {file_name}")
+                   f"{_count(len(panel.crops), 'crop')}   {file_name}")
         _text(sheet, _fit_text(heading, SHEET_WIDTH - 2 * MARGIN, 0.48), (MARGIN, y + 16), 0.48)
         top = y + ROW_TITLE_H
         parent = _draw_parent(panel, colours)
@@ -476,8 +480,9 @@ def render_contact_sheet(panels: list[ParentPanel], title: str, subtitle: str,
             size_width = cv2.getTextSize(size, FONT, 0.34, 1)[0][0]
             _text(sheet, size, (cell_x + label_width - size_width, cell_y + THUMB + 17), 0.34,
                   TEXT_DIM)
-            name = "no class" if crop.class_name is None else str(crop.class_name)
-            _text(sheet, _fit_text(f"{k + 1} {name}", label_width - size_width - 6, 0.4),
+            # Unclassed crops are grey, which the legend explains; the number is enough.
+            name = "" if crop.class_name is None else f" {crop.class_name}"
+            _text(sheet, _fit_text(f"{k + 1}{name}", label_width - size_width - 6, 0.4),
                   (cell_x, cell_y + THUMB + 17), 0.4, colour)
             _text(sheet, _fit_text(_short_detection_id(crop.detection_id, panel.image_id),
                                    label_width, 0.36),
@@ -674,8 +679,8 @@ def render_html(manifest: dict, sheet_png: bytes, widths, heights, error_rows: l
 <body>
 <main>
 <h1>Crop run <code>{esc(run_id)}</code></h1>
-<p class="sub">{esc(str(step.get("type", "")))}, {int(counts.get("crops", 0))} crops from
-{int(counts.get("images", 0))} images</p>
+<p class="sub">{esc(str(step.get("type", "")))}, {_count(int(counts.get("crops", 0)), "crop")}
+from {_count(int(counts.get("images", 0)), "image")}</p>
 <section><h2>Counts</h2>{_cards(counts)}</section>
 <section><h2>Run</h2><dl class="meta">{meta_html}</dl></section>
 <section><h2>Errors</h2>{reasons}{shown}{sample}</section>
@@ -708,10 +713,11 @@ def write_report(output_url: str, max_parents: int = 6, error_sample: int = 25) 
     colours = class_colours(class_names)
     panels, skipped = _gather_panels(run, lineage, max_parents)
     counts = manifest.get("counts") or {}
-    parents_total = 0 if lineage is None else len(set(lineage.column("source_uri").to_pylist()))
+    parents_total = 0 if lineage is None else len(pc.unique(lineage.column("source_uri")))
     step_type = (manifest.get("step") or {}).get("type", "?")
-    subtitle = (f"{step_type}   {counts.get('crops', 0)} crops from {counts.get('images', 0)} "
-                f"images   showing {len(panels)} of {parents_total} parent images   "
+    subtitle = (f"{step_type}   {_count(counts.get('crops', 0), 'crop')} from "
+                f"{_count(counts.get('images', 0), 'image')}   showing {len(panels)} of "
+                f"{_count(parents_total, 'parent image')}   "
                 f"code {manifest.get('code_version', '?')}")
     note = None
     if not panels:

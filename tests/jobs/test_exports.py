@@ -1,0 +1,338 @@
+"""jobs.exports: the run's crops read by Hugging Face datasets and by webdataset, OpenLineage
+events, and the deterministic tar writer.
+
+The slow tests share one real job output (module fixture); the others build a committed output
+by hand with ``jobs.sinks`` so they need no Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tarfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import exports, steps
+from jobs.pipeline import JobConfig, run
+from jobs.schema import HF_IMAGE_TYPE
+from jobs.sinks import commit_manifest, write_shard
+from jobs.storage import resolve
+from tests.jobs.builders import detections_table, images_table, write_parquet
+
+DYNAMIC = {"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0,
+           "background_color": "#102030"}
+
+
+def read_kind(output: Path, kind: str) -> pa.Table:
+    return pa.concat_tables([pq.read_table(f) for f in sorted((output / kind).glob("*.parquet"))])
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def write_committed_output(output: Path, crops: pa.Table, lineage: pa.Table,
+                           errors: pa.Table | None = None, step: dict | None = None,
+                           image_format: str = "png") -> Path:
+    """A committed output written with the job's own sinks, without running the job."""
+    location = resolve(str(output))
+    tables = {"crops": crops, "lineage": lineage}
+    if errors is not None:
+        tables["errors"] = errors
+    counts = {"images": 1, "detections": crops.num_rows, "crops": crops.num_rows, "errors": {}}
+    marker = write_shard(location, "shard0", tables, counts)
+    commit_manifest(location, {
+        "run_id": "run-handmade", "status": "committed", "fingerprint": "f" * 64,
+        "step": step or {"type": "cropcore/crop_and_resize@v1"}, "code_version": "0.1.0+test",
+        "format": image_format, "inputs": {"images": str(output.parent / "images.parquet"),
+                                           "detections": None},
+        "counts": counts | {"images_decoded": 1, "images_without_detections": 0},
+        "shards": [marker],
+    })
+    return output
+
+
+def lineage_rows(crop_ids: list[str]) -> pa.Table:
+    """Lineage rows with the job's columns (one 64x48 parent, each crop its top-left 3x4)."""
+    n = len(crop_ids)
+    created = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    integers = {"window_x_min": 0, "window_y_min": 0, "window_x_max": 3, "window_y_max": 4,
+                "parent_width": 64, "parent_height": 48}
+    return pa.table({
+        "crop_id": pa.array(crop_ids, pa.string()), "image_id": pa.array(["im0"] * n, pa.string()),
+        "detection_id": pa.array([f"d{i}" for i in range(n)], pa.string()),
+        "source_uri": pa.array(["images.parquet#row=0"] * n, pa.string()),
+        "source_sha256": pa.array(["0" * 64] * n, pa.string()),
+        **{name: pa.array([value] * n, pa.int64()) for name, value in integers.items()},
+        "created_at": pa.array([created] * n, pa.timestamp("us", tz="UTC")),
+    })
+
+
+# -- the real job's output --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def job_output(ray_cluster, tmp_path_factory) -> Path:
+    """A dynamic-crop run over 4 images in 2 shards (PNG crops, masks on half the boxes)."""
+    root = tmp_path_factory.mktemp("exports")
+    write_parquet(images_table(4), root / "images.parquet", row_group_size=2)
+    (root / "detections").mkdir()
+    write_parquet(detections_table(4, 3), root / "detections" / "part-0.parquet")
+    run(JobConfig(images=str(root / "images.parquet"), detections=str(root / "detections"),
+                  output=str(root / "out"), step=steps.parse_step(DYNAMIC), rows_per_shard=2))
+    return root / "out"
+
+
+@pytest.mark.slow
+def test_hugging_face_datasets_reads_the_crop_column_as_images(job_output, tmp_path,
+                                                               monkeypatch):
+    # Offline, with every cache under tmp: the check must not fetch or write anything elsewhere.
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    import datasets
+    from PIL import Image as PILImage
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
+    ds = datasets.load_dataset("parquet", data_files=str(job_output / "crops" / "*.parquet"),
+                               split="train", cache_dir=str(tmp_path / "hf" / "cache"))
+    if not isinstance(ds.features["crop"], datasets.Image):
+        ds = ds.cast_column("crop", datasets.Image())
+    crops = read_kind(job_output, "crops")
+    assert ds.num_rows == crops.num_rows > 0
+    by_id = {row["crop_id"]: row for row in crops.to_pylist()}
+    for index in (0, ds.num_rows - 1):
+        row = ds[index]
+        image = row["crop"]
+        assert isinstance(image, PILImage.Image)
+        expected = by_id[row["crop_id"]]
+        assert image.size == (expected["width"], expected["height"])
+        # Convention: the job stores BGR pixels as PNG, so PIL's RGB is the same image.
+        np.testing.assert_array_equal(np.asarray(image.convert("RGB")),
+                                      decode_png(expected["crop"]["bytes"])[:, :, ::-1])
+
+
+@pytest.mark.slow
+def test_webdataset_shards_read_back_with_the_webdataset_package(job_output):
+    import webdataset as wds
+
+    urls = exports.export_webdataset(str(job_output))
+    crops = {r["crop_id"]: r for r in read_kind(job_output, "crops").to_pylist()}
+    lineage = {r["crop_id"]: r for r in read_kind(job_output, "lineage").to_pylist()}
+    assert [Path(u).name for u in urls] == ["shard-000000.tar", "shard-000001.tar"]
+
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert sorted(s["__key__"] for s in samples) == sorted(crops)
+    for sample in samples:
+        crop = crops[sample["__key__"]]
+        assert set(sample) >= {"__key__", "png", "json"}
+        assert sample["png"] == crop["crop"]["bytes"]  # the stored bytes, not re-encoded
+        document = json.loads(sample["json"])
+        assert document["crop_id"] == crop["crop_id"]
+        assert (document["width"], document["height"]) == (crop["width"], crop["height"])
+        # Translated predictions, exactly as in crops/ (JSON round-trips float64 exactly).
+        assert document["predictions"] == {k: crop[k] for k in exports.PREDICTION_COLUMNS}
+        expected_lineage = lineage[crop["crop_id"]]
+        assert document["lineage"]["source_uri"] == expected_lineage["source_uri"]
+        assert document["lineage"]["created_at"] == expected_lineage["created_at"].isoformat()
+
+    decoded = next(iter(wds.WebDataset(urls[0], shardshuffle=False).decode("rgb8")))
+    # webdataset decodes to RGB; the stored crop is BGR-encoded PNG like every OpenCV image.
+    np.testing.assert_array_equal(decoded["png"],
+                                  decode_png(crops[decoded["__key__"]]["crop"]["bytes"])[..., ::-1])
+    assert decoded["json"]["crop_id"] == decoded["__key__"]
+
+
+@pytest.mark.slow
+def test_webdataset_export_is_byte_identical_and_resizes_shards(job_output):
+    first = [Path(u).read_bytes() for u in exports.export_webdataset(str(job_output))]
+    n_crops = read_kind(job_output, "crops").num_rows
+    resized = exports.export_webdataset(str(job_output), samples_per_shard=5)
+    assert len(resized) == -(-n_crops // 5)
+    with tarfile.open(resized[0]) as tar:
+        assert len(tar.getnames()) == 10  # 5 samples of 2 members
+    again = exports.export_webdataset(str(job_output))
+    # the per-shard export replaced the 5-sample tars, and left no stale ones behind
+    assert sorted(p.name for p in (job_output / "webdataset").glob("*.tar")) == \
+        [Path(u).name for u in again]
+    assert [Path(u).read_bytes() for u in again] == first
+
+
+@pytest.mark.slow
+def test_openlineage_events_name_the_run_its_inputs_and_outputs(job_output):
+    url = exports.write_openlineage(str(job_output))
+    lines = Path(url).read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert events == exports.openlineage_events(str(job_output))
+    manifest = json.loads((job_output / "_manifest.json").read_text())
+    start, complete = events
+    assert (start["eventType"], complete["eventType"]) == ("START", "COMPLETE")
+    for event in events:
+        assert {"eventType", "eventTime", "run", "job", "inputs", "outputs", "producer",
+                "schemaURL"} <= set(event)
+        assert event["producer"] == "https://github.com/cropcore/cropcore"
+        assert event["schemaURL"] == \
+            "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+        assert event["run"]["runId"] == str(uuid.UUID(event["run"]["runId"]))
+        assert datetime.fromisoformat(event["eventTime"]).tzinfo is not None
+        for facet in event["job"]["facets"].values():
+            assert facet["_producer"] and facet["_schemaURL"].startswith("https://openlineage.io/")
+    assert start["run"]["runId"] == complete["run"]["runId"] == str(
+        uuid.uuid5(exports.RUN_UUID_NAMESPACE, manifest["run_id"]))
+    assert start["eventTime"] <= complete["eventTime"]
+    assert complete["job"] == start["job"] and complete["inputs"] == start["inputs"]
+    assert start["job"]["namespace"] == "cropcore"
+    assert start["job"]["name"] == "roboflow_core.dynamic_crop.v1"
+    root = str(job_output.parent)
+    assert [(d["namespace"], d["name"]) for d in start["inputs"]] == [
+        ("file", f"{root}/images.parquet"), ("file", f"{root}/detections")]
+    outputs = {d["name"].rsplit("/", 1)[-1]: d for d in complete["outputs"]}
+    assert {"crops", "lineage"} <= set(outputs)
+    crops = outputs["crops"]
+    assert crops["namespace"] == "file" and crops["name"] == f"{job_output}/crops"
+    fields = {f["name"]: f for f in crops["facets"]["schema"]["fields"]}
+    assert [f["name"] for f in fields["crop"]["fields"]] == ["bytes", "path"]
+    statistics = crops["outputFacets"]["outputStatistics"]
+    assert statistics["rowCount"] == manifest["counts"]["crops"]
+    assert statistics["size"] == sum(f["bytes"] for s in manifest["shards"] for f in s["files"]
+                                     if f["kind"] == "crops")
+    assert all("outputFacets" not in d for d in start["outputs"])
+
+
+def upload(local: Path, s3_server, key: str) -> str:
+    """Copy a local folder to ``s3://<key>``; returns the URL."""
+    import pyarrow.fs as pafs
+
+    pafs.copy_files(str(local), key, source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=s3_server.pyarrow_fs())
+    return f"s3://{key}"
+
+
+@pytest.mark.slow
+def test_exports_read_and_write_s3(job_output, s3_server, s3_bucket):
+    url = upload(job_output, s3_server, f"{s3_bucket}/runs/out")
+    tars = exports.export_webdataset(url)
+    assert tars == [f"{url}/webdataset/shard-000000.tar", f"{url}/webdataset/shard-000001.tar"]
+    fs = s3_server.pyarrow_fs()
+    local = [Path(u).read_bytes() for u in exports.export_webdataset(str(job_output))]
+    # the same bytes as an export of the same run on a local disk
+    assert [fs.open_input_stream(t[len("s3://"):]).read() for t in tars] == local
+    events = exports.openlineage_events(url)
+    crops = next(d for d in events[1]["outputs"] if d["name"].endswith("/crops"))
+    assert (crops["namespace"], crops["name"]) == (f"s3://{s3_bucket}", "runs/out/crops")
+    exports.write_openlineage(url)
+    assert fs.get_file_info(f"{s3_bucket}/runs/out/openlineage/events.jsonl").size > 0
+
+
+@pytest.mark.slow
+def test_export_command(job_output, capsys):
+    parser = argparse.ArgumentParser()
+    exports.add_arguments(parser)
+    assert "python -m jobs export" in parser.epilog
+    args = parser.parse_args([str(job_output), "--webdataset", "--openlineage"])
+    assert exports.command(args) == 0
+    printed = capsys.readouterr().out
+    assert "shard-000000.tar" in printed and "events.jsonl" in printed
+    assert exports.command(parser.parse_args([str(job_output)])) == 2
+    assert "expected --webdataset and/or --openlineage" in capsys.readouterr().err
+
+
+# -- without Ray ------------------------------------------------------------------------------
+def test_tar_bytes_is_sorted_and_carries_no_clock_or_owner():
+    data = exports.tar_bytes([("b.json", b"{}"), ("a.png", b"\x89PNG"), ("a.json", b"[]")])
+    assert data == exports.tar_bytes([("a.json", b"[]"), ("b.json", b"{}"), ("a.png", b"\x89PNG")])
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members] == ["a.json", "a.png", "b.json"]
+        assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {
+            (0, 0, 0, "", "", 0o644)}
+        assert tar.extractfile("a.png").read() == b"\x89PNG"
+
+
+def test_tar_bytes_of_nothing_is_an_empty_archive():
+    with tarfile.open(fileobj=io.BytesIO(exports.tar_bytes([]))) as tar:
+        assert tar.getmembers() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # an S3 prefix: the bucket is the namespace, the key the name
+        ("s3://bucket/runs/crops-v1/", ("s3://bucket", "runs/crops-v1")),
+        # Google Cloud Storage follows the same rule
+        ("gs://bucket/images", ("gs://bucket", "images")),
+        # a local absolute path
+        ("/data/images.parquet", ("file", "/data/images.parquet")),
+        # a file:// URL is the same local path
+        ("file:///data/images/", ("file", "/data/images")),
+        # any other filesystem: scheme and host, then the path
+        ("memory://scratch/out", ("memory://scratch", "/out")),
+    ],
+)
+def test_dataset_name_follows_the_openlineage_naming_rules(url, expected):
+    assert exports.dataset_name(url) == expected
+
+
+def test_npy_crops_export_as_numpy_arrays(tmp_path):
+    import webdataset as wds
+
+    tensors = np.arange(2 * 4 * 3 * 3, dtype=np.float32).reshape(2, 4, 3, 3)
+    # Built as the job builds it: a fixed_shape_tensor type without a permutation.
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(tensors.ravel()), 4 * 3 * 3)
+    crop = pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.float32(), (4, 3, 3)), storage)
+    ids = ["c0", "c1"]
+    crops = pa.table({"crop_id": ids, "image_id": ["im0", "im0"], "detection_id": ["d0", "d1"],
+                      "crop": crop, "width": pa.array([3, 3], pa.int32()),
+                      "height": pa.array([4, 4], pa.int32())})
+    output = write_committed_output(tmp_path / "out", crops, lineage_rows(ids),
+                                    image_format="npy")
+    urls = exports.export_webdataset(str(output))
+    samples = {s["__key__"]: s for s in wds.WebDataset(urls, shardshuffle=False).decode()}
+    assert sorted(samples) == ids
+    for index, crop_id in enumerate(ids):
+        np.testing.assert_array_equal(samples[crop_id]["npy"], tensors[index])
+        assert samples[crop_id]["json"]["format"] == "npy"
+        assert samples[crop_id]["json"]["lineage"]["created_at"] == \
+            "2026-01-02T03:04:05.678000+00:00"
+
+
+def test_a_run_without_crops_exports_no_tars_but_still_its_events(tmp_path):
+    empty = pa.table({"crop_id": pa.array([], pa.string()), "image_id": pa.array([], pa.string()),
+                      "detection_id": pa.array([], pa.string()),
+                      "crop": pa.array([], HF_IMAGE_TYPE), "width": pa.array([], pa.int32()),
+                      "height": pa.array([], pa.int32())})
+    output = write_committed_output(tmp_path / "out", empty, lineage_rows([]))
+    assert exports.export_webdataset(str(output)) == []
+    start, complete = exports.openlineage_events(str(output))
+    crops = next(d for d in complete["outputs"] if d["name"].endswith("/crops"))
+    assert crops["outputFacets"]["outputStatistics"]["rowCount"] == 0
+    assert start["inputs"][0]["facets"] == {}  # the images input does not exist: no schema
+
+
+def test_a_folder_without_a_manifest_is_refused(tmp_path):
+    with pytest.raises(exports.ExportError, match="expected a committed run in .* no "
+                                                  "_manifest.json"):
+        exports.export_webdataset(str(tmp_path))
+
+
+def test_samples_per_shard_must_be_positive(tmp_path):
+    with pytest.raises(exports.ExportError, match="--samples-per-shard must be a positive "
+                                                  "integer, got 0"):
+        exports.export_webdataset(str(tmp_path), samples_per_shard=0)
+
+
+def test_sample_json_is_strict_json():
+    row = {"crop_id": "c", "image_id": "i", "detection_id": None, "width": 2, "height": 3,
+           "confidence": float("nan"), "x_min": 1.5}
+    document = json.loads(exports.sample_json(row, {"created_at": datetime(2026, 1, 1,
+                                                                           tzinfo=UTC)}, "png"))
+    assert document["predictions"] == {"confidence": None, "x_min": 1.5}
+    assert document["lineage"]["created_at"] == "2026-01-01T00:00:00+00:00"

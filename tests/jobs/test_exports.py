@@ -24,9 +24,13 @@ import pytest
 from jobs import exports, steps
 from jobs.pipeline import JobConfig, run
 from jobs.schema import HF_IMAGE_TYPE
-from jobs.sinks import commit_manifest, write_shard
-from jobs.storage import resolve
-from tests.jobs.builders import detections_table, images_table, write_parquet
+from tests.jobs.builders import (
+    detections_table,
+    images_table,
+    lineage_rows,
+    write_committed_output,
+    write_parquet,
+)
 
 DYNAMIC = {"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0,
            "background_color": "#102030"}
@@ -38,43 +42,6 @@ def read_kind(output: Path, kind: str) -> pa.Table:
 
 def decode_png(data: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-
-
-def write_committed_output(output: Path, crops: pa.Table, lineage: pa.Table,
-                           errors: pa.Table | None = None, step: dict | None = None,
-                           image_format: str = "png") -> Path:
-    """A committed output written with the job's own sinks, without running the job."""
-    location = resolve(str(output))
-    tables = {"crops": crops, "lineage": lineage}
-    if errors is not None:
-        tables["errors"] = errors
-    counts = {"images": 1, "detections": crops.num_rows, "crops": crops.num_rows, "errors": {}}
-    marker = write_shard(location, "shard0", tables, counts)
-    commit_manifest(location, {
-        "run_id": "run-handmade", "status": "committed", "fingerprint": "f" * 64,
-        "step": step or {"type": "cropcore/crop_and_resize@v1"}, "code_version": "0.1.0+test",
-        "format": image_format, "inputs": {"images": str(output.parent / "images.parquet"),
-                                           "detections": None},
-        "counts": counts | {"images_decoded": 1, "images_without_detections": 0},
-        "shards": [marker],
-    })
-    return output
-
-
-def lineage_rows(crop_ids: list[str]) -> pa.Table:
-    """Lineage rows with the job's columns (one 64x48 parent, each crop its top-left 3x4)."""
-    n = len(crop_ids)
-    created = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
-    integers = {"window_x_min": 0, "window_y_min": 0, "window_x_max": 3, "window_y_max": 4,
-                "parent_width": 64, "parent_height": 48}
-    return pa.table({
-        "crop_id": pa.array(crop_ids, pa.string()), "image_id": pa.array(["im0"] * n, pa.string()),
-        "detection_id": pa.array([f"d{i}" for i in range(n)], pa.string()),
-        "source_uri": pa.array(["images.parquet#row=0"] * n, pa.string()),
-        "source_sha256": pa.array(["0" * 64] * n, pa.string()),
-        **{name: pa.array([value] * n, pa.int64()) for name, value in integers.items()},
-        "created_at": pa.array([created] * n, pa.timestamp("us", tz="UTC")),
-    })
 
 
 # -- the real job's output --------------------------------------------------------------------

@@ -24,10 +24,11 @@ from tests.jobs.builders import (
     detections_table,
     image_pixels,
     images_table,
+    lineage_rows,
     png,
+    write_committed_output,
     write_parquet,
 )
-from tests.jobs.test_exports import lineage_rows, write_committed_output
 
 DYNAMIC = {"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0,
            "background_color": "#000000"}

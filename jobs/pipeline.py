@@ -20,7 +20,7 @@ import pyarrow as pa
 from cropcore.codec import DEFAULT_MAX_PIXELS
 from jobs import raycompat, steps
 from jobs.plan import Plan, make_plan
-from jobs.sinks import commit_manifest, read_manifest, write_shard
+from jobs.sinks import commit_manifest, committed_shards, read_manifest, read_marker, write_shard
 from jobs.storage import StorageError, resolve
 from jobs.udfs import JobContext, crop_units, now
 from jobs.versions import code_version
@@ -171,11 +171,14 @@ def run(config: JobConfig) -> Summary:
     log.info("plan: %d images in %d row groups, %d detections, %d rows rejected before work",
              plan.num_images, len(plan.units), plan.num_detections, plan.errors.num_rows)
     summary = Summary(run_id=prepared.run_id, output=output.url)
+    resumed = committed_shards(output)  # names hash the fingerprint: only this run's count
     markers = []
     if prepared.plan.errors.num_rows:
         counts = {"errors": _reason_counts(prepared.plan.errors)}
         name = hashlib.sha256(f"{prepared.fingerprint}\nplan".encode()).hexdigest()[:24]
-        markers.append(write_shard(output, name, {"errors": prepared.plan.errors}, counts))
+        marker = read_marker(output, name) if name in resumed else None
+        markers.append(marker or write_shard(output, name, {"errors": prepared.plan.errors},
+                                             counts))
     if prepared.plan.units:
         dataset = build_pipeline(prepared)
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -193,6 +196,7 @@ def run(config: JobConfig) -> Summary:
         for reason, n in counts.get("errors", {}).items():
             summary.errors[reason] = summary.errors.get(reason, 0) + n
     summary.shards = len(markers)
+    summary.shards_skipped = sum(marker["shard"] in resumed for marker in markers)
     summary.seconds = round(time.perf_counter() - started, 3)
     manifest = {
         "run_id": prepared.run_id,

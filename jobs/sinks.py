@@ -34,7 +34,8 @@ from jobs.storage import (
     write_atomic,
 )
 
-__all__ = ["KINDS", "commit_manifest", "read_manifest", "read_marker", "write_shard"]
+__all__ = ["KINDS", "commit_manifest", "committed_shards", "read_manifest", "read_marker",
+           "write_shard"]
 
 KINDS = ("crops", "lineage", "errors")
 MANIFEST = "_manifest.json"
@@ -93,6 +94,15 @@ def read_marker(output: Location, shard: str) -> dict | None:
         return json.loads(read_bytes(location))
     except (StorageError, json.JSONDecodeError):
         return None  # unreadable marker: redo the shard, which rewrites the same files
+
+
+def committed_shards(output: Location) -> set[str]:
+    """Names of the shards whose marker exists (left by an earlier, unfinished run)."""
+    markers = output.child(MARKERS)
+    if not exists(markers):
+        return set()
+    return {m.path.rsplit("/", 1)[-1].removesuffix(".json")
+            for m in list_files(markers, suffix=".json")}
 
 
 def read_manifest(output: Location) -> dict | None:

@@ -32,6 +32,7 @@ __all__ = [
 
 _NATIVE = {"s3", "gs", "gcs", "hdfs", "viewfs", "file", "local", "abfs", "abfss"}
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+_PASSWORD = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*:[^/@]*@")
 
 
 class StorageError(OSError):
@@ -71,11 +72,12 @@ def _region_default() -> None:
 
 
 # Transient S3 failures (connection refused or reset, 5xx, throttling, timeouts) are retried by
-# the AWS SDK with jittered exponential backoff (up to 1, 2, 4... 20 s between attempts): ten
-# attempts ride out an object store that is down or answering 500s for tens of seconds, such as
-# a restart. Errors that cannot heal (access denied, no such bucket) are not retried by the SDK.
+# the AWS SDK with jittered exponential backoff (up to 1, 2, 4, 8, 16 s between attempts): six
+# attempts wait about 15 s in all (31 s at most), so an unreachable endpoint still fails in
+# seconds, while the crop tasks' own retries (jobs.pipeline.TASK_RETRIES) carry the job through
+# longer outages. Errors that cannot heal (access denied, no such bucket) are not retried.
 # The SDK's own timeouts (1 s to connect, 3 s without progress) are tight for a loaded store.
-S3_MAX_ATTEMPTS = 10
+S3_MAX_ATTEMPTS = 6
 S3_CONNECT_TIMEOUT_S = 5.0
 S3_REQUEST_TIMEOUT_S = 30.0
 
@@ -98,6 +100,10 @@ def _s3_filesystem(endpoint: str | None, region: str | None) -> pafs.S3FileSyste
 def resolve(url: str) -> Location:
     """The filesystem and path of a URL or local path."""
     url = str(url)
+    if _PASSWORD.match(url):
+        # Filesystems quote the URL in their errors, where redact() cannot find it.
+        raise StorageError(f"cannot open {redact(url)}: URLs must not carry credentials; "
+                           f"set them in the environment")
     match = _SCHEME.match(url)
     scheme = match.group(1).lower() if match else "file"
     try:
@@ -160,7 +166,7 @@ def read_bytes(location: Location) -> bytes:
     try:
         with location.fs.open_input_stream(location.path) as stream:
             return stream.read()
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ArrowInvalid for paths the filesystem refuses
         raise StorageError(f"cannot read {location.url}: {_clean(error)}") from None
 
 

@@ -1,22 +1,26 @@
 """The benchmark: ``python -m jobs bench``. Kernels and the crop job against their peers.
 
-What one run measures (see BENCHMARKS.md for the figures and how to read them):
+What one run measures (BENCHMARKS.md has the figures and how to read them):
 
 kernels   ``cropcore.crop_and_resize`` vs ``tf.image.crop_and_resize`` vs a ``cv2.warpAffine``
           per-box loop, at 1 and 2 threads, on 1x1080x1920x3 uint8 with 256 boxes of 64-600 px
           resized to 224x224 bilinear; ``cropcore.dynamic_crop`` with mask background removal vs
           a plain per-detection loop of Roboflow's algorithm. Each thread count runs in its own
           process, because TensorFlow fixes its thread pools when it starts.
-pipeline  crops/s of the dynamic-crop job (JPEG q90, mask_opacity 1.0) on a local Ray started
-          with 1 and then 2 CPUs, against the codec floor (processes that only decode each image
-          once and encode each crop once), a first-try Ray Data pipeline (row-wise ``flat_map``,
-          PIL, a Python loop over detections) and Daft 0.7.26 (in its own venv).
+pipeline  crops/s of the dynamic-crop job (JPEG q90, mask_opacity 1.0, the CLI's other
+          defaults) on a local Ray started with 1 and then 2 CPUs, against the codec floor
+          (processes that only decode each image once and encode each crop once), a first-try
+          Ray Data pipeline (row-wise ``flat_map``, PIL, a Python loop over detections) and
+          Daft 0.7.26 (in its own venv, because it pins pyarrow<26). Also the CPU seconds each
+          kind of process (driver, workers, Ray daemons) spent.
 memory    peak PSS and RSS of the job's driver and all its Ray processes, at 1x and 4x data.
+profile   ``jobs.udfs.crop_units`` in-process on one core (no Ray) under cProfile, grouped.
 
 Throughputs are marginal: every system runs a dataset of N and of k*N images (the first N images
 are the same) and the rate is ``(crops(kN) - crops(N)) / (seconds(kN) - seconds(N))``, so fixed
-costs (start-up, planning, the manifest) cancel. Ray sessions, kernel runs and Daft each run in a
-child process, so each gets fresh thread pools, and the memory of one cannot leak into another.
+costs (start-up, planning, the manifest) cancel. The job and the floor run each size ``repeats``
+times and keep the fastest. Ray sessions, kernel runs and Daft each run in a child process, so
+each gets fresh thread pools, and the memory of one cannot leak into another.
 """
 
 from __future__ import annotations
@@ -87,16 +91,19 @@ class Sizes:
     peer_images: dict  # "WxH" -> N for the first-try Ray Data pipeline; it runs N and 3N
     daft_images: dict  # "WxH" -> N for Daft; it runs N and 3N
     daft_morsel_size: int
+    repeats: int  # the job and the floor run each size this often; the fastest run counts
 
 
 FULL = Sizes(kernel_repeats=7, kernel_boxes=256, dynamic_detections=27,
              job_images={"1920x1080": 150, "640x480": 300}, job_factor=4,
              peer_images={"1920x1080": 48, "640x480": 96},
-             daft_images={"1920x1080": 16, "640x480": 32}, daft_morsel_size=32)
+             daft_images={"1920x1080": 16, "640x480": 32}, daft_morsel_size=32,
+             repeats=2)
 QUICK = Sizes(kernel_repeats=3, kernel_boxes=256, dynamic_detections=27,
               job_images={"1920x1080": 16, "640x480": 32}, job_factor=4,
               peer_images={"1920x1080": 8, "640x480": 16},
-              daft_images={"1920x1080": 4, "640x480": 8}, daft_morsel_size=32)
+              daft_images={"1920x1080": 4, "640x480": 8}, daft_morsel_size=32,
+              repeats=1)
 PEER_FACTOR = 3
 NAIVE_CPUS = 2
 
@@ -214,13 +221,15 @@ def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python) -> dic
         part["floor"], part["job"] = {}, {}
         for processes in cpus:
             _say(f"{label}: codec floor, {processes} process(es)")
-            runs = [codec_floor(data[k]["root"], processes) | {"images": k} for k in job_counts]
+            runs = [_fastest([codec_floor(data[k]["root"], processes)
+                              for _ in range(sizes.repeats)]) | {"images": k} for k in job_counts]
             part["floor"][str(processes)] = _with_rate(runs)
         for num_cpus in cpus:
             _say(f"{label}: the job on a local Ray with {num_cpus} CPU(s)")
             spec = {"num_cpus": num_cpus, "warmup": str(data[WARMUP_IMAGES]["root"]),
                     "runs": [{"images": k, "root": str(data[k]["root"])} for k in job_counts],
-                    "scratch": str(workdir / "scratch"), "memory": num_cpus == max(cpus)}
+                    "scratch": str(workdir / "scratch"), "memory": num_cpus == max(cpus),
+                    "repeats": sizes.repeats}
             session = _child("job", spec, workdir)
             part["job"][str(num_cpus)] = _with_rate(session["runs"]) if "runs" in session \
                 else session
@@ -230,7 +239,7 @@ def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python) -> dic
         # core. The variant adds the one-line fix a user finds next; targets use the faster.
         for variant, blocks in (("as_written", None), ("repartitioned", 2 * NAIVE_CPUS)):
             _say(f"{label}: the first-try Ray Data pipeline, {variant} ({NAIVE_CPUS} CPUs)")
-            spec = {"num_cpus": NAIVE_CPUS, "blocks": blocks,
+            spec = {"num_cpus": NAIVE_CPUS, "blocks": blocks, "repeats": sizes.repeats,
                     "warmup": str(data[WARMUP_IMAGES]["root"]),
                     "runs": [{"images": k, "root": str(data[k]["root"])}
                              for k in (peer_n, PEER_FACTOR * peer_n)],
@@ -250,10 +259,28 @@ def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python) -> dic
     return part
 
 
+def _fastest(tries: list[dict]) -> dict:
+    """The fastest of repeated runs of one size (the least disturbed by other load), with every
+    try's seconds kept in ``seconds_all``."""
+    best = min(tries, key=lambda r: r["seconds"])
+    return best | {"seconds_all": [r["seconds"] for r in tries]}
+
+
 def _with_rate(runs: list[dict]) -> dict:
     if any("error" in r for r in runs):
         return {"runs": runs, "error": next(r["error"] for r in runs if "error" in r)}
-    return {"runs": runs, "marginal_crops_per_s": marginal_rate(runs[0], runs[-1])}
+    return rates(runs)
+
+
+def rates(runs: list[dict]) -> dict:
+    """The marginal rate of a pair of runs, and the larger run's plain average. A marginal rate
+    over twice the average means the smaller run paid a fixed cost the larger did not (a stall,
+    a worker start): the pair is flagged ``suspect`` and should be rerun."""
+    marginal = marginal_rate(runs[0], runs[-1])
+    average = runs[-1]["crops"] / runs[-1]["seconds"] if runs[-1]["seconds"] else None
+    suspect = marginal is None or (average is not None and marginal > 2 * average)
+    return {"runs": runs, "marginal_crops_per_s": marginal, "average_crops_per_s": average,
+            "suspect": suspect}
 
 
 def marginal_rate(small: dict, large: dict) -> float | None:
@@ -678,6 +705,42 @@ def _rss_pss(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def _process_kind(process, me_pid: int) -> str:
+    name = process.name()
+    if process.pid == me_pid:
+        return "driver"
+    if name in _RAY_AGENTS or not name.startswith("ray::"):
+        return "ray daemons"
+    if name.startswith("ray::_"):
+        return "ray data actors"  # Ray Data's own _StatsActor, _AutoscalingCoordinatorActor
+    return "workers"
+
+
+def cpu_snapshot() -> dict:
+    """``{pid: (kind, cpu seconds so far)}`` of this process and all its descendants."""
+    import psutil
+
+    me = psutil.Process()
+    snapshot = {}
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            snapshot[process.pid] = (_process_kind(process, me.pid), times.user + times.system)
+        except psutil.Error:
+            continue
+    return snapshot
+
+
+def cpu_seconds_since(before: dict) -> dict:
+    """CPU seconds used since ``before`` by kind of process (processes that exited in between
+    are not counted; a local Ray keeps its workers)."""
+    totals: dict[str, float] = {}
+    for pid, (kind, seconds) in cpu_snapshot().items():
+        used = seconds - before.get(pid, (kind, 0.0))[1]
+        totals[kind] = totals.get(kind, 0.0) + used
+    return {kind: round(value, 2) for kind, value in sorted(totals.items())}
+
+
 # -- the job ---------------------------------------------------------------------------------------
 def job_session(spec: dict) -> dict:
     """Child process: a fresh local Ray with ``num_cpus``; a warm-up run, then each timed run.
@@ -694,8 +757,9 @@ def job_session(spec: dict) -> dict:
         _job_run(Path(spec["warmup"]), scratch / "job-warmup")
         runs = []
         for run in spec["runs"]:
-            runs.append(_job_run(Path(run["root"]), scratch / f"job-{run['images']}")
-                        | {"images": run["images"]})
+            tries = [_job_run(Path(run["root"]), scratch / f"job-{run['images']}")
+                     for _ in range(spec.get("repeats", 1))]
+            runs.append(_fastest(tries) | {"images": run["images"]})
         if spec.get("memory"):
             for run, timed in zip(spec["runs"], runs, strict=True):
                 sampled = _job_run(Path(run["root"]), scratch / f"job-{run['images']}",
@@ -714,16 +778,18 @@ def _job_run(root: Path, output: Path, memory: bool = False) -> dict:
     shutil.rmtree(output, ignore_errors=True)
     config = JobConfig(images=str(root / "images"), detections=str(root / "detections"),
                        output=str(output), step=steps.parse_step(DYNAMIC_STEP),
-                       image_format="jpeg", quality=JPEG_QUALITY, rows_per_shard=ROWS_PER_GROUP)
+                       image_format="jpeg", quality=JPEG_QUALITY)
     load = _load()
+    cpu_before = cpu_snapshot()
     with MemorySampler() if memory else contextlib.nullcontext() as sampler:
         started = time.perf_counter()
         summary = run(config)
         seconds = time.perf_counter() - started
+    cpu = cpu_seconds_since(cpu_before)
     shutil.rmtree(output, ignore_errors=True)
     result = {"crops": summary.crops, "errors": summary.error_count,
               "images_decoded": summary.images_decoded, "seconds": round(seconds, 3),
-              "load_start": load}
+              "load_start": load, "cpu_seconds": cpu}
     if sampler is not None:
         result["memory"] = sampler.report()
     return result
@@ -785,7 +851,7 @@ def _udf_pass(root: Path, output: Path, profiler=None) -> tuple[int, float]:
     shutil.rmtree(output, ignore_errors=True)
     config = JobConfig(images=str(root / "images"), detections=str(root / "detections"),
                        output=str(output), step=steps.parse_step(DYNAMIC_STEP),
-                       image_format="jpeg", quality=JPEG_QUALITY, rows_per_shard=ROWS_PER_GROUP)
+                       image_format="jpeg", quality=JPEG_QUALITY)
     prepared = prepare(config)
     # crop_units fetches the broadcast detections with ray.get; seed its cache instead.
     udfs._DETECTIONS_CACHE.clear()
@@ -980,8 +1046,9 @@ def naive_session(spec: dict) -> dict:
         scratch = Path(spec["scratch"])
         blocks = spec.get("blocks")
         _naive_run(Path(spec["warmup"]), scratch / "naive-warmup", blocks)
-        runs = [_naive_run(Path(r["root"]), scratch / f"naive-{r['images']}", blocks)
-                | {"images": r["images"]} for r in spec["runs"]]
+        runs = [_fastest([_naive_run(Path(r["root"]), scratch / f"naive-{r['images']}", blocks)
+                          for _ in range(spec.get("repeats", 1))]) | {"images": r["images"]}
+                for r in spec["runs"]]
         return {"num_cpus": spec["num_cpus"], "blocks": blocks, "runs": runs}
     finally:
         ray.shutdown()
@@ -990,13 +1057,16 @@ def naive_session(spec: dict) -> dict:
 def _naive_run(root: Path, output: Path, blocks: int | None) -> dict:
     shutil.rmtree(output, ignore_errors=True)
     load = _load()
+    cpu_before = cpu_snapshot()
     started = time.perf_counter()
     first_try_pipeline(str(root / "images"), str(root / "detections"), str(output),
                        blocks=blocks)
     seconds = time.perf_counter() - started
+    cpu = cpu_seconds_since(cpu_before)
     crops = _parquet_rows(output)
     shutil.rmtree(output, ignore_errors=True)
-    return {"crops": crops, "seconds": round(seconds, 3), "load_start": load}
+    return {"crops": crops, "seconds": round(seconds, 3), "load_start": load,
+            "cpu_seconds": cpu}
 
 
 def _parquet_rows(folder: Path) -> int:
@@ -1082,8 +1152,7 @@ def daft_benchmark(daft_python: Path, roots: list[Path], workdir: Path, morsel: 
         result = json.loads(result_path.read_text())
         runs.append(result | {"images": int(root.name.rsplit("-", 1)[1]), "load_start": load,
                               "memory": {"peak_rss": peak.peak_rss}})
-    return {"runs": runs, "morsel_size": morsel,
-            "marginal_crops_per_s": marginal_rate(runs[0], runs[-1])}
+    return rates(runs) | {"morsel_size": morsel}
 
 
 class _PeakOfChild:
@@ -1121,21 +1190,20 @@ def evaluate_targets(results: dict) -> list[dict]:
         add(f"crop_and_resize vs TF, {threads} thread(s)", ratio, 5.0, ">= 5x")
     for label, part in results.get("pipeline", {}).items():
         job = part.get("job", {})
-        rate = {c: v.get("marginal_crops_per_s") for c, v in job.items()}
+        rate = {c: _trusted(v) for c, v in job.items()}
         for cpus, floor in sorted(part.get("floor", {}).items()):
             add(f"{label}: job vs codec floor, {cpus} CPU(s)",
-                _ratio(rate.get(cpus), floor.get("marginal_crops_per_s")), 0.85, ">= 0.85x")
+                _ratio(rate.get(cpus), _trusted(floor)), 0.85, ">= 0.85x")
         top = max(rate, key=int) if rate else None
         if top is None:
             continue
         if "naive" in part:
-            rates = [v.get("marginal_crops_per_s") for v in part["naive"].values()]
-            best = max((r for r in rates if r), default=None)
+            best = max((r for r in map(_trusted, part["naive"].values()) if r), default=None)
             add(f"{label}: job ({top} CPUs) vs first-try Ray Data (best)",
                 _ratio(rate.get(top), best), 5.0, ">= 5x")
         if "daft" in part:
             add(f"{label}: job ({top} CPUs) vs Daft (2 cores)",
-                _ratio(rate.get(top), part["daft"].get("marginal_crops_per_s")), 30.0, ">= 30x")
+                _ratio(rate.get(top), _trusted(part["daft"])), 30.0, ">= 30x")
         if "1" in rate and "2" in rate:
             add(f"{label}: job scaling 1 -> 2 CPUs", _ratio(rate["2"], rate["1"]), 1.7, ">= 1.7x")
         top_runs = job.get(top, {}).get("runs", []) if top else []
@@ -1145,6 +1213,13 @@ def evaluate_targets(results: dict) -> list[dict]:
             add(f"{label}: peak PSS at {factor:g}x data vs 1x ({top} CPUs)",
                 large / small if small else None, 1.10, "<= 1.10x", higher_is_better=False)
     return targets
+
+
+def _trusted(entry: dict) -> float | None:
+    """An entry's marginal rate, unless it failed or is suspect (see ``rates``)."""
+    if not entry or entry.get("suspect") or "error" in entry or "unavailable" in entry:
+        return None
+    return entry.get("marginal_crops_per_s")
 
 
 def _ratio(a, b) -> float | None:
@@ -1162,7 +1237,9 @@ def format_report(results: dict) -> str:
         lines += _format_kernels(results["kernels"])
     for label, part in results.get("pipeline", {}).items():
         lines += _format_pipeline(label, part)
-    lines += ["targets", f"  {'target':<52} {'value':>8}  {'wanted':<9} result"]
+    lines += ["(!) marginal rate over twice the larger run's average: a stall in the smaller run;"
+              " rerun", "",
+              "targets", f"  {'target':<52} {'value':>8}  {'wanted':<9} result"]
     for t in results.get("targets", []):
         value = "n/a" if t["value"] is None else f"{t['value']:.2f}x"
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
@@ -1229,6 +1306,8 @@ def _format_pipeline(label: str, part: dict) -> list[str]:
         runs = "; ".join(f"{r['images']}: {r['crops']} in {r['seconds']:.2f} s"
                          for r in entry["runs"])
         rate_text = f"{rate:,.0f}" if rate else "n/a"
+        if entry.get("suspect"):
+            rate_text += "(!)"
         lines.append(f"  {name:<48} {cpus:>4} {rate_text:>9}  {runs}")
 
     for cpus, entry in sorted(part.get("floor", {}).items()):
@@ -1255,6 +1334,23 @@ def _format_pipeline(label: str, part: dict) -> list[str]:
                               f"{m['peak_rss'] / 2**30:.2f} GiB)")
     if memory:
         lines += ["  memory:", *memory]
+    cpu_lines = []
+    entries = [(f"job {c} CPU(s)", e) for c, e in sorted(part.get("job", {}).items())]
+    entries += [(f"first-try {v}", e) for v, e in part.get("naive", {}).items()]
+    for name, entry in entries:
+        runs = [r for r in entry.get("runs", []) if "cpu_seconds" in r]
+        if len(runs) == 2:
+            used = {k: runs[1]["cpu_seconds"].get(k, 0) - runs[0]["cpu_seconds"].get(k, 0)
+                    for k in runs[1]["cpu_seconds"]}
+            crops = runs[1]["crops"] - runs[0]["crops"]
+            total = sum(used.values())
+            seconds = runs[1]["seconds"] - runs[0]["seconds"]
+            spread = ", ".join(f"{k} {v:.1f}" for k, v in used.items())
+            cpu_lines.append(f"  {name}: {total:.1f} CPU-s for {crops} more crops in "
+                             f"{seconds:.1f} s ({total / seconds if seconds else 0:.2f} cores "
+                             f"busy; {spread})")
+    if cpu_lines:
+        lines += ["  CPU time of the marginal work (larger run minus smaller run):", *cpu_lines]
     profile = part.get("profile")
     if profile and "groups_seconds" in profile:
         total = profile["profiled_seconds"]

@@ -117,7 +117,8 @@ def _config(args):
         images=args.images, detections=args.detections, output=args.output or "",
         step=_step_argument(args.step), image_format=args.format, quality=args.quality,
         run_id=args.run_id, keep_columns=keep,
-        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, max_detections=args.max_detections,
+        max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
+        max_detections=args.max_detections,
         rows_per_shard=args.rows_per_shard, reduced_decode=args.reduced_decode,
     )
 
@@ -208,6 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing was committed for the shards in flight", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - a failed task: one line, the rest under -v
+        if args.verbose:
+            raise
+        cause = error.__cause__ or error
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+        print(f"error: the job failed ({type(cause).__name__}): {storage.redact(first)}; "
+              f"committed shards are kept: rerun the same command to resume (-v for details)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 
 __all__ = [
     "Location",
+    "MissingObjectError",
     "StorageError",
     "join",
     "list_files",
@@ -37,6 +38,10 @@ _PASSWORD = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*:[^/@]*@")
 
 class StorageError(OSError):
     """A URL could not be resolved, listed, read or written."""
+
+
+class MissingObjectError(StorageError):
+    """The object does not exist (or the URL cannot name one): retrying will not help."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ def resolve(url: str) -> Location:
     url = str(url)
     if _PASSWORD.match(url):
         # Filesystems quote the URL in their errors, where redact() cannot find it.
-        raise StorageError(f"cannot open {redact(url)}: URLs must not carry credentials; "
+        raise MissingObjectError(f"cannot open {redact(url)}: URLs must not carry credentials; "
                            f"set them in the environment")
     match = _SCHEME.match(url)
     scheme = match.group(1).lower() if match else "file"
@@ -122,7 +127,7 @@ def resolve(url: str) -> Location:
         fs, path = fsspec.core.url_to_fs(url)
         return Location(pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path, redact(url))
     except (ValueError, OSError, ImportError) as error:
-        raise StorageError(f"cannot open {redact(url)}: {_clean(error)}") from None
+        raise MissingObjectError(f"cannot open {redact(url)}: {_clean(error)}") from None
 
 
 def _clean(error: BaseException) -> str:
@@ -156,7 +161,7 @@ def list_files(location: Location, suffix: str = ".parquet") -> list[Location]:
             ]
     except StorageError:
         raise
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: ArrowInvalid for malformed paths
         raise StorageError(f"cannot list {location.url}: {_clean(error)}") from None
     prefix = location.url[: len(location.url) - len(path)] if location.url.endswith(path) else ""
     return [Location(fs, p, prefix + p if prefix else p) for p in sorted(paths)]
@@ -166,7 +171,10 @@ def read_bytes(location: Location) -> bytes:
     try:
         with location.fs.open_input_stream(location.path) as stream:
             return stream.read()
-    except (OSError, ValueError) as error:  # ArrowInvalid for paths the filesystem refuses
+    except (FileNotFoundError, IsADirectoryError, ValueError) as error:
+        # ValueError: ArrowInvalid for paths the filesystem refuses; permanent like a 404
+        raise MissingObjectError(f"cannot read {location.url}: {_clean(error)}") from None
+    except OSError as error:
         raise StorageError(f"cannot read {location.url}: {_clean(error)}") from None
 
 

@@ -25,7 +25,7 @@ from cropcore.windows import absolute_windows, empty_windows, relative_windows, 
 from jobs import convert, schema, steps
 from jobs.schema import IMAGE_ID, ImagesLayout
 from jobs.sinks import read_marker, write_shard
-from jobs.storage import StorageError, read_bytes, resolve
+from jobs.storage import MissingObjectError, StorageError, read_bytes, resolve
 
 __all__ = ["JobContext", "crop_units"]
 
@@ -233,7 +233,9 @@ class ShardBuilder:
                     data = read_bytes(resolve(value["path"]))
             else:
                 data = sources[row].as_py()
-        except StorageError as error:
+        except MissingObjectError as error:
+            # Only a permanent failure becomes an error row; a transient one fails the task,
+            # which is retried, so a brief outage never commits a "fetch_failed" for good.
             for detection_id in detection_ids:
                 self.error(image_id, detection_id, "read", "fetch_failed", str(error), row)
             return None

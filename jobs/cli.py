@@ -125,20 +125,21 @@ def _config(args):
 
 def format_summary(summary) -> str:
     rate = summary.crops / summary.seconds if summary.seconds else 0.0
-    lines = [
-        f"run       {summary.run_id} ({summary.status})",
-        f"images    {summary.images} ({summary.images_decoded} decoded, "
-        f"{summary.images_without_detections} without detections)",
-        f"detections {summary.detections}",
-        f"crops     {summary.crops}",
-        f"errors    {summary.error_count}"
-        + "".join(f"\n  {reason:<22} {n}" for reason, n in sorted(summary.errors.items())),
-        f"seconds   {summary.seconds:.1f} ({rate:.0f} crops/s)",
-        f"output    {summary.output}",
+    rows = [
+        ("run", f"{summary.run_id} ({summary.status})"),
+        ("images", f"{summary.images} ({summary.images_decoded} decoded, "
+                   f"{summary.images_without_detections} without detections)"),
+        ("detections", f"{summary.detections}"),
+        ("crops", f"{summary.crops}"),
+        ("errors", f"{summary.error_count}"),
+        *((f"  {reason}", f"{n}") for reason, n in sorted(summary.errors.items())),
+        ("seconds", f"{summary.seconds:.1f} ({rate:.0f} crops/s)"),
+        ("output", summary.output),
     ]
     if summary.shards_skipped:
-        lines.insert(1, f"resumed   {summary.shards_skipped} shards were already committed")
-    return "\n".join(lines)
+        rows.insert(1, ("resumed", f"{summary.shards_skipped} shards were already committed"))
+    width = max(len(label) for label, _ in rows) + 2
+    return "\n".join(f"{label:<{width}}{value}" for label, value in rows)
 
 
 def _run(args) -> int:
@@ -147,7 +148,7 @@ def _run(args) -> int:
     config = _config(args)
     pipeline.prepare(config)  # fail on bad input before starting Ray
     raycompat.init(args.address, args.num_cpus)
-    raycompat.configure_progress(sys.stderr.isatty())
+    raycompat.configure_progress(sys.stderr.isatty(), args.verbose)
     summary = pipeline.run(config)
     print(format_summary(summary))
     return 0
@@ -181,7 +182,7 @@ def _demo(args) -> int:
     # The demo owns this folder: each demo is a fresh run, never a resume of an older one.
     shutil.rmtree(root / "crops-run", ignore_errors=True)
     raycompat.init(args.address, args.num_cpus)
-    raycompat.configure_progress(sys.stderr.isatty())
+    raycompat.configure_progress(sys.stderr.isatty(), args.verbose)
     summary = pipeline.run(config)
     print(format_summary(summary))
     print(f"look at the crops: python -m jobs report {root / 'crops-run'}")

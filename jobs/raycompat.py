@@ -75,8 +75,13 @@ def map_batches(dataset, fn, *, fn_kwargs: dict, batch_size: int, num_cpus: floa
     return mapped
 
 
-def configure_progress(show_bars: bool) -> None:
-    """Progress bars on a terminal; otherwise plain log lines."""
+def configure_progress(show_bars: bool, verbose: bool = False) -> None:
+    """Progress bars on a terminal; otherwise only the job's own line per stage (Ray Data's
+    execution logs come back with ``verbose``)."""
+    import logging
+
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = show_bars
     context.enable_operator_progress_bars = show_bars
+    if not verbose:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)

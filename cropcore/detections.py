@@ -101,19 +101,28 @@ class Detections:
     def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> Detections:
         """Select detections by position, slice, integer array or boolean mask; stays aligned."""
         if isinstance(index, (int, np.integer)):
-            index = [int(index)]
-        index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
+            position = int(index) + (len(self) if index < 0 else 0)
+            if not 0 <= position < len(self):
+                raise IndexError(f"index {index} is out of range for {len(self)} detections")
+            index = slice(position, position + 1)
+        if isinstance(index, slice):
+            # Basic slicing keeps views: no copy of the (N, H, W) masks.
+            return self._select(index, lambda items: items[index])
+        index = np.asarray(index)
         if index.dtype == bool:
             if index.shape != (len(self),):
                 raise IndexError(f"boolean index must have shape ({len(self)},), got {index.shape}")
             index = np.flatnonzero(index)
+        return self._select(index, lambda items: [items[i] for i in index])
+
+    def _select(self, index, select_list) -> Detections:
         values = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if value is None:
                 values[f.name] = None
             elif f.name == "polygons":
-                values[f.name] = [value[i] for i in index]
+                values[f.name] = select_list(value)
             elif f.name == "data":
                 values[f.name] = {k: v[index] for k, v in value.items()}
             else:

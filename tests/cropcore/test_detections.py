@@ -92,3 +92,15 @@ def test_rejects_misaligned_fields(kwargs, message):
 def test_boolean_index_of_wrong_length():
     with pytest.raises(IndexError, match=r"boolean index must have shape \(3,\)"):
         make_detections()[np.array([True])]
+
+
+def test_positions_and_slices_are_views_of_the_masks():
+    detections = make_detections()
+    assert np.shares_memory(detections[1].mask, detections.mask)
+    assert np.shares_memory(detections[1:].mask, detections.mask)
+    assert list(detections[-1].detection_id) == ["c"]
+
+
+def test_position_out_of_range():
+    with pytest.raises(IndexError, match="index 3 is out of range for 3 detections"):
+        make_detections()[3]

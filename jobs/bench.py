@@ -26,6 +26,7 @@ each gets fresh thread pools, and the memory of one cannot leak into another.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -58,8 +59,12 @@ DAFT_SETUP = ("python3 -m venv .bench-venvs/daft && "
 DYNAMIC_STEP = {"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0,
                 "background_color": "#000000"}
 JPEG_QUALITY = 90
-ROWS_PER_GROUP = 8  # images per Parquet row group: the job's unit of work
-WARMUP_IMAGES = 16
+# Images per Parquet row group, the job's unit of work (one Ray task). Hugging Face datasets
+# writes image tables with 100 rows per row group; the demo writes 8. --quick uses 8, so that its
+# small datasets still make several tasks.
+ROWS_PER_GROUP = 32
+QUICK_ROWS_PER_GROUP = 8
+WARMUP_UNITS = 4  # row groups in the warm-up run: enough to start every worker
 RESOLUTIONS = ((1920, 1080), (640, 480))
 PARTS = ("kernels", "pipeline", "naive", "daft", "profile")
 CHILD_ENV = {
@@ -94,7 +99,7 @@ class Sizes:
     repeats: int  # the job and the floor run each size this often; the fastest run counts
 
 
-FULL = Sizes(kernel_repeats=7, kernel_boxes=256, dynamic_detections=27,
+FULL = Sizes(kernel_repeats=10, kernel_boxes=256, dynamic_detections=27,
              job_images={"1920x1080": 150, "640x480": 300}, job_factor=4,
              peer_images={"1920x1080": 48, "640x480": 96},
              daft_images={"1920x1080": 16, "640x480": 32}, daft_morsel_size=32,
@@ -113,7 +118,8 @@ def add_arguments(parser) -> None:
     """Options of ``python -m jobs bench``."""
     parser.epilog = EXAMPLE
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes for a smoke run (a few minutes); default: full sizes")
+                        help="small sizes for a smoke run (a few minutes; its ratios mean "
+                             "little); default: full sizes")
     parser.add_argument("--json", default=None,
                         help="write the results here too (always: WORKDIR/results.json)")
     parser.add_argument("--workdir", default="bench-output",
@@ -126,6 +132,10 @@ def add_arguments(parser) -> None:
                         help="CPU counts of the job and the floor (scaling needs 1,2)")
     parser.add_argument("--images", type=int, default=None,
                         help="override N, the small dataset size of the job and the floor")
+    parser.add_argument("--rows-per-group", type=int, default=None,
+                        help="images per Parquet row group of the generated data (the job's "
+                             f"unit of work; default {ROWS_PER_GROUP}, {QUICK_ROWS_PER_GROUP} "
+                             "with --quick)")
     parser.add_argument("--daft-python", default=str(DAFT_PYTHON),
                         help="the Python of the Daft venv")
 
@@ -144,7 +154,16 @@ def command(args) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if not cpus or min(cpus) < 1:
+        print(f"error: --cpus takes positive CPU counts such as 1,2, got {args.cpus!r}",
+              file=sys.stderr)
+        return 2
     sizes = QUICK if args.quick else FULL
+    rows_per_group = args.rows_per_group if args.rows_per_group is not None else (
+        QUICK_ROWS_PER_GROUP if args.quick else ROWS_PER_GROUP)
+    if rows_per_group < 1:
+        print(f"error: --rows-per-group must be positive, got {rows_per_group}", file=sys.stderr)
+        return 2
     if args.images is not None:
         if args.images < 1:
             print(f"error: --images must be positive, got {args.images}", file=sys.stderr)
@@ -153,7 +172,8 @@ def command(args) -> int:
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     results = run_benchmark(workdir, sizes, parts, resolutions, cpus, Path(args.daft_python),
-                            mode="quick" if args.quick else "full")
+                            mode="quick" if args.quick else "full",
+                            rows_per_group=rows_per_group)
     print(format_report(results))
     text = json.dumps(results, indent=2, sort_keys=True)
     (workdir / "results.json").write_text(text)
@@ -178,9 +198,10 @@ def _label(size_wh: tuple[int, int]) -> str:
 
 # -- the whole run ---------------------------------------------------------------------------------
 def run_benchmark(workdir: Path, sizes: Sizes, parts: list[str], resolutions, cpus: list[int],
-                  daft_python: Path, mode: str) -> dict:
+                  daft_python: Path, mode: str, rows_per_group: int = ROWS_PER_GROUP) -> dict:
     """Every requested measurement; returns the results dict that the table and JSON show."""
-    results: dict = {"mode": mode, "machine": machine_info(), "sizes": asdict(sizes),
+    results: dict = {"mode": mode, "machine": machine_info(),
+                     "sizes": asdict(sizes) | {"rows_per_group": rows_per_group},
                      "load": {"start": _load()}, "kernels": {}, "pipeline": {}}
     if "kernels" in parts:
         for threads in (1, 2):
@@ -193,19 +214,20 @@ def run_benchmark(workdir: Path, sizes: Sizes, parts: list[str], resolutions, cp
     if {"pipeline", "naive", "daft", "profile"} & set(parts):
         for size_wh in resolutions:
             results["pipeline"][_label(size_wh)] = _run_pipeline_part(
-                workdir, sizes, parts, size_wh, cpus, daft_python)
+                workdir, sizes, parts, size_wh, cpus, daft_python, rows_per_group)
     results["load"]["end"] = _load()
     results["targets"] = evaluate_targets(results)
     return results
 
 
-def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python) -> dict:
+def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python, rows_per_group):
     label = _label(size_wh)
     n = sizes.job_images.get(label, min(sizes.job_images.values()))
     job_counts = (n, sizes.job_factor * n)
     peer_n = sizes.peer_images.get(label, min(sizes.peer_images.values()))
     daft_n = sizes.daft_images.get(label, min(sizes.daft_images.values()))
-    wanted = {WARMUP_IMAGES}
+    warmup = WARMUP_UNITS * rows_per_group
+    wanted = {warmup}
     if "pipeline" in parts:
         wanted |= set(job_counts)
     if "naive" in parts:
@@ -215,7 +237,7 @@ def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python) -> dic
     if "profile" in parts:
         wanted.add(n)
     _say(f"{label}: generating up to {max(wanted)} images (kept in {workdir / 'data'})")
-    data = prepare_datasets(workdir / "data", size_wh, sorted(wanted))
+    data = prepare_datasets(workdir / "data", size_wh, sorted(wanted), rows_per_group)
     part: dict = {"datasets": {str(k): v["counts"] for k, v in data.items()}}
     if "pipeline" in parts:
         part["floor"], part["job"] = {}, {}
@@ -226,7 +248,7 @@ def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python) -> dic
             part["floor"][str(processes)] = _with_rate(runs)
         for num_cpus in cpus:
             _say(f"{label}: the job on a local Ray with {num_cpus} CPU(s)")
-            spec = {"num_cpus": num_cpus, "warmup": str(data[WARMUP_IMAGES]["root"]),
+            spec = {"num_cpus": num_cpus, "warmup": str(data[warmup]["root"]),
                     "runs": [{"images": k, "root": str(data[k]["root"])} for k in job_counts],
                     "scratch": str(workdir / "scratch"), "memory": num_cpus == max(cpus),
                     "repeats": sizes.repeats}
@@ -240,7 +262,7 @@ def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python) -> dic
         for variant, blocks in (("as_written", None), ("repartitioned", 2 * NAIVE_CPUS)):
             _say(f"{label}: the first-try Ray Data pipeline, {variant} ({NAIVE_CPUS} CPUs)")
             spec = {"num_cpus": NAIVE_CPUS, "blocks": blocks, "repeats": sizes.repeats,
-                    "warmup": str(data[WARMUP_IMAGES]["root"]),
+                    "warmup": str(data[warmup]["root"]),
                     "runs": [{"images": k, "root": str(data[k]["root"])}
                              for k in (peer_n, PEER_FACTOR * peer_n)],
                     "scratch": str(workdir / "scratch")}
@@ -374,17 +396,19 @@ def child_main(argv: list[str]) -> int:
 
 
 # -- data ------------------------------------------------------------------------------------------
-def dataset_spec(size_wh: tuple[int, int], num_images: int):
+def dataset_spec(size_wh: tuple[int, int], num_images: int,
+                 rows_per_group: int = ROWS_PER_GROUP):
     """The generated data: real photographs, 5-50 detections per image, masks on about half,
     about 10% of images without detections, JPEG q90."""
     from jobs.datagen import DatasetSpec
 
     return DatasetSpec(num_images=num_images, size_wh=size_wh, detections_range=(5, 50),
                        masked_share=0.5, no_detections_share=0.1, quality=JPEG_QUALITY,
-                       rows_per_group=ROWS_PER_GROUP, seed=0)
+                       rows_per_group=rows_per_group, seed=0)
 
 
-def prepare_datasets(root: Path, size_wh: tuple[int, int], counts: list[int]) -> dict[int, dict]:
+def prepare_datasets(root: Path, size_wh: tuple[int, int], counts: list[int],
+                     rows_per_group: int = ROWS_PER_GROUP) -> dict[int, dict]:
     """``{n: {"root": path, "counts": {...}}}``: one generated dataset of ``max(counts)`` images,
     and for every smaller n its first n images (what generating n images with the same seed
     would give), each with ``images/`` and ``detections/`` Parquet folders. Kept for reruns."""
@@ -394,8 +418,9 @@ def prepare_datasets(root: Path, size_wh: tuple[int, int], counts: list[int]) ->
     from jobs.datagen import make_dataset
 
     largest = max(counts)
-    spec = dataset_spec(size_wh, largest)
-    source = root / f"{_label(size_wh)}-{largest}"
+    spec = dataset_spec(size_wh, largest, rows_per_group)
+    stem = f"{_label(size_wh)}-rg{rows_per_group}"
+    source = root / f"{stem}-{largest}"
     source_key = json.dumps(asdict(spec), sort_keys=True)
     if _marker(source) != source_key:
         shutil.rmtree(source, ignore_errors=True)
@@ -404,7 +429,7 @@ def prepare_datasets(root: Path, size_wh: tuple[int, int], counts: list[int]) ->
     out = {}
     images = detections = None
     for n in counts:
-        target = root / f"{_label(size_wh)}-{n}"
+        target = root / f"{stem}-{n}"
         key = json.dumps({"from": source_key, "first": n}, sort_keys=True)
         if n != largest and _marker(target) != key:
             if images is None:
@@ -414,7 +439,7 @@ def prepare_datasets(root: Path, size_wh: tuple[int, int], counts: list[int]) ->
             head = images.slice(0, n)
             mine = detections.filter(pc.is_in(detections.column("image_id"),
                                                value_set=head.column("image_id")))
-            for name, table, group in (("images", head, ROWS_PER_GROUP),
+            for name, table, group in (("images", head, rows_per_group),
                                        ("detections", mine, 65536)):
                 (target / name).mkdir(parents=True)
                 pq.write_table(table, target / name / "part-00000.parquet", row_group_size=group)
@@ -527,7 +552,7 @@ def reference_dynamic_crop(image, xyxy, masks, keypoints, polygons, opacity: flo
     return crops
 
 
-def _median_ms(fn, repeats: int) -> dict:
+def _time_ms(fn, repeats: int) -> dict:
     fn()  # warm-up: compilation, caches, first-touch allocations
     times = []
     for _ in range(repeats):
@@ -561,10 +586,10 @@ def kernel_session(spec: dict) -> dict:
                                         "boxes": len(boxes), "crop_size": list(crop_hw)}}
     car = result["crop_and_resize"]
     ours = crop_and_resize(batch, boxes, indices, crop_hw)
-    car["cropcore"] = _median_ms(lambda: crop_and_resize(batch, boxes, indices, crop_hw),
+    car["cropcore"] = _time_ms(lambda: crop_and_resize(batch, boxes, indices, crop_hw),
                                  spec["repeats"])
     warped = np.empty((len(boxes), *crop_hw, 3), np.uint8)
-    car["cv2_warp_affine"] = _median_ms(lambda: warp_affine_crops(image, boxes, crop_hw, warped),
+    car["cv2_warp_affine"] = _time_ms(lambda: warp_affine_crops(image, boxes, crop_hw, warped),
                                         spec["repeats"])
     try:
         import tensorflow as tf
@@ -578,7 +603,7 @@ def kernel_session(spec: dict) -> dict:
             return tf.image.crop_and_resize(tf_image, tf_boxes, tf_indices, crop_hw).numpy()
 
         reference = tf_call()
-        car["tensorflow"] = _median_ms(tf_call, spec["repeats"])
+        car["tensorflow"] = _time_ms(tf_call, spec["repeats"])
         car["tensorflow_version"] = tf.__version__
         car["cropcore_bit_exact_with_tf"] = bool(np.array_equal(ours, reference))
         car["cv2_max_abs_diff_vs_tf"] = float(np.abs(warped.astype(np.float32)
@@ -611,9 +636,9 @@ def kernel_session(spec: dict) -> dict:
                 for a, b in zip(ours, theirs, strict=True))
     result["dynamic_crop"] = {
         "image": "1080x1920x3 uint8", "detections": n, "masked": n, "mask_opacity": 1.0,
-        "cropcore": _median_ms(lambda: dynamic_crop(image, detections, 1.0, color),
+        "cropcore": _time_ms(lambda: dynamic_crop(image, detections, 1.0, color),
                                spec["repeats"]),
-        "reference_loop": _median_ms(lambda: reference_dynamic_crop(
+        "reference_loop": _time_ms(lambda: reference_dynamic_crop(
             image, xyxy, masks, centres, polygons, 1.0, color), spec["repeats"]),
         "same_pixels": bool(agree),
     }
@@ -725,10 +750,28 @@ def cpu_snapshot() -> dict:
     for process in [me, *me.children(recursive=True)]:
         try:
             times = process.cpu_times()
-            snapshot[process.pid] = (_process_kind(process, me.pid), times.user + times.system)
+            # children_*: processes that exited and were reaped (e.g. short-lived Ray workers)
+            used = times.user + times.system + times.children_user + times.children_system
+            snapshot[process.pid] = (_process_kind(process, me.pid), used)
         except psutil.Error:
             continue
     return snapshot
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have used so far (every core, not idle)."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + getattr(times, "irq", 0.0) \
+        + getattr(times, "softirq", 0.0)
+
+
+def foreign_cpu_seconds(machine_before: float, ours: dict) -> float:
+    """CPU seconds the machine spent outside this process tree since ``machine_before``
+    (``ours`` is the tree's own use, from ``cpu_seconds_since``): other people's work that
+    competed with the measurement, or processes of ours that exited unreaped by the tree."""
+    return round(max(0.0, machine_busy_seconds() - machine_before - sum(ours.values())), 2)
 
 
 def cpu_seconds_since(before: dict) -> dict:
@@ -739,6 +782,26 @@ def cpu_seconds_since(before: dict) -> dict:
         used = seconds - before.get(pid, (kind, 0.0))[1]
         totals[kind] = totals.get(kind, 0.0) + used
     return {kind: round(value, 2) for kind, value in sorted(totals.items())}
+
+
+def task_gaps(events: list[dict], since: float) -> dict:
+    """The job's Ray tasks after ``since`` (epoch seconds), from ``ray.timeline()``: how many,
+    their mean duration, and the mean idle gap between consecutive tasks on one worker (time
+    in which the worker waits for the scheduler to hand it the next task)."""
+    spans: dict[str, list] = {}
+    for event in events:
+        if event.get("ph") == "X" and "crop_units" in event.get("cat", "") \
+                and event["ts"] / 1e6 >= since:
+            spans.setdefault(event["tid"], []).append((event["ts"] / 1e6,
+                                                       (event["ts"] + event["dur"]) / 1e6))
+    durations, gaps = [], []
+    for worker_spans in spans.values():
+        worker_spans.sort()
+        durations += [end - start for start, end in worker_spans]
+        gaps += [b[0] - a[1] for a, b in itertools.pairwise(worker_spans)]
+    return {"tasks": len(durations), "workers": len(spans),
+            "mean_task_s": round(statistics.mean(durations), 3) if durations else None,
+            "mean_gap_s": round(statistics.mean(gaps), 3) if gaps else None}
 
 
 # -- the job ---------------------------------------------------------------------------------------
@@ -760,6 +823,8 @@ def job_session(spec: dict) -> dict:
             tries = [_job_run(Path(run["root"]), scratch / f"job-{run['images']}")
                      for _ in range(spec.get("repeats", 1))]
             runs.append(_fastest(tries) | {"images": run["images"]})
+        # How the tasks of the last run filled the workers, from Ray's own task timeline.
+        runs[-1]["tasks"] = task_gaps(ray.timeline(), since=tries[-1]["started_at"])
         if spec.get("memory"):
             for run, timed in zip(spec["runs"], runs, strict=True):
                 sampled = _job_run(Path(run["root"]), scratch / f"job-{run['images']}",
@@ -780,16 +845,19 @@ def _job_run(root: Path, output: Path, memory: bool = False) -> dict:
                        output=str(output), step=steps.parse_step(DYNAMIC_STEP),
                        image_format="jpeg", quality=JPEG_QUALITY)
     load = _load()
-    cpu_before = cpu_snapshot()
+    cpu_before, machine_before = cpu_snapshot(), machine_busy_seconds()
+    started_at = time.time()
     with MemorySampler() if memory else contextlib.nullcontext() as sampler:
         started = time.perf_counter()
         summary = run(config)
         seconds = time.perf_counter() - started
     cpu = cpu_seconds_since(cpu_before)
+    foreign = foreign_cpu_seconds(machine_before, cpu)
     shutil.rmtree(output, ignore_errors=True)
     result = {"crops": summary.crops, "errors": summary.error_count,
               "images_decoded": summary.images_decoded, "seconds": round(seconds, 3),
-              "load_start": load, "cpu_seconds": cpu}
+              "load_start": load, "cpu_seconds": cpu, "foreign_cpu_seconds": foreign,
+              "started_at": started_at}
     if sampler is not None:
         result["memory"] = sampler.report()
     return result
@@ -890,11 +958,15 @@ def codec_floor(root: Path, processes: int) -> dict:
     with context.Pool(processes, initializer=_floor_init, initargs=(windows,)) as pool:
         pool.map(_floor_ready, range(processes))
         load = _load()
+        cpu_before, machine_before = cpu_snapshot(), machine_busy_seconds()
         started = time.perf_counter()
         done = pool.map(_floor_unit, units, chunksize=1)
         seconds = time.perf_counter() - started
+        cpu = cpu_seconds_since(cpu_before)
+        foreign = foreign_cpu_seconds(machine_before, cpu)
     return {"crops": sum(c for c, _ in done), "images_decoded": sum(i for _, i in done),
-            "seconds": round(seconds, 3), "processes": processes, "load_start": load}
+            "seconds": round(seconds, 3), "processes": processes, "load_start": load,
+            "cpu_seconds": cpu, "foreign_cpu_seconds": foreign}
 
 
 def _row_groups(root: Path) -> int:
@@ -1057,16 +1129,17 @@ def naive_session(spec: dict) -> dict:
 def _naive_run(root: Path, output: Path, blocks: int | None) -> dict:
     shutil.rmtree(output, ignore_errors=True)
     load = _load()
-    cpu_before = cpu_snapshot()
+    cpu_before, machine_before = cpu_snapshot(), machine_busy_seconds()
     started = time.perf_counter()
     first_try_pipeline(str(root / "images"), str(root / "detections"), str(output),
                        blocks=blocks)
     seconds = time.perf_counter() - started
     cpu = cpu_seconds_since(cpu_before)
+    foreign = foreign_cpu_seconds(machine_before, cpu)
     crops = _parquet_rows(output)
     shutil.rmtree(output, ignore_errors=True)
     return {"crops": crops, "seconds": round(seconds, 3), "load_start": load,
-            "cpu_seconds": cpu}
+            "cpu_seconds": cpu, "foreign_cpu_seconds": foreign}
 
 
 def _parquet_rows(folder: Path) -> int:
@@ -1185,8 +1258,7 @@ def evaluate_targets(results: dict) -> list[dict]:
     for threads, kernels in sorted(results.get("kernels", {}).items()):
         car = kernels.get("crop_and_resize", {})
         ours, tf = car.get("cropcore", {}), car.get("tensorflow", {})
-        ratio = (tf["median_ms"] / ours["median_ms"]) if "median_ms" in tf and "median_ms" in \
-            ours else None
+        ratio = (tf["min_ms"] / ours["min_ms"]) if "min_ms" in tf and "min_ms" in ours else None
         add(f"crop_and_resize vs TF, {threads} thread(s)", ratio, 5.0, ">= 5x")
     for label, part in results.get("pipeline", {}).items():
         job = part.get("job", {})
@@ -1237,9 +1309,14 @@ def format_report(results: dict) -> str:
         lines += _format_kernels(results["kernels"])
     for label, part in results.get("pipeline", {}).items():
         lines += _format_pipeline(label, part)
-    lines += ["(!) marginal rate over twice the larger run's average: a stall in the smaller run;"
-              " rerun", "",
-              "targets", f"  {'target':<52} {'value':>8}  {'wanted':<9} result"]
+    if "CPU-s elsewhere]" in "\n".join(lines):
+        lines += ["[+X CPU-s elsewhere]: CPU time the machine spent outside the run's process tree"
+                  " during the run: other people's load, or Ray", "  workers that started and"
+                  " exited within the run (the first-try pipeline starts extra workers)", ""]
+    if '(!)' in "\n".join(lines):
+        lines += ["(!) marginal rate over twice the larger run's average: the smaller run stalled;"
+                  " not used for targets; rerun", ""]
+    lines += ["targets", f"  {'target':<52} {'value':>8}  {'wanted':<9} result"]
     for t in results.get("targets", []):
         value = "n/a" if t["value"] is None else f"{t['value']:.2f}x"
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
@@ -1248,34 +1325,38 @@ def format_report(results: dict) -> str:
 
 
 def _ms(entry: dict) -> str:
-    if "median_ms" in entry:
-        return f"{entry['median_ms']:.1f} ms"
+    if "min_ms" in entry:
+        return f"{entry['min_ms']:.1f} ms (median {entry['median_ms']:.1f})"
     return f"unavailable ({entry.get('error', 'not run')})"
 
 
 def _format_kernels(kernels: dict) -> list[str]:
-    lines = ["kernels (median of timed calls, after one warm-up call)",
+    lines = ["kernels: best of the timed calls after one warm-up call (median in brackets);"
+             " ratios of the bests",
              "  crop_and_resize: 1x1080x1920x3 uint8, 256 boxes of 64-600 px -> 224x224 bilinear",
-             f"  {'threads':<8} {'cropcore':>10} {'tf.image':>10} {'cv2 loop':>10} "
-             f"{'TF/cropcore':>12} {'cv2/cropcore':>13}"]
+             f"  {'threads':<8} {'cropcore':>17} {'tf.image':>18} {'cv2 warpAffine loop':>20} "
+             f"{'TF/ours':>8} {'cv2/ours':>9}"]
+
+    def cell(entry: dict) -> str:
+        if "min_ms" not in entry:
+            return "unavailable"
+        return f"{entry['min_ms']:.1f} ({entry['median_ms']:.1f}) ms"
+
     for threads, k in sorted(kernels.items()):
         if "error" in k:
             lines.append(f"  {threads:<8} unavailable ({k['error']})")
             continue
         car = k["crop_and_resize"]
-        ours = car["cropcore"]["median_ms"]
-        tf = car.get("tensorflow", {})
-        tf_ratio = f"{tf['median_ms'] / ours:.2f}x" if "median_ms" in tf else "n/a"
-        tf_text = f"{tf['median_ms']:.1f} ms" if "median_ms" in tf else "unavailable"
-        lines.append(f"  {threads:<8} {ours:>7.1f} ms {tf_text:>10} "
-                     f"{car['cv2_warp_affine']['median_ms']:>7.1f} ms {tf_ratio:>12} "
-                     f"{car['cv2_warp_affine']['median_ms'] / ours:>12.2f}x")
+        ours, tf, cv = car["cropcore"], car.get("tensorflow", {}), car["cv2_warp_affine"]
+        tf_ratio = f"{tf['min_ms'] / ours['min_ms']:.2f}x" if "min_ms" in tf else "n/a"
+        lines.append(f"  {threads:<8} {cell(ours):>17} {cell(tf):>18} {cell(cv):>20} "
+                     f"{tf_ratio:>8} {cv['min_ms'] / ours['min_ms']:>8.2f}x")
     first = kernels[min(kernels)]
     if "crop_and_resize" in first:
         car = first["crop_and_resize"]
         if "cropcore_bit_exact_with_tf" in car:
             lines.append(f"  cropcore bit-exact with TF: {car['cropcore_bit_exact_with_tf']}; "
-                         f"cv2 max |diff| vs TF: {car['cv2_max_abs_diff_vs_tf']:.1f}")
+                         f"cv2 (uint8 out) max |diff| vs TF: {car['cv2_max_abs_diff_vs_tf']:.1f}")
         if "error" in car.get("tensorflow", {}):
             lines.append(f"  tf: unavailable ({car['tensorflow']['error']})")
     lines.append("  dynamic_crop: 1920x1080, detections with full-frame masks, opacity 1.0")
@@ -1283,7 +1364,7 @@ def _format_kernels(kernels: dict) -> list[str]:
         if "dynamic_crop" not in k:
             continue
         d = k["dynamic_crop"]
-        ratio = d["reference_loop"]["median_ms"] / d["cropcore"]["median_ms"]
+        ratio = d["reference_loop"]["min_ms"] / d["cropcore"]["min_ms"]
         lines.append(f"  {threads} thread(s): cropcore.dynamic_crop {_ms(d['cropcore'])}, "
                      f"reference loop {_ms(d['reference_loop'])} -> {ratio:.2f}x "
                      f"({d['detections']} detections; same pixels: {d['same_pixels']})")
@@ -1304,6 +1385,8 @@ def _format_pipeline(label: str, part: dict) -> list[str]:
             return
         rate = entry.get("marginal_crops_per_s")
         runs = "; ".join(f"{r['images']}: {r['crops']} in {r['seconds']:.2f} s"
+                         + (f" [+{r['foreign_cpu_seconds']:.1f} CPU-s elsewhere]"
+                            if r.get("foreign_cpu_seconds", 0) >= 0.2 else "")
                          for r in entry["runs"])
         rate_text = f"{rate:,.0f}" if rate else "n/a"
         if entry.get("suspect"):
@@ -1351,6 +1434,13 @@ def _format_pipeline(label: str, part: dict) -> list[str]:
                              f"busy; {spread})")
     if cpu_lines:
         lines += ["  CPU time of the marginal work (larger run minus smaller run):", *cpu_lines]
+    for cpus, entry in sorted(part.get("job", {}).items()):
+        tasks = (entry.get("runs") or [{}])[-1].get("tasks")
+        if tasks and tasks["tasks"]:
+            gap = "n/a" if tasks["mean_gap_s"] is None else f"{tasks['mean_gap_s']:.3f} s"
+            lines.append(f"  job {cpus} CPU(s), larger run: {tasks['tasks']} Ray tasks on "
+                         f"{tasks['workers']} workers, {tasks['mean_task_s']:.3f} s each on "
+                         f"average; idle gap between a worker's tasks {gap}")
     profile = part.get("profile")
     if profile and "groups_seconds" in profile:
         total = profile["profiled_seconds"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from functools import lru_cache
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,6 +43,7 @@ MANIFEST = "_manifest.json"
 MARKERS = "_shards"
 
 
+@lru_cache(maxsize=64)
 def _column_paths(schema: pa.Schema) -> list[str]:
     """Parquet leaf column paths (``crop.bytes``, ``keypoints.list.element.x``...) of a schema."""
     sink = io.BytesIO()

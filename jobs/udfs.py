@@ -166,7 +166,11 @@ class ShardBuilder:
         self.errors: list[dict] = []
         self.counts = {"images": 0, "images_decoded": 0, "images_without_detections": 0,
                        "detections": 0, "crops": 0, "errors": {}}
-        self.detection_parts: list[pa.Table] = []
+        # Emitted detections (positions in the chunk's detections) and their crops' origins:
+        # their predictions are moved into the crop frames once per shard, in ``tables``.
+        self.chunk_detections: pa.Table | None = None
+        self.emitted_positions: list[np.ndarray] = []
+        self.emitted_offsets: list[np.ndarray] = []
 
     # -- rows ---------------------------------------------------------------------------
     def error(self, image_id, detection_id, stage, reason, message, row) -> None:
@@ -196,6 +200,7 @@ class ShardBuilder:
         if context.step.needs_detections:
             if detections is None:
                 detections = pa.table({"__row": pa.array([], pa.int64())})
+            self.chunk_detections = detections
             rows = detections.column("__row").to_numpy()
             bounds = np.searchsorted(rows, np.arange(len(ids) + 1))
             self.counts["detections"] = int(np.isin(rows, list(skipped), invert=True).sum())
@@ -212,7 +217,7 @@ class ShardBuilder:
                 if lo == hi:
                     self.counts["images_without_detections"] += 1
                     continue  # nothing to cut: never fetched or decoded
-                self._crop_detections(row, image_id, sources, detections.slice(lo, hi - lo))
+                self._crop_detections(row, image_id, sources, detections.slice(lo, hi - lo), lo)
             else:
                 values = {k: v[row] for k, v in parameters.items()}
                 self._crop_static(row, image_id, sources, values)
@@ -280,7 +285,9 @@ class ShardBuilder:
         self._emit(row, image_id, None, pixels[y0:y1, x0:x1], (x0, y0, x1, y1), size_wh,
                    source_sha, {})
 
-    def _crop_detections(self, row: int, image_id, sources, detections: pa.Table) -> None:
+    def _crop_detections(self, row: int, image_id, sources, detections: pa.Table,
+                         first: int) -> None:
+        """Crops of one image's ``detections`` (rows ``first ..`` of the chunk's detections)."""
         context = self.context
         detection_ids = detections.column(schema.DETECTION_ID).to_pylist()
         keep = np.ones(len(detection_ids), dtype=bool)
@@ -334,7 +341,7 @@ class ShardBuilder:
             return
         if isinstance(context.step, steps.CropAndResize):
             self._crop_and_resize(row, image_id, detections, selected, boxes, windows, pixels,
-                                  size_wh, source_sha, reduce)
+                                  size_wh, source_sha, reduce, first)
             return
         masks = detections.column("mask") if "mask" in detections.column_names else None
         step = context.step
@@ -357,10 +364,10 @@ class ShardBuilder:
             self._emit(row, image_id, detection_ids[i], crop, (x0, y0, x1, y1), size_wh,
                        source_sha, predictions)
             emitted.append(i)
-        self._translate(detections, np.asarray(emitted, dtype=np.int64), windows)
+        self._translate(first, np.asarray(emitted, dtype=np.int64), windows)
 
     def _crop_and_resize(self, row, image_id, detections, selected, boxes, windows, pixels,
-                         size_wh, source_sha, reduce) -> None:
+                         size_wh, source_sha, reduce, first) -> None:
         step = self.context.step
         pixel_boxes = boxes[selected]
         height, width = pixels.shape[:2]
@@ -382,12 +389,19 @@ class ShardBuilder:
             self._emit(row, image_id, _str(detections, i), resized[k],
                        tuple(int(v) for v in windows[i]), size_wh, source_sha,
                        {"mask": None})
-        self._translate(detections, selected, windows)
+        self._translate(first, selected, windows)
 
-    def _translate(self, detections: pa.Table, selected: np.ndarray, windows: np.ndarray) -> None:
-        """Predictions of the selected detections moved into their crops' frames (vectorized)."""
-        part = detections.take(pa.array(selected))
-        offsets = windows[selected][:, :2].astype(np.float64)
+    def _translate(self, first: int, selected: np.ndarray, windows: np.ndarray) -> None:
+        """Remember which detections became crops, and where those crops start."""
+        self.emitted_positions.append(first + selected)
+        self.emitted_offsets.append(windows[selected][:, :2].astype(np.float64))
+
+    def _predictions(self) -> pa.Table | None:
+        """The emitted detections' predictions in their crops' frames, in crop order."""
+        if not self.emitted_positions:
+            return None
+        part = self.chunk_detections.take(pa.array(np.concatenate(self.emitted_positions)))
+        offsets = np.concatenate(self.emitted_offsets)
         boxes = convert.boxes_xyxy(part) - np.tile(offsets, 2)
         columns = {name: pa.array(boxes[:, k]) for k, name in enumerate(schema.BOX_COLUMNS)}
         for name in ("class_name", "class_id", "confidence"):
@@ -397,7 +411,7 @@ class ShardBuilder:
             columns["keypoints"] = convert.translate_keypoints(part.column("keypoints"), offsets)
         if "polygon" in part.column_names:
             columns["polygon"] = convert.translate_polygons(part.column("polygon"), offsets)
-        self.detection_parts.append(pa.table(columns))
+        return pa.table(columns)
 
     def _emit(self, row, image_id, detection_id, crop, window, size_wh, source_sha,
               predictions) -> None:
@@ -457,8 +471,7 @@ class ShardBuilder:
             "height": pa.array(c.get("height", []), pa.int32()),
         }
         if context.step.needs_detections:
-            predictions = (pa.concat_tables(self.detection_parts, promote_options="permissive")
-                           if self.detection_parts else None)
+            predictions = self._predictions()
             for name in schema.BOX_COLUMNS:
                 crop_columns[name] = (predictions.column(name) if predictions is not None
                                       else pa.array([], pa.float64()))

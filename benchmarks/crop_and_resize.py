@@ -3,13 +3,15 @@
 Workload (platform notes, "crop_and_resize speed"): one 1080 x 1920 x 3 image, 256 random boxes
 of 64-600 px per side (seeded), 224 x 224 output; uint8 and float32 input, bilinear and nearest.
 
-Every (library, thread count) runs in its own fresh process, because TensorFlow fixes its thread
-pools when it starts. Both sides allocate a new output per call, as callers do. The ratio is
-TensorFlow's time over ours (higher is better), from the best of ``--repeats`` timed calls after
-a warm-up call (which excludes Numba's one-off compilation). Each worker also hashes its outputs
-so the parent can confirm both libraries produced identical bits.
+Each library runs in its own worker process per thread count (TensorFlow fixes its thread pools
+when it starts; Numba's count is set with numba.set_num_threads). The parent alternates short
+timed batches between the two workers, so that load from other processes on a shared machine
+hits both sides alike. Both allocate a fresh output per call, as callers do. Times are the best
+(and median) of all timed calls after one warm-up call per case, which excludes Numba's one-off
+compilation; the ratio is TensorFlow's best time over ours. The workers also hash each output so
+the table can confirm that both libraries produced identical bits.
 
-    python benchmarks/crop_and_resize.py [--threads 1,2] [--repeats 15] [--no-tf]
+    python benchmarks/crop_and_resize.py [--threads 1,2] [--rounds 5] [--batch 3] [--no-tf]
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ NUM_BOXES = 256
 BOX_SIDE = (64, 600)
 CROP = (224, 224)
 SEED = 0
-CASES = [("uint8", "bilinear"), ("float32", "bilinear"), ("uint8", "nearest"),
-         ("float32", "nearest")]
+CASES = ["uint8/bilinear", "float32/bilinear", "uint8/nearest", "float32/nearest"]
 
 
 def workload():
@@ -45,7 +46,8 @@ def workload():
     return image, boxes, box_indices
 
 
-def run_worker(library: str, threads: int, repeats: int) -> dict:
+def worker(library: str, threads: int) -> None:
+    """Serve requests from the parent: one JSON line in ({"case", "repeats"}), one out."""
     image_u8, boxes, box_indices = workload()
     images = {"uint8": image_u8, "float32": image_u8.astype(np.float32)}
     if library == "tf":
@@ -69,61 +71,108 @@ def run_worker(library: str, threads: int, repeats: int) -> dict:
         def call(dtype, method):
             return crop_and_resize(images[dtype], boxes, box_indices, CROP, method)
 
-    results = {}
-    for dtype, method in CASES:
-        start = time.perf_counter()
-        digest = hashlib.sha256(call(dtype, method).tobytes()).hexdigest()[:16]
-        first = time.perf_counter() - start
-        times = []
-        for _ in range(repeats):
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        dtype, method = request["case"].split("/")
+        times, digest = [], None
+        for _ in range(request["repeats"]):
             start = time.perf_counter()
             out = call(dtype, method)
             times.append(time.perf_counter() - start)
+            if request.get("digest") and digest is None:
+                digest = hashlib.sha256(out.tobytes()).hexdigest()[:16]
             del out
-        results[f"{dtype}/{method}"] = {"best_ms": 1e3 * min(times),
-                                         "median_ms": 1e3 * float(np.median(times)),
-                                         "first_ms": 1e3 * first, "digest": digest}
+        print(json.dumps({"times": times, "digest": digest}), flush=True)
+
+
+class Worker:
+    def __init__(self, library: str, threads: int):
+        env = dict(os.environ)
+        env["NUMBA_NUM_THREADS"] = str(max(threads, os.cpu_count() or 1))
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        self.library = library
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", library, "--threads", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.library} worker exited with {self.proc.wait()}")
+        return json.loads(line)
+
+    def run(self, case: str, repeats: int, digest: bool = False) -> dict:
+        self.proc.stdin.write(json.dumps({"case": case, "repeats": repeats, "digest": digest})
+                              + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def measure(threads: int, rounds: int, batch: int, with_tf: bool) -> dict:
+    libraries = ["cropcore", "tf"] if with_tf else ["cropcore"]
+    workers = {lib: Worker(lib, threads) for lib in libraries}
+    try:
+        results = {lib: {case: {"times": []} for case in CASES} for lib in libraries}
+        for lib, w in workers.items():
+            for case in CASES:
+                start = time.perf_counter()
+                reply = w.run(case, 1, digest=True)  # warm-up; compiles or loads the kernels
+                results[lib][case]["digest"] = reply["digest"]
+                results[lib][case]["first_ms"] = 1e3 * (time.perf_counter() - start)
+        for _ in range(rounds):
+            for case in CASES:
+                for lib, w in workers.items():
+                    results[lib][case]["times"] += w.run(case, batch)["times"]
+    finally:
+        for w in workers.values():
+            w.close()
     return results
-
-
-def spawn(library: str, threads: int, repeats: int) -> dict:
-    env = dict(os.environ)
-    env["NUMBA_NUM_THREADS"] = str(max(threads, os.cpu_count() or 1))
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    cmd = [sys.executable, __file__, "--worker", library, "--threads", str(threads),
-           "--repeats", str(repeats)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{library} worker failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
-    parser.add_argument("--repeats", type=int, default=15, help="timed calls per case")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per case")
+    parser.add_argument("--batch", type=int, default=3, help="timed calls per round")
     parser.add_argument("--no-tf", action="store_true", help="skip TensorFlow")
     parser.add_argument("--worker", choices=["tf", "cropcore"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_worker(args.worker, int(args.threads), args.repeats)))
+        worker(args.worker, int(args.threads))
         return
 
     print(f"crop_and_resize: 1x{HEIGHT}x{WIDTH}x{CHANNELS} image, {NUM_BOXES} boxes of "
-          f"{BOX_SIDE[0]}-{BOX_SIDE[1]} px, output {CROP[0]}x{CROP[1]}; best of {args.repeats}")
-    print(f"{'threads':>7}  {'input':<8} {'method':<9} {'tf ms':>8} {'cropcore ms':>12} "
-          f"{'(median)':>9} {'ratio':>7}  same bits")
+          f"{BOX_SIDE[0]}-{BOX_SIDE[1]} px, output {CROP[0]}x{CROP[1]}; "
+          f"best of {args.rounds * args.batch} calls")
+    print(f"{'threads':>7}  {'input':<8} {'method':<9} {'tf ms':>8} {'(median)':>9} "
+          f"{'cropcore ms':>12} {'(median)':>9} {'ratio':>7}  same bits")
+    first_ms = None
     for threads in (int(t) for t in args.threads.split(",")):
-        ours = spawn("cropcore", threads, args.repeats)
-        theirs = None if args.no_tf else spawn("tf", threads, args.repeats)
-        for key, result in ours.items():
-            dtype, method = key.split("/")
-            tf_ms = theirs[key]["best_ms"] if theirs else float("nan")
-            same = "-" if theirs is None else str(theirs[key]["digest"] == result["digest"])
-            print(f"{threads:>7}  {dtype:<8} {method:<9} {tf_ms:>8.1f} {result['best_ms']:>12.1f} "
-                  f"{result['median_ms']:>9.1f} {tf_ms / result['best_ms']:>6.1f}x  {same}")
-    print(f"first call in a fresh process (includes JIT compile or cache load): "
-          f"{ours['uint8/bilinear']['first_ms']:.0f} ms")
+        results = measure(threads, args.rounds, args.batch, not args.no_tf)
+        first_ms = first_ms or results["cropcore"]["uint8/bilinear"]["first_ms"]
+        for case in CASES:
+            dtype, method = case.split("/")
+            ours = results["cropcore"][case]
+            theirs = results.get("tf", {}).get(case)
+            best = 1e3 * min(ours["times"])
+            median = 1e3 * float(np.median(ours["times"]))
+            if theirs:
+                tf_best = 1e3 * min(theirs["times"])
+                tf_median = 1e3 * float(np.median(theirs["times"]))
+                same = str(theirs["digest"] == ours["digest"])
+            else:
+                tf_best = tf_median = float("nan")
+                same = "-"
+            print(f"{threads:>7}  {dtype:<8} {method:<9} {tf_best:>8.1f} {tf_median:>9.1f} "
+                  f"{best:>12.1f} {median:>9.1f} {tf_best / best:>6.1f}x  {same}")
+    print(f"first call in a fresh process (JIT compile, or loading the on-disk cache): "
+          f"{first_ms:.0f} ms")
 
 
 if __name__ == "__main__":

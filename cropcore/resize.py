@@ -1,10 +1,10 @@
 """``crop_and_resize`` with TensorFlow's CPU semantics, bit for bit, several times faster.
 
-Where each output sample comes from (its coordinates, taps and weights) is computed once per box
-with NumPy, in float32 and in exactly the operation order of TensorFlow's ``CropAndResize`` CPU
-kernel. The per-pixel work runs in Numba kernels that read a pixel's channels as one short vector.
-They are compiled on first use and cached on disk (``cache=True``), so importing this module does
-not import Numba, and later processes (Ray workers) load the machine code instead of compiling.
+NumPy computes the sampling coordinates, in float32 and in exactly the operation order of
+TensorFlow's ``CropAndResize`` CPU kernel. Numba kernels turn them into taps and weights once per
+box and do the per-pixel work, reading all of a pixel's channels as one short vector. The kernels
+are compiled on first use and cached on disk (``cache=True``): importing this module does not
+import Numba, and later processes (Ray workers) load the machine code instead of compiling it.
 
 Bit-exactness rests on every float32 operation being rounded on its own. Numba only fuses
 ``a * b + c`` into one fused multiply-add (a single rounding) under ``fastmath``, which is off
@@ -73,7 +73,7 @@ def crop_and_resize(
     image, boxes, box_indices, (crop_height, crop_width), extrapolation = _validate(
         image, boxes, box_indices, crop_size, method, extrapolation_value
     )
-    batch, height, width, depth = image.shape
+    _, height, width, depth = image.shape
     num_boxes = boxes.shape[0]
     out = np.empty((num_boxes, crop_height, crop_width, depth), dtype=np.float32)
     if out.size == 0:
@@ -250,9 +250,9 @@ if hasattr(os, "register_at_fork"):
 
 # --- compiled kernels ----------------------------------------------------------------------------
 # LLVM does not vectorize reads at data-dependent columns, and scalar code spends most of its
-# time converting and interpolating one channel at a time. Two small intrinsics therefore load a
+# time converting and interpolating one channel at a time. Small intrinsics therefore load a
 # pixel's channels as one 4-lane vector (converted to float32 exactly as a scalar cast would) and
-# interpolate all four lanes at once, with the same operations and roundings as the scalar code.
+# interpolate all lanes at once, with the same operations and roundings as the scalar code.
 # A pixel with fewer than four channels also reads (and computes garbage for) the start of the
 # next pixel, and its 4-lane store spills into the next pixel's slots, which the next pixel then
 # overwrites; buffers that receive such stores have _LANES spare elements.
@@ -261,18 +261,18 @@ if hasattr(os, "register_at_fork"):
 # below are placeholders that _kernels() binds to the Numba intrinsics first (Numba resolves
 # globals when it compiles).
 _LANES = 4
-_lerp4 = _load4 = None
+_lerp4 = _lerp4_rows = _load4 = None
 _KERNELS: SimpleNamespace | None = None
 _KERNELS_LOCK = threading.Lock()
 
 
 def _kernels() -> SimpleNamespace:
-    global _KERNELS, _lerp4, _load4
+    global _KERNELS, _lerp4, _lerp4_rows, _load4
     with _KERNELS_LOCK:
         if _KERNELS is None:
             import numba
 
-            _lerp4, _load4 = _make_intrinsics()
+            _lerp4, _lerp4_rows, _load4 = _make_intrinsics()
             jit = numba.njit(cache=True, nogil=True)
             _KERNELS = SimpleNamespace(
                 bilinear=jit(_bilinear_kernel),
@@ -290,21 +290,38 @@ def _make_intrinsics():
     f32x4 = ir.VectorType(ir.FloatType(), _LANES)
     i32 = ir.IntType(32)
 
-    def load_f32x4(context, builder, array_type, array, index):
-        """array[index:index + 4] as a float32 vector, each lane cast like a scalar would be."""
+    def load_lanes(context, builder, array_type, array, index):
+        """array[index:index + 4] as a vector of the array's dtype."""
         data = context.make_array(array_type)(context, builder, array).data
         dtype = array_type.dtype
         vector = ir.VectorType(context.get_data_type(dtype), _LANES)
         pointer = builder.bitcast(builder.gep(data, [index], inbounds=True), vector.as_pointer())
-        value = builder.load(pointer, align=dtype.bitwidth // 8)
+        return builder.load(pointer, align=dtype.bitwidth // 8)
+
+    def to_float32(builder, value, dtype, float_type):
+        """Each lane cast to float32 exactly as a scalar cast would (round to nearest)."""
         if isinstance(dtype, types.Float):
-            return value if dtype.bitwidth == 32 else builder.fptrunc(value, f32x4)
-        return builder.sitofp(value, f32x4) if dtype.signed else builder.uitofp(value, f32x4)
+            return value if dtype.bitwidth == 32 else builder.fptrunc(value, float_type)
+        if dtype.signed:
+            return builder.sitofp(value, float_type)
+        return builder.uitofp(value, float_type)
+
+    def load_f32x4(context, builder, array_type, array, index):
+        value = load_lanes(context, builder, array_type, array, index)
+        return to_float32(builder, value, array_type.dtype, f32x4)
 
     def store_f32x4(context, builder, array_type, array, index, value):
         data = context.make_array(array_type)(context, builder, array).data
         pointer = builder.bitcast(builder.gep(data, [index], inbounds=True), f32x4.as_pointer())
         builder.store(value, pointer, align=4)
+
+    def lerp(builder, a, b, weight):
+        """a + (b - a) * weight, lane by lane, three separately rounded operations."""
+        lanes = a.type.count
+        splat = builder.insert_element(ir.Constant(a.type, ir.Undefined), weight, i32(0))
+        splat = builder.shuffle_vector(splat, ir.Constant(a.type, ir.Undefined),
+                                       ir.Constant(ir.VectorType(i32, lanes), [0] * lanes))
+        return builder.fadd(a, builder.fmul(builder.fsub(b, a), splat))
 
     def supported(src, dst):
         return (
@@ -325,11 +342,42 @@ def _make_intrinsics():
             src_value, lo_value, hi_value, weight_value, dst_value, at_value = args
             a = load_f32x4(context, builder, signature.args[0], src_value, lo_value)
             b = load_f32x4(context, builder, signature.args[0], src_value, hi_value)
-            w = builder.insert_element(ir.Constant(f32x4, ir.Undefined), weight_value, i32(0))
-            w = builder.shuffle_vector(w, ir.Constant(f32x4, ir.Undefined),
-                                       ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
-            value = builder.fadd(a, builder.fmul(builder.fsub(b, a), w))
+            value = lerp(builder, a, b, weight_value)
             store_f32x4(context, builder, signature.args[4], dst_value, at_value, value)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
+    def lerp4_rows(typingctx, src, off_a, off_b, lo, hi, weight, dst_a, dst_b, at):
+        """lerp4(src, off_a + lo, off_a + hi, weight, dst_a, at) and the same for off_b and
+        dst_b, as one 8-lane computation (the usual case: both rows of a sample are new)."""
+        if not (supported(src, dst_a) and supported(src, dst_b)):
+            return None
+        sig = types.void(src, types.intp, types.intp, types.intp, types.intp, types.float32,
+                         dst_a, dst_b, types.intp)
+
+        def codegen(context, builder, signature, args):
+            src_value, off_a, off_b, lo, hi, weight_value, dst_a_value, dst_b_value, at = args
+            src_type = signature.args[0]
+            f32x8 = ir.VectorType(ir.FloatType(), 2 * _LANES)
+            lanes = ir.VectorType(i32, 2 * _LANES)
+
+            def pixels(column):
+                a = load_lanes(context, builder, src_type, src_value, builder.add(off_a, column))
+                b = load_lanes(context, builder, src_type, src_value, builder.add(off_b, column))
+                both = builder.shuffle_vector(a, b, ir.Constant(lanes, list(range(2 * _LANES))))
+                return to_float32(builder, both, src_type.dtype, f32x8)
+
+            value = lerp(builder, pixels(lo), pixels(hi), weight_value)
+            for half, (dst_type, dst_value) in enumerate(
+                ((signature.args[6], dst_a_value), (signature.args[7], dst_b_value))
+            ):
+                part = builder.shuffle_vector(
+                    value, ir.Constant(f32x8, ir.Undefined),
+                    ir.Constant(ir.VectorType(i32, _LANES),
+                                list(range(half * _LANES, (half + 1) * _LANES))))
+                store_f32x4(context, builder, dst_type, dst_value, at, part)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -348,7 +396,7 @@ def _make_intrinsics():
 
         return sig, codegen
 
-    return lerp4, load4
+    return lerp4, lerp4_rows, load4
 
 
 def _bilinear_kernel(first_task, last_task, flat, tail, tail_start, height, row_size,
@@ -417,10 +465,8 @@ def _bilinear_kernel(first_task, last_task, flat, tail, tail_start, height, row_
                 row_t = cache[st]
                 row_b = cache[sb]
                 for x in range(crop_width):
-                    lo = lefts[x]
-                    hi = rights[x]
-                    _lerp4(flat, off_t + lo, off_t + hi, weights[x], row_t, x * depth)
-                    _lerp4(flat, off_b + lo, off_b + hi, weights[x], row_b, x * depth)
+                    _lerp4_rows(flat, off_t, off_b, lefts[x], rights[x], weights[x], row_t, row_b,
+                                x * depth)
                 fill_t = fill_b = False
             for fill, slot, offset in ((fill_t, st, off_t), (fill_b, sb, off_b)):
                 if not fill:

@@ -300,6 +300,30 @@ def test_input_layouts_give_the_same_result(method):
         assert_bitwise_equal(actual, expected)
 
 
+@pytest.mark.parametrize("num_boxes", [1, 3, 40])
+def test_thread_count_does_not_change_the_result(num_boxes):
+    # Work is split by boxes, or by bands of rows when there are few boxes; the split depends on
+    # numba's thread count, the result must not.
+    numba = pytest.importorskip("numba")
+    rng = np.random.default_rng(num_boxes)
+    image = rng.integers(0, 256, size=(2, 37, 53, 3), dtype=np.uint8)
+    boxes = rng.uniform(-0.1, 1.1, size=(num_boxes, 4)).astype(np.float32)
+    indices = rng.integers(0, 2, size=num_boxes)
+    before = numba.get_num_threads()
+    try:
+        for method in ("bilinear", "nearest"):
+            results = []
+            for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+                numba.set_num_threads(threads)
+                results.append(crop_and_resize(image, boxes, indices, (31, 17), method))
+            for result in results[1:]:
+                assert_bitwise_equal(result, results[0])
+            assert_bitwise_equal(results[0], reference_crop_and_resize(image, boxes, indices,
+                                                                       (31, 17), method))
+    finally:
+        numba.set_num_threads(before)
+
+
 def test_many_channels_and_one_large_crop():
     # Depth above the kernels' 4-lane groups, and a single box (split across threads by rows).
     rng = np.random.default_rng(1)

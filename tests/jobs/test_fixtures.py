@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from pathlib import Path
 
 import fsspec
@@ -106,8 +107,32 @@ def test_s3_server_restart_keeps_data(s3_server, s3_bucket):
     assert read.equals(TABLE)
 
 
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
 def test_s3_server_listens_on_loopback_only(s3_server):
-    addresses = _listening_addresses([s3_server._weed.process.pid])
+    # A server that was just restarted by another test may still be opening its listeners.
+    deadline = time.monotonic() + 15
+    addresses = set()
+    while not addresses and time.monotonic() < deadline:
+        addresses = _listening_addresses(_process_tree(s3_server._weed.process.pid))
+        if not addresses:
+            time.sleep(0.5)
 
     assert addresses == {"127.0.0.1"}
 

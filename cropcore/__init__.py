@@ -14,7 +14,7 @@ from cropcore.color import parse_color
 from cropcore.crops import Crop
 from cropcore.detections import Detections
 from cropcore.dynamic import dynamic_crop, remove_background
-from cropcore.masks import decode_rle, encode_rle, polygon_to_mask
+from cropcore.masks import cut_rle, decode_rle, encode_rle, polygon_to_mask
 from cropcore.resize import crop_and_resize
 from cropcore.static import absolute_static_crop, relative_static_crop
 
@@ -25,6 +25,7 @@ __all__ = [
     "ImageDecodeError",
     "absolute_static_crop",
     "crop_and_resize",
+    "cut_rle",
     "decode_image",
     "decode_rle",
     "dynamic_crop",

@@ -20,15 +20,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pycocotools.mask
 
-__all__ = ["decode_rle", "encode_rle", "polygon_to_mask"]
+from cropcore import _rle_kernels
 
-# pycocotools stores run lengths as uint32, so a compressed number (a difference of two runs)
-# needs at most 34 bits plus sign: 7 characters of 5 bits. Longer numbers are corrupt input,
-# and the cap keeps every shift and cumulative sum well inside int64.
-_MAX_CHARS_PER_NUMBER = 7
-# 2 ** (5 * n) for n characters; a table lookup is much faster than an array of shifts.
-_SIGN_OFFSETS = np.left_shift(np.int64(1), 5 * np.arange(_MAX_CHARS_PER_NUMBER + 1, dtype=np.int64))
-
+__all__ = ["cut_rle", "decode_rle", "encode_rle", "polygon_to_mask"]
 
 def decode_rle(rle: Mapping, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Decode a COCO RLE mask, or only one window of it.
@@ -45,34 +39,45 @@ def decode_rle(rle: Mapping, window: tuple[int, int, int, int] | None = None) ->
     Convention:
         Equal to ``pycocotools.mask.decode(rle).astype(bool)[y_min:y_max, x_min:x_max]``, but only
         the runs overlapping columns ``x_min .. x_max - 1`` are expanded; the counts string is
-        still parsed in full (vectorized, a small cost next to expanding pixels).
+        still parsed in full (a small cost next to expanding pixels).
 
     Raises:
         ValueError: for a malformed RLE (size, counts type or characters, run lengths that do not
             sum to ``h * w``) or a window outside the mask; the message names what was expected.
     """
+    return cut_rle(rle, window)[0]
+
+
+def cut_rle(rle: Mapping, window: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, dict]:
+    """One window of a COCO RLE mask, decoded and re-encoded in the window's own frame.
+
+    Args and errors as ``decode_rle``.
+
+    Returns:
+        ``(mask, window_rle)``: ``decode_rle(rle, window)`` and, equal to
+        ``encode_rle(mask)``, its compressed RLE ``{"size": [h, w], "counts": str}``. Both come
+        from one walk over the runs under the window (no second pass over the pixels).
+    """
     height, width = _validate_rle_size(rle)
-    counts = _rle_counts(rle, height, width)
     if window is None:
         x_min, y_min, x_max, y_max = 0, 0, width, height
     else:
         x_min, y_min, x_max, y_max = _validate_window(window, height, width)
-    out_shape = (y_max - y_min, x_max - x_min)
-    if out_shape[0] == 0 or out_shape[1] == 0:
-        return np.zeros(out_shape, dtype=bool)
-
-    # Flat column-major pixel range covered by the window's columns.
-    first_pixel, stop_pixel = x_min * height, x_max * height
-    run_ends = np.cumsum(counts)
-    # First run ending after first_pixel, last run containing pixel stop_pixel - 1.
-    first_run = int(np.searchsorted(run_ends, first_pixel, side="right"))
-    last_run = int(np.searchsorted(run_ends, stop_pixel, side="left"))
-    ends = run_ends[first_run : last_run + 1]
-    starts = ends - counts[first_run : last_run + 1]
-    lengths = np.minimum(ends, stop_pixel) - np.maximum(starts, first_pixel)
-    values = (np.arange(first_run, last_run + 1) % 2).astype(bool)  # odd runs are ones
-    columns = np.repeat(values, lengths).reshape(x_max - x_min, height)
-    return np.ascontiguousarray(columns[:, y_min:y_max].T)
+    mask = np.zeros((y_max - y_min, x_max - x_min), dtype=np.uint8)
+    kernels = _rle_kernels.kernels()
+    counts = _compressed_bytes(rle["counts"])
+    if counts is not None:
+        status = np.array([0, 0, 0, 0, height * width], dtype=np.int64)
+        chars = kernels.cut_compressed(np.frombuffer(counts, np.uint8), height,
+                                       x_min, y_min, x_max, y_max, mask, status)
+        if status[0] != _rle_kernels.OK or len(chars) == 0:
+            _rle_counts(rle, height, width)  # raises the error, worded
+    else:
+        runs = _rle_counts(rle, height, width)
+        chars = kernels.compress_counts(kernels.cut_window(runs, height, x_min, y_min, x_max,
+                                                           y_max, mask))
+    window_rle = {"size": [y_max - y_min, x_max - x_min], "counts": chars.tobytes().decode()}
+    return mask.view(bool), window_rle
 
 
 def encode_rle(mask: np.ndarray) -> dict:
@@ -218,13 +223,9 @@ def _is_int(value) -> bool:
 def _rle_counts(rle: Mapping, height: int, width: int) -> np.ndarray:
     """Validated run lengths, int64 ``(M,)``, non-negative and summing to ``height * width``."""
     counts = rle["counts"]
-    if isinstance(counts, str):
-        try:
-            counts = counts.encode("ascii")
-        except UnicodeEncodeError:
-            raise ValueError("compressed RLE counts must be ASCII characters '0'..'o'") from None
-    if isinstance(counts, (bytes, bytearray, memoryview)):
-        runs = _parse_compressed_counts(bytes(counts))
+    compressed = _compressed_bytes(counts)
+    if compressed is not None:
+        runs = _parse_compressed_counts(compressed)
     elif isinstance(counts, (Sequence, np.ndarray)):
         runs = _uncompressed_counts(counts)
     else:
@@ -261,49 +262,33 @@ def _uncompressed_counts(counts) -> np.ndarray:
     return runs.astype(np.int64, copy=False)
 
 
-def _parse_compressed_counts(raw: bytes) -> np.ndarray:
-    """Decode pycocotools' compressed counts string into run lengths, without a per-char loop.
+def _compressed_bytes(counts) -> bytes | None:
+    """The ASCII bytes of compressed counts, or None for uncompressed (list) counts."""
+    if isinstance(counts, str):
+        try:
+            return counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError("compressed RLE counts must be ASCII characters '0'..'o'") from None
+    if isinstance(counts, (bytes, bytearray, memoryview)):
+        return bytes(counts)
+    return None
 
-    Each number is a little-endian sequence of 5-bit groups stored as ``chr(48 + group)``, with
-    bit 0x20 meaning "more groups follow" and bit 0x10 of the last group the sign. From the fourth
-    number on, each value is stored as a difference to the run two positions earlier.
-    """
-    codes = np.frombuffer(raw, dtype=np.uint8)
-    if codes.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    bad = np.flatnonzero((codes < 48) | (codes > 111))
-    if bad.size:
+
+def _parse_compressed_counts(raw: bytes) -> np.ndarray:
+    """Run lengths of a compressed counts string (see ``_rle_kernels.parse_counts``)."""
+    status = np.zeros(2, dtype=np.int64)
+    runs = _rle_kernels.kernels().parse_counts(np.frombuffer(raw, np.uint8), status)
+    if status[0] == _rle_kernels.BAD_CHARACTER:
+        position = int(status[1])
         raise ValueError(
             f"compressed RLE counts must use characters '0'..'o' (ASCII 48..111), got "
-            f"{chr(raw[bad[0]])!r} at position {bad[0]}"
+            f"{chr(raw[position])!r} at position {position}"
         )
-    digits = codes - np.uint8(48)
-    more = (digits & 0x20) != 0
-    if more[-1]:
+    if status[0] == _rle_kernels.TRUNCATED:
         raise ValueError("compressed RLE counts end in the middle of a number (truncated?)")
-    last_chars = np.flatnonzero(~more)
-    first_chars = np.empty_like(last_chars)
-    first_chars[0] = 0
-    first_chars[1:] = last_chars[:-1] + 1
-    n_chars = last_chars - first_chars + 1
-    longest = int(n_chars.max())
-    if longest > _MAX_CHARS_PER_NUMBER:
+    if status[0] == _rle_kernels.TOO_LONG:
         raise ValueError(
-            f"compressed RLE counts hold a number of {longest} characters, at most "
-            f"{_MAX_CHARS_PER_NUMBER} fit a 32-bit run length"
+            f"compressed RLE counts hold a number of {int(status[1])} characters, at most "
+            f"{_rle_kernels.MAX_CHARS_PER_NUMBER} fit a 32-bit run length"
         )
-    # Most numbers are one or two characters: gather the k-th group only where it exists,
-    # one pass per group position rather than one per character.
-    values = (digits[first_chars] & 0x1F).astype(np.int64)
-    for k in range(1, longest):
-        longer = np.flatnonzero(n_chars > k)
-        group = (digits[first_chars[longer] + k] & 0x1F).astype(np.int64)
-        values[longer] |= group << (5 * k)
-    # Sign extension: a set 0x10 bit in the last group makes the number value - 2**(5 * n).
-    negative = (digits[last_chars] & 0x10) != 0
-    values -= _SIGN_OFFSETS[n_chars] * negative
-    # Undo the delta coding: runs[i] = values[i] + runs[i - 2] for i > 2, i.e. a cumulative sum
-    # over odd positions and over even positions from index 2 (index 0 stands alone).
-    values[1::2] = np.cumsum(values[1::2])
-    values[2::2] = np.cumsum(values[2::2])
-    return values
+    return runs

@@ -115,6 +115,5 @@ def make_dataset(output: str, spec: DatasetSpec = DatasetSpec()) -> dict[str, in
                                ("detections", detections, 65536)):
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, row_group_size=group)
-        write_atomic(resolve(output).child(name, "part-00000.parquet"),
-                     sink.getvalue().to_pybytes())
+        write_atomic(resolve(output).child(name, "part-00000.parquet"), sink.getvalue())
     return {"images": images.num_rows, "detections": detections.num_rows}

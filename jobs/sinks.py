@@ -52,15 +52,16 @@ def _column_paths(schema: pa.Schema) -> list[str]:
     return [parquet_schema.column(i).path for i in range(len(parquet_schema))]
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    """A table as Parquet bytes: zstd for metadata columns; encoded images (binary leaves) are
-    stored as they are, since compressing, dictionary-encoding or collecting statistics on JPEG
-    or PNG bytes costs time and saves nothing."""
+def parquet_bytes(table: pa.Table) -> pa.Buffer:
+    """A table as a Parquet file in memory: zstd for metadata columns; encoded images (binary
+    leaves) are stored as they are, since compressing, dictionary-encoding or collecting
+    statistics on JPEG or PNG bytes costs time and saves nothing. Arrow's own buffer stream,
+    not ``io.BytesIO``: through a Python file object a 30 MB shard took 7x longer."""
     paths = _column_paths(table.schema)
     binary = {field.name for field in table.schema if pa.types.is_binary(field.type)}
     blobs = {p for p in paths if p in binary or p.endswith(".bytes")}
     plain = [p for p in paths if p not in blobs]
-    sink = io.BytesIO()
+    sink = pa.BufferOutputStream()
     pq.write_table(
         table, sink, row_group_size=1024,
         compression={p: "none" if p in blobs else "zstd" for p in paths},
@@ -80,7 +81,7 @@ def write_shard(output: Location, shard: str, tables: dict[str, pa.Table], count
         relative = f"{kind}/part-{shard}.parquet"
         write_atomic(output.child(relative), data)
         files.append({"kind": kind, "path": relative, "rows": table.num_rows,
-                      "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+                      "bytes": data.size, "sha256": hashlib.sha256(data).hexdigest()})
     marker = {"shard": shard, "files": files, "counts": counts}
     data = json.dumps(marker, sort_keys=True).encode()
     write_atomic(output.child(MARKERS, f"{shard}.json"), data)

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 __all__ = [
@@ -178,8 +179,8 @@ def read_bytes(location: Location) -> bytes:
         raise StorageError(f"cannot read {location.url}: {_clean(error)}") from None
 
 
-def write_atomic(location: Location, data: bytes) -> None:
-    """Write ``data`` so that readers see the whole object or nothing.
+def write_atomic(location: Location, data: bytes | pa.Buffer) -> None:
+    """Write ``data`` (bytes or an Arrow buffer) so that readers see the whole object or nothing.
 
     Object stores publish an object only when its upload completes; on a local or mounted
     filesystem we write a temporary sibling and rename it over the target.

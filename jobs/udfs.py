@@ -7,6 +7,7 @@ background with the mask decoded only inside the window, encode each crop once.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 
 from cropcore.codec import ImageDecodeError, decode_image, encode_image, read_image_size
 from cropcore.dynamic import remove_background
-from cropcore.masks import decode_rle, encode_rle
+from cropcore.masks import cut_rle
 from cropcore.resize import crop_and_resize
 from cropcore.windows import absolute_windows, empty_windows, relative_windows, windows_from_xyxy
 from jobs import convert, schema, steps
@@ -76,7 +77,7 @@ def shard_name(context: JobContext, file_url: str, row_group: int, start: int, s
 
 def crop_units(batch: pa.Table, context: JobContext) -> pa.Table:
     """Ray Data UDF: each row of ``batch`` is a planned unit; returns one summary row per shard."""
-    _limit_kernel_threads()
+    _prepare_worker()
     markers = []
     for unit in batch.to_pylist():
         markers += _crop_unit(unit, context)
@@ -84,8 +85,17 @@ def crop_units(batch: pa.Table, context: JobContext) -> pa.Table:
                                         pa.string())})
 
 
-def _limit_kernel_threads() -> None:
-    # Ray runs one task per CPU; kernels that thread on their own would oversubscribe it.
+def _prepare_worker() -> None:
+    """Once per worker process: one thread per kernel, and a malloc that keeps its memory.
+
+    Ray runs one task per CPU; kernels that thread on their own would oversubscribe it.
+    glibc returns large freed blocks (a decoded 1080p image is 6 MB) to the OS and faults fresh
+    zeroed pages in for the next one; keeping them cut the 1080p decode time by a third
+    (281,000 page faults per 150 images down to 10,000).
+    """
+    global _WORKER_READY
+    if _WORKER_READY:
+        return
     import cv2
 
     cv2.setNumThreads(1)
@@ -95,6 +105,18 @@ def _limit_kernel_threads() -> None:
         numba.set_num_threads(1)
     except (ImportError, ValueError):
         pass
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        pass
+    else:
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest; heap-allocate below it
+        libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)  # keep up to 256 MB of freed heap
+    _WORKER_READY = True
+
+
+_WORKER_READY = False
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
 
 
 def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
@@ -351,16 +373,16 @@ class ShardBuilder:
             x0, y0, x1, y1 = (int(v) for v in windows[i])
             crop = pixels[y0:y1, x0:x1]
             rle = convert.rle_at(masks, i) if masks is not None else None
-            window_mask = None
+            window_rle = None
             if rle is not None:
                 try:
-                    window_mask = _window_mask(rle, size_wh, (x0, y0, x1, y1))
+                    window_mask, window_rle = _cut_mask(rle, size_wh, (x0, y0, x1, y1))
                 except ValueError as error:
                     self.error(image_id, detection_ids[i], "crop", "invalid_mask", str(error), row)
                     continue
                 if step.mask_opacity > 0:
                     crop = remove_background(crop, window_mask, step.mask_opacity, colour_bgr)
-            predictions = {"mask": encode_rle(window_mask) if window_mask is not None else None}
+            predictions = {"mask": window_rle}
             self._emit(row, image_id, detection_ids[i], crop, (x0, y0, x1, y1), size_wh,
                        source_sha, predictions)
             emitted.append(i)
@@ -530,12 +552,13 @@ def _str(table: pa.Table, index: int):
     return table.column(schema.DETECTION_ID)[int(index)].as_py()
 
 
-def _window_mask(rle: dict, size_wh: tuple[int, int], window) -> np.ndarray:
+def _cut_mask(rle: dict, size_wh: tuple[int, int], window) -> tuple[np.ndarray, dict]:
+    """The mask under ``window`` and its RLE in the crop's frame."""
     height, width = rle["size"]
     if (width, height) != size_wh:
         raise ValueError(f"mask size {[height, width]} does not match the image "
                          f"({size_wh[1]}x{size_wh[0]})")
-    return decode_rle(rle, window=window)
+    return cut_rle(rle, window)
 
 
 def now() -> datetime:

@@ -9,6 +9,7 @@ PUBLIC = {
     "ImageDecodeError",
     "absolute_static_crop",
     "crop_and_resize",
+    "cut_rle",
     "decode_image",
     "decode_rle",
     "dynamic_crop",
@@ -32,7 +33,8 @@ def test_kernels_know_nothing_of_arrow_ray_or_storage():
     import importlib.util
     from pathlib import Path
 
-    for module in ("static", "dynamic", "resize", "masks", "codec", "windows", "detections"):
+    for module in ("static", "dynamic", "resize", "masks", "codec", "windows", "detections",
+                   "_rle_kernels"):
         text = Path(importlib.util.find_spec(f"cropcore.{module}").origin).read_text()
         for forbidden in ("import ray", "import pyarrow", "import fsspec"):
             assert forbidden not in text, f"cropcore/{module}.py: {forbidden}"

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import cropcore.masks
-from cropcore.masks import decode_rle, encode_rle, polygon_to_mask
+from cropcore.masks import cut_rle, decode_rle, encode_rle, polygon_to_mask
 
 # pycocotools' decode trips a NumPy 2 deprecation in its own code; only the tests call it.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -109,7 +109,7 @@ def windows_in(draw, h: int, w: int) -> tuple[int, int, int, int]:
 
 
 def test_public_names():
-    assert cropcore.masks.__all__ == ["decode_rle", "encode_rle", "polygon_to_mask"]
+    assert cropcore.masks.__all__ == ["cut_rle", "decode_rle", "encode_rle", "polygon_to_mask"]
 
 
 def test_convention_rle_is_column_major():
@@ -187,6 +187,44 @@ def test_windowed_decode_matches_pycocotools_and_reference(data, mask):
     np.testing.assert_array_equal(decode_rle(as_str), full)
     np.testing.assert_array_equal(reference_decode(as_str), full)
     np.testing.assert_array_equal(reference_decode(as_list), full)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), mask=masks())
+def test_cut_rle_matches_pycocotools_decode_slice_encode(data, mask):
+    # The reference: pycocotools decodes the whole mask, NumPy slices the window, pycocotools
+    # encodes the slice. cut_rle derives both from the runs under the window.
+    h, w = mask.shape
+    coco = coco_encode(mask)
+    x_min, y_min, x_max, y_max = data.draw(windows_in(h, w))
+    expected = coco_decode(coco)[y_min:y_max, x_min:x_max]
+    expected_counts = coco_encode(expected)["counts"].decode()
+    as_list = {"size": [h, w], "counts": reference_parse_counts(coco["counts"].decode())}
+    for rle in (coco, as_list):
+        window_mask, window_rle = cut_rle(rle, (x_min, y_min, x_max, y_max))
+        np.testing.assert_array_equal(window_mask, expected)
+        assert window_mask.dtype == bool and window_mask.flags.c_contiguous
+        assert window_rle == {"size": [y_max - y_min, x_max - x_min], "counts": expected_counts}
+    assert cut_rle(coco)[1] == {"size": [h, w], "counts": coco["counts"].decode()}
+
+
+def test_cut_rle_on_a_1080p_mask_with_long_runs():
+    yy, xx = np.mgrid[:1080, :1920]
+    mask = ((xx - 960) / 300) ** 2 + ((yy - 540) / 200) ** 2 < 1
+    for window in ((800, 400, 1102, 702), (0, 0, 1920, 1080), (1500, 0, 1920, 100)):
+        x_min, y_min, x_max, y_max = window
+        window_mask, window_rle = cut_rle(coco_encode(mask), window)
+        np.testing.assert_array_equal(window_mask, mask[y_min:y_max, x_min:x_max])
+        assert window_rle == encode_rle(mask[y_min:y_max, x_min:x_max])
+
+
+def test_cut_rle_errors_match_decode_rle():
+    with pytest.raises(ValueError, match=r"got 'p' at position 1"):
+        cut_rle({"size": [1, 1], "counts": "1p"}, (0, 0, 1, 1))
+    with pytest.raises(ValueError, match=r"sum to h \* w = 2 \* 3 = 6, got 3"):
+        cut_rle({"size": [2, 3], "counts": "12"}, (0, 0, 1, 1))
+    with pytest.raises(ValueError, match=r"must be non-negative, got \[-4\]"):
+        cut_rle({"size": [2, 2], "counts": "211K"})
 
 
 def test_uncompressed_counts_as_numpy_and_tuple():

@@ -82,15 +82,20 @@ def remove_background(
     fill = background_fill(color_bgr, channels)
     # OpenCV takes row-strided views as they are; only a channel subset needs a copy.
     colour_part = pixels if channels == len(fill) else np.ascontiguousarray(pixels[:, :, :3])
-    background = _background(colour_part.shape, crop.dtype, fill)
     # Blend the whole window with OpenCV's SIMD path, then copy the object's pixels back
     # (cv2.copyTo is ~30x faster than a broadcast np.copyto with where=).
-    if opacity == 1.0:  # addWeighted(bg, 1, crop, 0, 0) is exactly bg: skip the arithmetic
-        blended = background.copy()
+    mask = np.ascontiguousarray(mask).view(np.uint8)
+    if opacity == 1.0 and not any(fill):
+        # Black: OpenCV zero-fills a destination it allocates for a masked copy.
+        blended = cv2.copyTo(colour_part, mask).reshape(colour_part.shape)
     else:
-        blended = cv2.addWeighted(background, opacity, colour_part, 1.0 - opacity, 0.0)
-        blended = blended.reshape(colour_part.shape)
-    cv2.copyTo(colour_part, np.ascontiguousarray(mask).view(np.uint8), blended)
+        background = _background(colour_part.shape, crop.dtype, fill)
+        if opacity == 1.0:  # addWeighted(bg, 1, crop, 0, 0) is exactly bg: skip the arithmetic
+            blended = background.copy()
+        else:
+            blended = cv2.addWeighted(background, opacity, colour_part, 1.0 - opacity, 0.0)
+            blended = blended.reshape(colour_part.shape)
+        cv2.copyTo(colour_part, mask, blended)
     if channels == 4:
         blended = np.concatenate([blended, pixels[:, :, 3:]], axis=2)
     return blended[:, :, 0] if squeeze else blended

@@ -48,7 +48,9 @@ def decode_rle(rle: Mapping, window: tuple[int, int, int, int] | None = None) ->
     return cut_rle(rle, window)[0]
 
 
-def cut_rle(rle: Mapping, window: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, dict]:
+def cut_rle(
+    rle: Mapping, window: tuple[int, int, int, int] | None = None
+) -> tuple[np.ndarray, dict]:
     """One window of a COCO RLE mask, decoded and re-encoded in the window's own frame.
 
     Args and errors as ``decode_rle``.
@@ -217,7 +219,8 @@ def _validate_window(window, height: int, width: int) -> tuple[int, int, int, in
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    return type(value) is int or (  # the common case first: this runs for every window
+        isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)))
 
 
 def _rle_counts(rle: Mapping, height: int, width: int) -> np.ndarray:

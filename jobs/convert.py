@@ -14,7 +14,6 @@ from jobs import schema
 __all__ = [
     "boxes_xyxy",
     "flatten_nested_detections",
-    "rle_at",
     "translate_keypoints",
     "translate_polygons",
 ]
@@ -39,15 +38,6 @@ def flatten_nested_detections(images: pa.Table) -> pa.Table:
         {f.name: pa.array([], f.type) for f in flat.type}
     )
     return table.append_column("__row", pc.cast(rows, pa.int64()))
-
-
-def rle_at(masks: pa.ChunkedArray | pa.Array, index: int) -> dict | None:
-    """The COCO RLE dict of detection ``index`` (``None`` for a null mask)."""
-    value = masks[index]
-    if not value.is_valid:
-        return None
-    rle = value.as_py()
-    return {"size": rle["size"], "counts": rle["counts"]}
 
 
 def _offsets(lists: pa.Array) -> pa.Array:

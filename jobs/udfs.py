@@ -184,7 +184,20 @@ class ShardBuilder:
         self.context = context
         self.file_url = file_url
         self.source_rows = source_rows
-        self.crops: dict[str, list] = {}
+        # One entry per crop, in crop order; image-level values are kept per chunk row.
+        self.crop_rows: list[int] = []
+        self.crop_detection_ids: list = []
+        self.crop_windows: list[tuple[int, int, int, int]] = []
+        self.crop_data: list[bytes] = []
+        self.crop_shapes: list[tuple[int, ...]] = []
+        self.crop_sha256: list[str] = []
+        self.crop_ids: list[str] = []
+        self.crop_masks: list[dict | None] = []
+        self.image_values: dict[int, tuple[str, tuple[int, int]]] = {}  # row: (sha256, size)
+        # crop_id = sha256 of this prefix, then the source, image, detection and window.
+        self._crop_id_prefix = hashlib.sha256("\n".join(
+            [context.code_version, context.step_json, context.image_format,
+             str(context.quality), ""]).encode())
         self.errors: list[dict] = []
         self.counts = {"images": 0, "images_decoded": 0, "images_without_detections": 0,
                        "detections": 0, "crops": 0, "errors": {}}
@@ -204,15 +217,11 @@ class ShardBuilder:
     def source_uri(self, row: int) -> str:
         return f"{self.file_url}#row={self.source_rows[row]}"
 
-    def add_crop(self, values: dict) -> None:
-        for key, value in values.items():
-            self.crops.setdefault(key, []).append(value)
-        self.counts["crops"] += 1
-
     # -- the chunk ----------------------------------------------------------------------
     def crop_chunk(self, images: pa.Table, detections: pa.Table | None, skipped: set[int]):
         context, layout = self.context, self.context.layout
         ids = images.column(layout.id_column).to_pylist()
+        self.images, self.ids = images, ids
         self.counts["images"] = len(ids) - len(skipped)
         parameters = {
             name: pc.cast(images.column(column), pa.float64()).to_numpy(zero_copy_only=False)
@@ -226,8 +235,6 @@ class ShardBuilder:
             rows = detections.column("__row").to_numpy()
             bounds = np.searchsorted(rows, np.arange(len(ids) + 1))
             self.counts["detections"] = int(np.isin(rows, list(skipped), invert=True).sum())
-        self.carried_rows = images.select(list(layout.carried)).to_pylist() if layout.carried \
-            else [{}] * len(ids)
         self.roots = images.select(list(schema.ROOT_COLUMNS)).to_pylist() if layout.has_root \
             else None
         sources = images.column(layout.image_column)
@@ -305,7 +312,7 @@ class ShardBuilder:
             return
         x0, y0, x1, y1 = (int(v) for v in window)
         self._emit(row, image_id, None, pixels[y0:y1, x0:x1], (x0, y0, x1, y1), size_wh,
-                   source_sha, {})
+                   source_sha)
 
     def _crop_detections(self, row: int, image_id, sources, detections: pa.Table,
                          first: int) -> None:
@@ -365,26 +372,26 @@ class ShardBuilder:
             self._crop_and_resize(row, image_id, detections, selected, boxes, windows, pixels,
                                   size_wh, source_sha, reduce, first)
             return
-        masks = detections.column("mask") if "mask" in detections.column_names else None
+        masks = (detections.column("mask").to_pylist() if "mask" in detections.column_names
+                 else None)
         step = context.step
         colour_bgr = tuple(reversed(step.background_color))
         emitted = []
-        for i in selected:
-            x0, y0, x1, y1 = (int(v) for v in windows[i])
+        for i, window in zip(selected.tolist(), windows[selected].tolist(), strict=True):
+            x0, y0, x1, y1 = window
             crop = pixels[y0:y1, x0:x1]
-            rle = convert.rle_at(masks, i) if masks is not None else None
+            rle = masks[i] if masks is not None else None
             window_rle = None
             if rle is not None:
                 try:
-                    window_mask, window_rle = _cut_mask(rle, size_wh, (x0, y0, x1, y1))
+                    window_mask, window_rle = _cut_mask(rle, size_wh, window)
                 except ValueError as error:
                     self.error(image_id, detection_ids[i], "crop", "invalid_mask", str(error), row)
                     continue
                 if step.mask_opacity > 0:
                     crop = remove_background(crop, window_mask, step.mask_opacity, colour_bgr)
-            predictions = {"mask": window_rle}
-            self._emit(row, image_id, detection_ids[i], crop, (x0, y0, x1, y1), size_wh,
-                       source_sha, predictions)
+            self._emit(row, image_id, detection_ids[i], crop, window, size_wh, source_sha,
+                       window_rle)
             emitted.append(i)
         self._translate(first, np.asarray(emitted, dtype=np.int64), windows)
 
@@ -409,8 +416,7 @@ class ShardBuilder:
                                   step.crop_size, step.method, step.extrapolation_value)
         for k, i in enumerate(selected):
             self._emit(row, image_id, _str(detections, i), resized[k],
-                       tuple(int(v) for v in windows[i]), size_wh, source_sha,
-                       {"mask": None})
+                       tuple(int(v) for v in windows[i]), size_wh, source_sha)
         self._translate(first, selected, windows)
 
     def _translate(self, first: int, selected: np.ndarray, windows: np.ndarray) -> None:
@@ -436,68 +442,52 @@ class ShardBuilder:
         return pa.table(columns)
 
     def _emit(self, row, image_id, detection_id, crop, window, size_wh, source_sha,
-              predictions) -> None:
+              mask: dict | None = None) -> None:
+        """Encode one crop (exactly once) and record it; the shard's columns are built from these
+        lists in ``tables``."""
         context = self.context
         if context.image_format == "npy":
-            crop = np.ascontiguousarray(crop)
-            data = crop.tobytes()
+            data = np.ascontiguousarray(crop).tobytes()
         else:
             if crop.dtype != np.uint8:
                 crop = np.clip(np.rint(crop), 0, 255).astype(np.uint8)
             data = encode_image(crop, context.image_format, context.quality)
-        crop_sha = hashlib.sha256(data).hexdigest()
-        key = "\n".join([context.code_version, context.step_json, context.image_format,
-                         str(context.quality), source_sha, str(image_id), str(detection_id),
-                         ",".join(map(str, window))])
-        crop_id = hashlib.sha256(key.encode()).hexdigest()[:32]
         x0, y0, x1, y1 = window
-        if self.roots is not None and self.roots[row]["root_image_id"] is not None:
-            root = self.roots[row]
-            rx, ry = root["root_window_x_min"], root["root_window_y_min"]
-            root_values = {"root_image_id": root["root_image_id"],
-                           "root_window_x_min": rx + x0, "root_window_y_min": ry + y0,
-                           "root_window_x_max": rx + x1, "root_window_y_max": ry + y1,
-                           "root_width": root["root_width"], "root_height": root["root_height"]}
-        else:
-            root_values = {"root_image_id": image_id, "root_window_x_min": x0,
-                           "root_window_y_min": y0, "root_window_x_max": x1,
-                           "root_window_y_max": y1, "root_width": size_wh[0],
-                           "root_height": size_wh[1]}
-        extension = EXTENSIONS[context.image_format]
-        self.add_crop({
-            "crop_id": crop_id, IMAGE_ID: image_id, schema.DETECTION_ID: detection_id,
-            "crop": data if context.image_format == "npy"
-            else {"bytes": data, "path": f"{crop_id}.{extension}"},
-            "width": int(crop.shape[1]), "height": int(crop.shape[0]),
-            "mask": predictions.get("mask"),
-            "source_uri": self.source_uri(row), "source_sha256": source_sha,
-            "window": window, "parent_size": size_wh, "crop_sha256": crop_sha,
-            "carried": self.carried_rows[row], "root": root_values,
-            "crop_shape": crop.shape,
-        })
+        crop_id = self._crop_id_prefix.copy()
+        crop_id.update(f"{source_sha}\n{image_id}\n{detection_id}\n{x0},{y0},{x1},{y1}".encode())
+        self.image_values[row] = (source_sha, size_wh)
+        self.crop_rows.append(row)
+        self.crop_detection_ids.append(detection_id)
+        self.crop_windows.append(window)
+        self.crop_data.append(data)
+        self.crop_shapes.append(crop.shape)
+        self.crop_sha256.append(hashlib.sha256(data).hexdigest())
+        self.crop_ids.append(crop_id.hexdigest()[:32])
+        self.crop_masks.append(mask)
+        self.counts["crops"] += 1
 
     # -- tables -------------------------------------------------------------------------
     def tables(self) -> dict[str, pa.Table]:
         context = self.context
-        c = self.crops
-        n = len(c.get("crop_id", []))
-        carried_columns = {name: [r[name] for r in c.get("carried", [])]
-                           for name in context.layout.carried}
-        root_columns = {name: [r[name] for r in c.get("root", [])] for name in schema.ROOT_COLUMNS}
+        n = len(self.crop_ids)
+        rows = self.crop_rows
+        windows = np.array(self.crop_windows, dtype=np.int64).reshape(-1, 4)
+        shapes = np.array([shape[:2] for shape in self.crop_shapes], dtype=np.int32).reshape(-1, 2)
+        parents = np.array([self.image_values[r][1] for r in rows], dtype=np.int64).reshape(-1, 2)
+        image_ids = [self.ids[r] for r in rows] if n else []
         crop_columns = {
-            "crop_id": pa.array(c.get("crop_id", []), pa.string()),
-            IMAGE_ID: pa.array(c.get(IMAGE_ID, []), pa.string()),
-            schema.DETECTION_ID: pa.array(c.get(schema.DETECTION_ID, []), pa.string()),
+            "crop_id": pa.array(self.crop_ids, pa.string()),
+            IMAGE_ID: pa.array(image_ids, pa.string()),
+            schema.DETECTION_ID: pa.array(self.crop_detection_ids, pa.string()),
             "crop": self._crop_column(),
-            "width": pa.array(c.get("width", []), pa.int32()),
-            "height": pa.array(c.get("height", []), pa.int32()),
+            "width": shapes[:, 1], "height": shapes[:, 0],
         }
         if context.step.needs_detections:
             predictions = self._predictions()
             for name in schema.BOX_COLUMNS:
                 crop_columns[name] = (predictions.column(name) if predictions is not None
                                       else pa.array([], pa.float64()))
-            crop_columns["mask"] = pa.array(c.get("mask", []), schema.RLE_TYPE)
+            crop_columns["mask"] = pa.array(self.crop_masks, schema.RLE_TYPE)
             for name, kind in (("keypoints", schema.KEYPOINTS_TYPE),
                                ("polygon", schema.POLYGON_TYPE), ("class_name", pa.string()),
                                ("class_id", pa.int64()), ("confidence", pa.float64())):
@@ -505,44 +495,74 @@ class ShardBuilder:
                     crop_columns[name] = pc.cast(predictions.column(name), kind)
                 else:
                     crop_columns[name] = pa.nulls(n, kind)
-        for name, values in root_columns.items():
-            kind = pa.string() if name == "root_image_id" else pa.int64()
-            crop_columns[name] = pa.array(values, kind)
-        carried = {name: pa.array(values) if values else pa.nulls(0)
-                   for name, values in carried_columns.items()}
+        crop_columns.update(self._root_columns(image_ids, windows, parents))
+        carried = {}
+        if context.layout.carried:
+            taken = self.images.select(list(context.layout.carried)).take(
+                pa.array(rows, pa.int64()))
+            carried = {name: taken.column(name) for name in context.layout.carried}
         crops = pa.table({**crop_columns, **carried})
-        windows = np.array(c.get("window", []), dtype=np.int64).reshape(-1, 4)
-        parents = np.array(c.get("parent_size", []), dtype=np.int64).reshape(-1, 2)
+        uris = {r: self.source_uri(r) for r in set(rows)}
+
+        def repeated(value, kind=None):
+            return pa.array([value] * n, kind or pa.string())
+
         lineage = pa.table({
             "crop_id": crop_columns["crop_id"],
             IMAGE_ID: crop_columns[IMAGE_ID],
             schema.DETECTION_ID: crop_columns[schema.DETECTION_ID],
-            "source_uri": pa.array(c.get("source_uri", []), pa.string()),
-            "source_sha256": pa.array(c.get("source_sha256", []), pa.string()),
+            "source_uri": pa.array([uris[r] for r in rows], pa.string()),
+            "source_sha256": pa.array([self.image_values[r][0] for r in rows], pa.string()),
             "window_x_min": windows[:, 0], "window_y_min": windows[:, 1],
             "window_x_max": windows[:, 2], "window_y_max": windows[:, 3],
             "parent_width": parents[:, 0], "parent_height": parents[:, 1],
-            "step_type": pa.array([context.step.type] * n, pa.string()),
-            "step_params": pa.array([context.step_json] * n, pa.string()),
-            "run_id": pa.array([context.run_id] * n, pa.string()),
-            "code_version": pa.array([context.code_version] * n, pa.string()),
-            "created_at": pa.array([context.created_at] * n, pa.timestamp("us", tz="UTC")),
-            "crop_sha256": pa.array(c.get("crop_sha256", []), pa.string()),
+            "step_type": repeated(context.step.type),
+            "step_params": repeated(context.step_json),
+            "run_id": repeated(context.run_id),
+            "code_version": repeated(context.code_version),
+            "created_at": repeated(context.created_at, pa.timestamp("us", tz="UTC")),
+            "crop_sha256": pa.array(self.crop_sha256, pa.string()),
             **{name: crop_columns[name] for name in schema.ROOT_COLUMNS},
             **carried,
         })
         errors = pa.Table.from_pylist(self.errors, schema=schema.ERROR_SCHEMA)
         return {"crops": crops, "lineage": lineage, "errors": errors}
 
+    def _root_columns(self, image_ids: list, windows: np.ndarray, parents: np.ndarray) -> dict:
+        """Where each crop lies in its root image: the image itself, or, for an input that is
+        an earlier run's crops, that crop's root window moved by this crop's window."""
+        root_ids, root_windows, root_sizes = list(image_ids), windows.copy(), parents.copy()
+        if self.roots is not None:
+            for k, row in enumerate(self.crop_rows):
+                root = self.roots[row]
+                if root["root_image_id"] is not None:
+                    rx, ry = root["root_window_x_min"], root["root_window_y_min"]
+                    root_ids[k] = root["root_image_id"]
+                    root_windows[k] += (rx, ry, rx, ry)
+                    root_sizes[k] = (root["root_width"], root["root_height"])
+        return {"root_image_id": pa.array(root_ids, pa.string()),
+                **{name: root_windows[:, k] for k, name in enumerate(schema.ROOT_COLUMNS[1:5])},
+                "root_width": root_sizes[:, 0], "root_height": root_sizes[:, 1]}
+
     def _crop_column(self) -> pa.Array:
-        values = self.crops.get("crop", [])
+        data = self.crop_data
         if self.context.image_format != "npy":
-            return pa.array(values, schema.HF_IMAGE_TYPE)
+            # One copy of the encoded bytes into an Arrow buffer; no per-crop Python objects.
+            offsets = np.zeros(len(data) + 1, dtype=np.int64)
+            np.cumsum([len(d) for d in data], out=offsets[1:])
+            if offsets[-1] > np.iinfo(np.int32).max:  # past pa.binary()'s offsets
+                raise ValueError(f"a shard's crops hold {offsets[-1]} bytes, more than 2 GiB: "
+                                 f"use a smaller --rows-per-shard")
+            blobs = pa.Array.from_buffers(
+                pa.binary(), len(data),
+                [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(data))])
+            extension = EXTENSIONS[self.context.image_format]
+            paths = pa.array([f"{crop_id}.{extension}" for crop_id in self.crop_ids], pa.string())
+            return pa.StructArray.from_arrays([blobs, paths], fields=list(schema.HF_IMAGE_TYPE))
         step = self.context.step
-        shapes = self.crops.get("crop_shape", [])
-        depth = shapes[0][2] if shapes else 3
+        depth = self.crop_shapes[0][2] if self.crop_shapes else 3
         tensor_type = pa.fixed_shape_tensor(pa.float32(), (*step.crop_size, depth))
-        flat = np.frombuffer(b"".join(values), dtype=np.float32)
+        flat = np.frombuffer(b"".join(data), dtype=np.float32)
         storage = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()),
                                                     int(np.prod(step.crop_size)) * depth)
         return pa.ExtensionArray.from_storage(tensor_type, storage)

@@ -34,6 +34,8 @@ def crop_and_resize(
     crop_size: Sequence[int],
     method: str = "bilinear",
     extrapolation_value: float = 0.0,
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Cut boxes out of a batch of images and resize each to ``crop_size``, like TensorFlow.
 
@@ -47,9 +49,13 @@ def crop_and_resize(
         crop_size: ``(crop_height, crop_width)``, two positive integers.
         method: ``"bilinear"`` or ``"nearest"``.
         extrapolation_value: the value (as float32) of samples outside the image.
+        out: optional C-contiguous float32 array ``[N, crop_height, crop_width, D]`` to write
+            the result into (and return). Reusing one across calls saves allocating and
+            page-faulting a fresh output every time, which is a large part of the cost for big
+            outputs (256 crops of 224x224x3 are 154 MB).
 
     Returns:
-        float32 array ``[N, crop_height, crop_width, D]``, bit-exact with
+        float32 array ``[N, crop_height, crop_width, D]`` (``out`` when given), bit-exact with
         ``tf.image.crop_and_resize`` on CPU.
 
     Raises:
@@ -75,7 +81,15 @@ def crop_and_resize(
     )
     _, height, width, depth = image.shape
     num_boxes = boxes.shape[0]
-    out = np.empty((num_boxes, crop_height, crop_width, depth), dtype=np.float32)
+    shape = (num_boxes, crop_height, crop_width, depth)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif not (isinstance(out, np.ndarray) and out.shape == shape and out.dtype == np.float32
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(
+            f"out must be a writeable C-contiguous float32 array of shape {shape}, got "
+            f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
+        )
     if out.size == 0:
         return out
 

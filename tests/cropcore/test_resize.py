@@ -417,6 +417,10 @@ GOOD_INDICES = np.array([0], np.int32)
         ({"method": "bicubic"}, r"method must be one of \('bilinear', 'nearest'\), got 'bicubic'"),
         ({"method": "BILINEAR"}, r"method must be one of"),
         ({"extrapolation_value": "x"}, r"extrapolation_value must be a real number, got 'x'"),
+        ({"out": np.zeros((1, 3, 3, 2), np.float32)}, r"out must be .* shape \(1, 3, 3, 3\)"),
+        ({"out": np.zeros((1, 3, 3, 3), np.float64)}, r"out must be .*got ndarray float64"),
+        ({"out": np.zeros((1, 3, 3, 6), np.float32)[..., ::2]}, r"out must be .*C-contiguous"),
+        ({"out": [[0.0]]}, r"out must be .* got list"),
     ],
 )
 def test_validation_errors(kwargs, match):
@@ -425,6 +429,18 @@ def test_validation_errors(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         crop_and_resize(**args)
+
+
+def test_out_receives_the_result_and_is_reused():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 255, (2, 9, 11, 3), np.uint8)
+    boxes = rng.uniform(-0.2, 1.2, (6, 4)).astype(np.float32)
+    indices = rng.integers(0, 2, 6)
+    expected = crop_and_resize(image, boxes, indices, (5, 4))
+    out = np.full((6, 5, 4, 3), np.nan, np.float32)
+    for _ in range(2):  # a second call overwrites every element again
+        assert crop_and_resize(image, boxes, indices, (5, 4), out=out) is out
+        np.testing.assert_array_equal(out, expected)
 
 
 def test_validation_accepts_numpy_integers_and_lists():

@@ -68,9 +68,10 @@ def parse_counts(codes, status):
     return runs[:n]
 
 
-def cut_window(runs, height, x_min, y_min, x_max, y_max, mask):
-    """Write the window's ones into ``mask`` (zeros, ``(y_max - y_min, x_max - x_min)`` uint8)
-    and return the window's own column-major run lengths (zeros first).
+def cut_window(runs, height, x_min, y_min, x_max, y_max, mask_t):
+    """Write the window's ones into ``mask_t``, the window's mask transposed (zeros,
+    ``(x_max - x_min, y_max - y_min)`` uint8, so each column's runs are contiguous), and return
+    the window's own column-major run lengths (zeros first).
 
     Column-major runs visit a window's pixels in the window's own column-major order, so the
     window's runs are the source runs clipped to each of its columns, merged where neighbours
@@ -99,9 +100,7 @@ def cut_window(runs, height, x_min, y_min, x_max, y_max, mask):
                 b = min(min(e - top, height), y_max)
                 if b > a:
                     if value:
-                        x = column - x_min
-                        for y in range(a - y_min, b - y_min):
-                            mask[y, x] = 1
+                        mask_t[column - x_min, a - y_min : b - y_min] = 1
                     if value == current:
                         length += b - a
                     else:
@@ -136,7 +135,7 @@ def compress_counts(runs):
     return out[:p]
 
 
-def cut_compressed(codes, height, x_min, y_min, x_max, y_max, mask, status):
+def cut_compressed(codes, height, x_min, y_min, x_max, y_max, mask_t, status):
     """``parse_counts`` then ``cut_window`` then ``compress_counts``, in one call; the parsed
     runs' minimum and sum go to ``status[2]`` and ``status[3]`` for validation (the sum stops
     growing once it passes ``status[4]``, the expected total, so it never overflows)."""
@@ -153,7 +152,7 @@ def cut_compressed(codes, height, x_min, y_min, x_max, y_max, mask, status):
     status[3] = total
     if smallest < 0 or total != status[4]:
         return runs.astype(np.uint8)[:0]
-    return compress_counts(cut_window(runs, height, x_min, y_min, x_max, y_max, mask))
+    return compress_counts(cut_window(runs, height, x_min, y_min, x_max, y_max, mask_t))
 
 
 _KERNELS: SimpleNamespace | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import cv2
 import numpy as np
 import pycocotools.mask
 
@@ -65,20 +66,23 @@ def cut_rle(
         x_min, y_min, x_max, y_max = 0, 0, width, height
     else:
         x_min, y_min, x_max, y_max = _validate_window(window, height, width)
-    mask = np.zeros((y_max - y_min, x_max - x_min), dtype=np.uint8)
+    # The kernels fill the transposed mask, where each column's runs are contiguous (4x faster
+    # than strided writes); OpenCV's blocked transpose then gives the C-ordered mask.
+    mask_t = np.zeros((x_max - x_min, y_max - y_min), dtype=np.uint8)
     kernels = _rle_kernels.kernels()
     counts = _compressed_bytes(rle["counts"])
     if counts is not None:
         status = np.array([0, 0, 0, 0, height * width], dtype=np.int64)
         chars = kernels.cut_compressed(np.frombuffer(counts, np.uint8), height,
-                                       x_min, y_min, x_max, y_max, mask, status)
+                                       x_min, y_min, x_max, y_max, mask_t, status)
         if status[0] != _rle_kernels.OK or len(chars) == 0:
             _rle_counts(rle, height, width)  # raises the error, worded
     else:
         runs = _rle_counts(rle, height, width)
         chars = kernels.compress_counts(kernels.cut_window(runs, height, x_min, y_min, x_max,
-                                                           y_max, mask))
+                                                           y_max, mask_t))
     window_rle = {"size": [y_max - y_min, x_max - x_min], "counts": chars.tobytes().decode()}
+    mask = cv2.transpose(mask_t) if mask_t.size else mask_t.T.copy()
     return mask.view(bool), window_rle
 
 

@@ -872,11 +872,10 @@ def _job_run(root: Path, output: Path, memory: bool = False) -> dict:
 PROFILE_GROUPS = (
     (("cropcore/codec.py", "decode_image"), "decode (cv2.imdecode)"),
     (("cropcore/codec.py", "encode_image"), "encode (cv2.imencode JPEG q90)"),
-    (("cropcore/masks.py", "decode_rle"), "mask: windowed RLE decode"),
+    (("cropcore/masks.py", "cut_rle"), "mask: window mask and crop-frame RLE (cut_rle)"),
     (("cropcore/dynamic.py", "remove_background"), "mask: background blend"),
-    (("cropcore/masks.py", "encode_rle"), "mask: RLE encode of the crop mask"),
+    (("jobs/udfs.py", "tables"), "shard tables (columns, lineage, predictions moved)"),
     (("jobs/sinks.py", "write_shard"), "write shards (Parquet, sha256 of files)"),
-    (("jobs/udfs.py", "_translate"), "translate boxes/keypoints/polygons (Arrow)"),
     (("pyarrow/parquet/core.py", "read_row_group"), "read the row group"),
 )
 
@@ -899,7 +898,7 @@ def profile_session(spec: dict) -> dict:
         groups[label] = round(sum(v[3] for k, v in stats.items()
                                   if k[0].endswith(suffix) and k[2] == name), 4)
     # sha256 outside write_shard (which is a group of its own): crop ids and crop hashes.
-    groups["sha256 of sources, crops and crop ids"] = round(sum(
+    groups["sha256 of sources and crops"] = round(sum(
         timing[2] for k, v in stats.items() if "sha256" in k[2]
         for caller, timing in v[4].items() if caller[2] != "write_shard"), 4)
     groups["everything else (Python bookkeeping, Arrow tables)"] = round(

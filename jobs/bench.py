@@ -78,7 +78,7 @@ CHILD_ENV = {
 
 EXAMPLE = """examples:
   python -m jobs bench --quick --json bench-quick.json     (a smoke run: a few minutes)
-  python -m jobs bench --json bench-output/results.json    (the full run: ~20 min on 2 cores)
+  python -m jobs bench --json bench-output/results.json    (the full run: ~16 min on 2 cores)
   python -m jobs bench --quick --parts pipeline --images 8 --resolutions 640x480
 the Daft comparison needs its own venv (Daft pins pyarrow<26), created once with:
   """ + DAFT_SETUP

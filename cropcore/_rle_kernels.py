@@ -117,7 +117,7 @@ def cut_window(runs, height, x_min, y_min, x_max, y_max, mask_t):
 
 def compress_counts(runs):
     """pycocotools' compressed string of ``runs``, as ASCII codes (uint8)."""
-    out = np.empty(len(runs) * MAX_CHARS_PER_NUMBER, dtype=np.uint8)
+    out = np.empty(len(runs) * 13, dtype=np.uint8)  # 13 groups of 5 bits hold any int64
     p = 0
     for i in range(len(runs)):
         value = runs[i]

@@ -77,6 +77,7 @@ def cut_rle(
                                        x_min, y_min, x_max, y_max, mask_t, status)
         if status[0] != _rle_kernels.OK or len(chars) == 0:
             _rle_counts(rle, height, width)  # raises the error, worded
+            raise AssertionError(f"RLE kernel rejected counts the validator accepts: {status}")
     else:
         runs = _rle_counts(rle, height, width)
         chars = kernels.compress_counts(kernels.cut_window(runs, height, x_min, y_min, x_max,

@@ -90,6 +90,9 @@ def crop_and_resize(
             f"out must be a writeable C-contiguous float32 array of shape {shape}, got "
             f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
         )
+    elif np.may_share_memory(out, image):
+        raise ValueError("out must not share memory with image (the kernels read the image "
+                         "while they write out)")
     if out.size == 0:
         return out
 

@@ -86,25 +86,26 @@ def crop_units(batch: pa.Table, context: JobContext) -> pa.Table:
 
 
 def _prepare_worker() -> None:
-    """Once per worker process: one thread per kernel, and a malloc that keeps its memory.
+    """One thread per kernel, and (once per process) a malloc that keeps its memory.
 
-    Ray runs one task per CPU; kernels that thread on their own would oversubscribe it.
+    Ray runs one task per CPU; kernels that thread on their own would oversubscribe it. Numba's
+    thread count belongs to the calling thread, so it is set on every call.
     glibc returns large freed blocks (a decoded 1080p image is 6 MB) to the OS and faults fresh
     zeroed pages in for the next one; keeping them cut the 1080p decode time by a third
     (281,000 page faults per 150 images down to 10,000).
     """
     global _WORKER_READY
-    if _WORKER_READY:
-        return
-    import cv2
-
-    cv2.setNumThreads(1)
     try:
         import numba
 
         numba.set_num_threads(1)
     except (ImportError, ValueError):
         pass
+    if _WORKER_READY:
+        return
+    import cv2
+
+    cv2.setNumThreads(1)
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (macOS, musl): nothing to tune
@@ -116,6 +117,7 @@ def _prepare_worker() -> None:
 
 
 _WORKER_READY = False
+_MAX_CHUNK_BYTES = 2**31 - 1  # the most a pa.binary() array (32-bit offsets) can hold
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
 
 
@@ -204,6 +206,9 @@ class ShardBuilder:
         # Emitted detections (positions in the chunk's detections) and their crops' origins:
         # their predictions are moved into the crop frames once per shard, in ``tables``.
         self.chunk_detections: pa.Table | None = None
+        self.images: pa.Table | None = None  # the chunk, set by crop_chunk
+        self.ids: list = []
+        self.roots: list[dict] | None = None
         self.emitted_positions: list[np.ndarray] = []
         self.emitted_offsets: list[np.ndarray] = []
 
@@ -497,7 +502,7 @@ class ShardBuilder:
                     crop_columns[name] = pa.nulls(n, kind)
         crop_columns.update(self._root_columns(image_ids, windows, parents))
         carried = {}
-        if context.layout.carried:
+        if context.layout.carried and self.images is not None:
             taken = self.images.select(list(context.layout.carried)).take(
                 pa.array(rows, pa.int64()))
             carried = {name: taken.column(name) for name in context.layout.carried}
@@ -531,7 +536,8 @@ class ShardBuilder:
     def _root_columns(self, image_ids: list, windows: np.ndarray, parents: np.ndarray) -> dict:
         """Where each crop lies in its root image: the image itself, or, for an input that is
         an earlier run's crops, that crop's root window moved by this crop's window."""
-        root_ids, root_windows, root_sizes = list(image_ids), windows.copy(), parents.copy()
+        root_ids, root_windows = list(image_ids), windows.copy()
+        widths, heights = parents[:, 0].tolist(), parents[:, 1].tolist()
         if self.roots is not None:
             for k, row in enumerate(self.crop_rows):
                 root = self.roots[row]
@@ -539,26 +545,39 @@ class ShardBuilder:
                     rx, ry = root["root_window_x_min"], root["root_window_y_min"]
                     root_ids[k] = root["root_image_id"]
                     root_windows[k] += (rx, ry, rx, ry)
-                    root_sizes[k] = (root["root_width"], root["root_height"])
+                    widths[k], heights[k] = root["root_width"], root["root_height"]
         return {"root_image_id": pa.array(root_ids, pa.string()),
                 **{name: root_windows[:, k] for k, name in enumerate(schema.ROOT_COLUMNS[1:5])},
-                "root_width": root_sizes[:, 0], "root_height": root_sizes[:, 1]}
+                "root_width": pa.array(widths, pa.int64()),
+                "root_height": pa.array(heights, pa.int64())}
 
     def _crop_column(self) -> pa.Array:
         data = self.crop_data
         if self.context.image_format != "npy":
-            # One copy of the encoded bytes into an Arrow buffer; no per-crop Python objects.
-            offsets = np.zeros(len(data) + 1, dtype=np.int64)
-            np.cumsum([len(d) for d in data], out=offsets[1:])
-            if offsets[-1] > np.iinfo(np.int32).max:  # past pa.binary()'s offsets
-                raise ValueError(f"a shard's crops hold {offsets[-1]} bytes, more than 2 GiB: "
-                                 f"use a smaller --rows-per-shard")
-            blobs = pa.Array.from_buffers(
-                pa.binary(), len(data),
-                [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(data))])
+            # One copy of the encoded bytes into Arrow buffers; no per-crop Python objects.
+            # pa.binary() has 32-bit offsets: a shard holding more than 2 GiB of crops becomes
+            # several chunks.
             extension = EXTENSIONS[self.context.image_format]
-            paths = pa.array([f"{crop_id}.{extension}" for crop_id in self.crop_ids], pa.string())
-            return pa.StructArray.from_arrays([blobs, paths], fields=list(schema.HF_IMAGE_TYPE))
+            ends = np.cumsum([len(d) for d in data], dtype=np.int64)
+            pieces, start = [], 0
+            while start < len(data) or not pieces:
+                base = int(ends[start - 1]) if start else 0
+                stop = max(start + 1, int(np.searchsorted(ends, base + _MAX_CHUNK_BYTES,
+                                                          side="right")))
+                stop = min(stop, len(data))
+                if stop > start and ends[stop - 1] - base > _MAX_CHUNK_BYTES:
+                    raise ValueError(f"crop {self.crop_ids[start]} alone is more than 2 GiB")
+                offsets = np.zeros(stop - start + 1, dtype=np.int32)
+                offsets[1:] = ends[start:stop] - base
+                blobs = pa.Array.from_buffers(
+                    pa.binary(), stop - start,
+                    [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data[start:stop]))])
+                paths = pa.array([f"{crop_id}.{extension}" for crop_id in
+                                  self.crop_ids[start:stop]], pa.string())
+                pieces.append(pa.StructArray.from_arrays([blobs, paths],
+                                                         fields=list(schema.HF_IMAGE_TYPE)))
+                start = stop
+            return pieces[0] if len(pieces) == 1 else pa.chunked_array(pieces)
         step = self.context.step
         depth = self.crop_shapes[0][2] if self.crop_shapes else 3
         tensor_type = pa.fixed_shape_tensor(pa.float32(), (*step.crop_size, depth))

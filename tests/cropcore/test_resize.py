@@ -443,6 +443,12 @@ def test_out_receives_the_result_and_is_reused():
         np.testing.assert_array_equal(out, expected)
 
 
+def test_out_must_not_overlap_the_image():
+    image = np.zeros((1, 6, 6, 1), np.float32)
+    with pytest.raises(ValueError, match="out must not share memory with image"):
+        crop_and_resize(image, [[1, 1, 0, 0]], [0], (6, 6), out=image)
+
+
 def test_validation_accepts_numpy_integers_and_lists():
     out = crop_and_resize(GOOD_IMAGE.tolist(), [[0, 0, 1, 1]], [1], np.array([2, 3]))
     assert out.shape == (1, 2, 3, 3)

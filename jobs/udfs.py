@@ -129,6 +129,7 @@ def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
         detections = detections.slice(
             unit["detection_start"], unit["detection_stop"] - unit["detection_start"]
         )
+    detection_rows = detections.column("__row").to_numpy() if detections is not None else None
     skip = set(unit["skip_rows"] or ())
     n, step = unit["num_rows"], context.rows_per_shard
     shards = [(start, min(start + step, n)) for start in range(0, n, step)]
@@ -151,12 +152,11 @@ def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
         if context.layout.nested_detections:
             chunk_detections = convert.flatten_nested_detections(chunk)
         elif detections is not None:
-            row = detections.column("__row").to_numpy()
-            lo, hi = np.searchsorted(row, [start, stop])
+            lo, hi = np.searchsorted(detection_rows, [start, stop])
             chunk_detections = detections.slice(lo, hi - lo)
             chunk_detections = chunk_detections.set_column(
                 chunk_detections.schema.get_field_index("__row"), "__row",
-                pa.array(row[lo:hi] - start),
+                pa.array(detection_rows[lo:hi] - start),
             )
         else:
             chunk_detections = None
@@ -374,7 +374,7 @@ class ShardBuilder:
         if not len(selected):
             return
         if isinstance(context.step, steps.CropAndResize):
-            self._crop_and_resize(row, image_id, detections, selected, boxes, windows, pixels,
+            self._crop_and_resize(row, image_id, detection_ids, selected, boxes, windows, pixels,
                                   size_wh, source_sha, reduce, first)
             return
         masks = (detections.column("mask").to_pylist() if "mask" in detections.column_names
@@ -400,7 +400,7 @@ class ShardBuilder:
             emitted.append(i)
         self._translate(first, np.asarray(emitted, dtype=np.int64), windows)
 
-    def _crop_and_resize(self, row, image_id, detections, selected, boxes, windows, pixels,
+    def _crop_and_resize(self, row, image_id, detection_ids, selected, boxes, windows, pixels,
                          size_wh, source_sha, reduce, first) -> None:
         step = self.context.step
         pixel_boxes = boxes[selected]
@@ -419,9 +419,9 @@ class ShardBuilder:
         image = pixels if pixels.ndim == 3 else pixels[:, :, None]
         resized = crop_and_resize(image[None], normalized, np.zeros(len(selected), np.int32),
                                   step.crop_size, step.method, step.extrapolation_value)
-        for k, i in enumerate(selected):
-            self._emit(row, image_id, _str(detections, i), resized[k],
-                       tuple(int(v) for v in windows[i]), size_wh, source_sha)
+        for k, (i, window) in enumerate(zip(selected.tolist(), windows[selected].tolist(),
+                                            strict=True)):
+            self._emit(row, image_id, detection_ids[i], resized[k], window, size_wh, source_sha)
         self._translate(first, selected, windows)
 
     def _translate(self, first: int, selected: np.ndarray, windows: np.ndarray) -> None:
@@ -554,29 +554,11 @@ class ShardBuilder:
     def _crop_column(self) -> pa.Array:
         data = self.crop_data
         if self.context.image_format != "npy":
-            # One copy of the encoded bytes into Arrow buffers; no per-crop Python objects.
-            # pa.binary() has 32-bit offsets: a shard holding more than 2 GiB of crops becomes
-            # several chunks.
             extension = EXTENSIONS[self.context.image_format]
-            ends = np.cumsum([len(d) for d in data], dtype=np.int64)
-            pieces, start = [], 0
-            while start < len(data) or not pieces:
-                base = int(ends[start - 1]) if start else 0
-                stop = max(start + 1, int(np.searchsorted(ends, base + _MAX_CHUNK_BYTES,
-                                                          side="right")))
-                stop = min(stop, len(data))
-                if stop > start and ends[stop - 1] - base > _MAX_CHUNK_BYTES:
-                    raise ValueError(f"crop {self.crop_ids[start]} alone is more than 2 GiB")
-                offsets = np.zeros(stop - start + 1, dtype=np.int32)
-                offsets[1:] = ends[start:stop] - base
-                blobs = pa.Array.from_buffers(
-                    pa.binary(), stop - start,
-                    [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data[start:stop]))])
-                paths = pa.array([f"{crop_id}.{extension}" for crop_id in
-                                  self.crop_ids[start:stop]], pa.string())
-                pieces.append(pa.StructArray.from_arrays([blobs, paths],
-                                                         fields=list(schema.HF_IMAGE_TYPE)))
-                start = stop
+            paths = pa.array([f"{crop_id}.{extension}" for crop_id in self.crop_ids], pa.string())
+            pieces = [pa.StructArray.from_arrays([blobs, paths[start:stop]],
+                                                 fields=list(schema.HF_IMAGE_TYPE))
+                      for start, stop, blobs in _binary_arrays(data)]
             return pieces[0] if len(pieces) == 1 else pa.chunked_array(pieces)
         step = self.context.step
         depth = self.crop_shapes[0][2] if self.crop_shapes else 3
@@ -587,8 +569,27 @@ class ShardBuilder:
         return pa.ExtensionArray.from_storage(tensor_type, storage)
 
 
-def _str(table: pa.Table, index: int):
-    return table.column(schema.DETECTION_ID)[int(index)].as_py()
+def _binary_arrays(blobs: list[bytes]) -> list[tuple[int, int, pa.Array]]:
+    """``blobs`` as ``(start, stop, pa.binary() array of blobs[start:stop])`` pieces, each built
+    with one copy into one buffer (no per-blob Python objects); a new piece starts before one
+    would pass the 2 GiB that pa.binary()'s 32-bit offsets address."""
+    bounds, start, size = [], 0, 0
+    for k, blob in enumerate(blobs):
+        if len(blob) > _MAX_CHUNK_BYTES:
+            raise ValueError(f"crop {k} of the shard alone is more than 2 GiB")
+        if size + len(blob) > _MAX_CHUNK_BYTES:
+            bounds.append((start, k))
+            start, size = k, 0
+        size += len(blob)
+    bounds.append((start, len(blobs)))
+    pieces = []
+    for start, stop in bounds:
+        part = blobs[start:stop]
+        offsets = np.zeros(len(part) + 1, dtype=np.int32)
+        np.cumsum([len(blob) for blob in part], out=offsets[1:])
+        pieces.append((start, stop, pa.Array.from_buffers(
+            pa.binary(), len(part), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(part))])))
+    return pieces
 
 
 def _cut_mask(rle: dict, size_wh: tuple[int, int], window) -> tuple[np.ndarray, dict]:

@@ -219,8 +219,10 @@ class S3Server:
         self._weed.stop()
 
     def start(self) -> None:
-        """Start the server again on the same ports and data directory, and wait until it is up."""
+        """Start the server again on the same ports and data directory, and wait until it is up
+        and serves its bucket (S3 answers before the filer behind it is ready)."""
         self._weed.start(int(self.host_port.rsplit(":", 1)[1]))
+        _wait_for_bucket(self)
 
     @property
     def running(self) -> bool:
@@ -320,7 +322,6 @@ def s3_server() -> Iterator[S3Server]:
             patch.setenv(name, value)
         try:
             server.start()
-            _wait_for_bucket(server)
             yield server
         finally:
             server.stop()

@@ -1,18 +1,25 @@
 """The step: a JSON object in Roboflow's workflow-step form, validated into a frozen config.
 
-Four types are accepted::
+Four types are accepted, each under every name Roboflow's block manifests accept::
 
     {"type": "roboflow_core/absolute_static_crop@v1", "x_center": 320, "y_center": 240,
-     "width": 224, "height": 224}
-    {"type": "roboflow_core/relative_statoic_crop@v1", "x_center": 0.5, ...}   (the real id;
-        "roboflow_core/relative_static_crop@v1" is accepted too)
+     "width": 224, "height": 224}                       (legacy name "AbsoluteStaticCrop")
+    {"type": "roboflow_core/relative_statoic_crop@v1", "x_center": 0.5, ...}
+        (the real, misspelled id; "roboflow_core/relative_static_crop@v1" and the legacy name
+        "RelativeStaticCrop" are accepted too)
     {"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 0.0, "background_color": "#000000"}
+        (legacy names "DynamicCrop" and "Crop")
     {"type": "cropcore/crop_and_resize@v1", "crop_size": [224, 224], "method": "bilinear",
      "extrapolation_value": 0.0}
 
-A step pasted from a Roboflow workflow keeps its ``name``, ``images`` and ``predictions`` fields;
-they are accepted and ignored. A numeric parameter may name an images-table column instead of a
-literal (``"x_center": "$inputs.cx"``), giving per-image values.
+A step pasted from a Roboflow workflow keeps its ``name``, ``images`` (or ``image``) and, on the
+detection steps, ``predictions`` (or ``detections``) fields; the images must be the job's images
+table (``$inputs.<name>``): a crop of an earlier step's crops (``$steps.<step>.crops``) is
+refused with the two commands that chain it. Every parameter Roboflow lets take a selector may
+name an images-table column instead of a literal (``"x_center": "$inputs.cx"``,
+``"mask_opacity": "$inputs.opacity"``, ``"background_color": "$inputs.colour"``), giving
+per-image values. The parsed step always carries the canonical type id, so every form of the
+same step has the same canonical JSON (and run id).
 """
 
 from __future__ import annotations
@@ -31,7 +38,11 @@ __all__ = [
     "RelativeStaticCrop",
     "Step",
     "StepError",
+    "TYPE_NAMES",
+    "column_refs",
     "parse_step",
+    "resolved_json",
+    "step_to_json",
 ]
 
 ABSOLUTE = "roboflow_core/absolute_static_crop@v1"
@@ -39,7 +50,25 @@ RELATIVE = "roboflow_core/relative_statoic_crop@v1"
 RELATIVE_ALIAS = "roboflow_core/relative_static_crop@v1"
 DYNAMIC = "roboflow_core/dynamic_crop@v1"
 CROP_AND_RESIZE = "cropcore/crop_and_resize@v1"
-_WORKFLOW_FIELDS = {"type", "name", "images", "predictions"}
+# Every type name Roboflow's manifests accept (their ``type: Literal[...]``), to the canonical id.
+TYPE_NAMES = {
+    ABSOLUTE: ABSOLUTE, "AbsoluteStaticCrop": ABSOLUTE,
+    RELATIVE: RELATIVE, RELATIVE_ALIAS: RELATIVE, "RelativeStaticCrop": RELATIVE,
+    DYNAMIC: DYNAMIC, "DynamicCrop": DYNAMIC, "Crop": DYNAMIC,
+    CROP_AND_RESIZE: CROP_AND_RESIZE,
+}
+_PARAMETERS = {
+    ABSOLUTE: ("x_center", "y_center", "width", "height"),
+    RELATIVE: ("x_center", "y_center", "width", "height"),
+    DYNAMIC: ("mask_opacity", "background_color"),
+    CROP_AND_RESIZE: ("crop_size", "method", "extrapolation_value"),
+}
+# Workflow fields: accepted, checked, not parameters. Pairs are a field and its alias.
+_IMAGES_FIELDS = ("images", "image")
+_PREDICTIONS_FIELDS = ("predictions", "detections")
+CHAIN_HINT = ("a crop of an earlier step's crops needs two runs: run the first step with "
+              "--output first/, then this step with --images first/crops/ (and --detections "
+              "keyed by the first run's crop_id)")
 
 
 class StepError(ValueError):
@@ -78,8 +107,8 @@ class RelativeStaticCrop:
 
 @dataclass(frozen=True)
 class DynamicCrop:
-    mask_opacity: float = 0.0
-    background_color: tuple[int, int, int] = (0, 0, 0)  # RGB, as given
+    mask_opacity: float | ColumnRef = 0.0
+    background_color: tuple[int, int, int] | ColumnRef = (0, 0, 0)  # RGB, as given
     type: str = DYNAMIC
     needs_detections = True
 
@@ -96,15 +125,38 @@ class CropAndResize:
 Step = AbsoluteStaticCrop | RelativeStaticCrop | DynamicCrop | CropAndResize
 
 
+def _json_value(value):
+    if isinstance(value, ColumnRef):
+        return str(value)
+    if isinstance(value, dict) and set(value) == {"column"}:
+        return f"$inputs.{value['column']}"
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
 def step_to_json(step: Step) -> str:
     """Canonical JSON of a step (sorted keys, column refs as ``$inputs.name``): hashed into ids."""
-    values = {k: str(v) if isinstance(v, ColumnRef) else v for k, v in asdict(step).items()}
-    for key, value in values.items():
-        if isinstance(value, dict) and set(value) == {"column"}:
-            values[key] = f"$inputs.{value['column']}"
-        elif isinstance(value, tuple):
-            values[key] = list(value)
+    values = {k: _json_value(v) for k, v in asdict(step).items()}
     return json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+
+def resolved_json(step: Step, values: dict) -> str:
+    """The canonical JSON of ``step`` with its column references replaced by ``values``
+    (parameter name -> the value used for one image), as lineage records per crop.
+
+    Convention: a colour is recorded as ``[r, g, b]``, the form the step's literal takes.
+    """
+    if not values:
+        return step_to_json(step)
+    resolved = {k: _json_value(v) for k, v in asdict(step).items()}
+    for name, value in values.items():
+        if isinstance(value, tuple):
+            value = list(value)
+        elif hasattr(value, "item"):  # a NumPy scalar
+            value = value.item()
+        resolved[name] = value
+    return json.dumps(resolved, sort_keys=True, separators=(",", ":"))
 
 
 def column_refs(step: Step) -> dict[str, str]:
@@ -116,28 +168,84 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _number(raw: dict, name: str, *, integer: bool, low: float, high: float,
-            low_open: bool = False, allow_column: bool = True, default=None):
-    if name not in raw:
-        if default is not None:
-            return default
-        raise StepError(f"step field '{name}' is required")
+def _selector(raw: dict, name: str):
+    """``ColumnRef`` for ``$inputs.<column>``, ``None`` for a literal; ``$steps.*`` refused."""
     value = raw[name]
-    if allow_column and isinstance(value, str) and value.startswith("$inputs."):
+    if not isinstance(value, str) or not value.startswith("$"):
+        return None
+    if value.startswith("$inputs."):
         column = value[len("$inputs.") :]
         if not column:
             raise StepError(f"step field '{name}': '$inputs.' must name a column")
         return ColumnRef(column)
+    if value.startswith("$steps."):
+        raise StepError(f"step field '{name}' is {value!r}: one run has no earlier step to read "
+                        f"it from; put the values in an images column and write "
+                        f"'$inputs.<column>'")
+    raise StepError(f"step field '{name}' must be a literal or '$inputs.<column>', got {value!r}")
+
+
+def _number(raw: dict, name: str, *, integer: bool, low: float, high: float,
+            low_open: bool = False, default=None):
+    if name not in raw:
+        if default is not None:
+            return default
+        raise StepError(f"step field '{name}' is required")
+    reference = _selector(raw, name)
+    if reference is not None:
+        return reference
+    value = raw[name]
     kind = "an integer" if integer else "a number"
     if not _is_number(value) or (integer and isinstance(value, float) and not value.is_integer()):
-        hint = " or '$inputs.<column>'" if allow_column else ""
-        raise StepError(f"step field '{name}' must be {kind}{hint}, got {value!r}")
+        raise StepError(f"step field '{name}' must be {kind} or '$inputs.<column>', got {value!r}")
     if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
         bracket = "(" if low_open else "["
         raise StepError(
             f"step field '{name}' must be within {bracket}{low}, {high}], got {value!r}"
         )
     return int(value) if integer else float(value)
+
+
+def _one_of(raw: dict, names: tuple[str, str]):
+    """The value of a field given under either of its two names (Roboflow's aliases)."""
+    given = [n for n in names if n in raw]
+    if len(given) > 1:
+        raise StepError(f"step fields '{names[0]}' and '{names[1]}' name the same input; "
+                        f"give one, got both")
+    return (given[0], raw[given[0]]) if given else (None, None)
+
+
+def _check_workflow_fields(raw: dict, kind: str) -> None:
+    name, images = _one_of(raw, _IMAGES_FIELDS)
+    if name is not None:
+        if not isinstance(images, str) or not images.startswith("$"):
+            raise StepError(f"step field '{name}' must be a selector such as '$inputs.image', "
+                            f"got {images!r}")
+        if images.startswith("$steps."):
+            raise StepError(f"step field '{name}' is {images!r}: {CHAIN_HINT}")
+        if not images.startswith("$inputs.") or images == "$inputs.":
+            raise StepError(f"step field '{name}' must be '$inputs.<name>' (the images table), "
+                            f"got {images!r}")
+    name, predictions = _one_of(raw, _PREDICTIONS_FIELDS)
+    if name is not None and not (isinstance(predictions, str) and predictions.startswith("$")):
+        raise StepError(f"step field '{name}' must be a selector such as "
+                        f"'$steps.model.predictions', got {predictions!r}")
+    if "name" in raw and not isinstance(raw["name"], str):
+        raise StepError(f"step field 'name' must be a string, got {raw['name']!r}")
+
+
+def _colour(raw: dict):
+    if "background_color" not in raw:
+        return (0, 0, 0)
+    reference = _selector(raw, "background_color")
+    if reference is not None:
+        return reference
+    value = raw["background_color"]
+    try:
+        b, g, r = parse_color(tuple(value) if isinstance(value, list) else value)
+    except ValueError as error:
+        raise StepError(f"step field 'background_color': {error}") from None
+    return (r, g, b)
 
 
 def parse_step(step: str | dict) -> Step:
@@ -152,22 +260,18 @@ def parse_step(step: str | dict) -> Step:
         raw = step
     if not isinstance(raw, dict):
         raise StepError(f"step must be a JSON object, got {type(raw).__name__}")
-    kind = raw.get("type")
-    if kind is None:
+    given = raw.get("type")
+    if given is None:
         raise StepError("step field 'type' is required")
-    known = {
-        ABSOLUTE: {"x_center", "y_center", "width", "height"},
-        RELATIVE: {"x_center", "y_center", "width", "height"},
-        RELATIVE_ALIAS: {"x_center", "y_center", "width", "height"},
-        DYNAMIC: {"mask_opacity", "background_color"},
-        CROP_AND_RESIZE: {"crop_size", "method", "extrapolation_value"},
-    }
-    if kind not in known:
-        raise StepError(f"step field 'type' must be one of {', '.join(sorted(known))}; "
-                        f"got {kind!r}")
-    unknown = sorted(set(raw) - known[kind] - _WORKFLOW_FIELDS)
+    kind = TYPE_NAMES.get(given) if isinstance(given, str) else None
+    if kind is None:
+        raise StepError(f"step field 'type' must be one of {', '.join(sorted(TYPE_NAMES))}; "
+                        f"got {given!r}")
+    allowed = {"type", "name", *_IMAGES_FIELDS, *_PREDICTIONS_FIELDS, *_PARAMETERS[kind]}
+    unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise StepError(f"step field '{unknown[0]}' is not a parameter of {kind}")
+        raise StepError(f"step field '{unknown[0]}' is not a parameter of {given}")
+    _check_workflow_fields(raw, kind)
     big = float(2**31)
     if kind == ABSOLUTE:
         return AbsoluteStaticCrop(
@@ -176,21 +280,16 @@ def parse_step(step: str | dict) -> Step:
             width=_number(raw, "width", integer=True, low=0, high=big, low_open=True),
             height=_number(raw, "height", integer=True, low=0, high=big, low_open=True),
         )
-    if kind in (RELATIVE, RELATIVE_ALIAS):
+    if kind == RELATIVE:
         return RelativeStaticCrop(
             **{f: _number(raw, f, integer=False, low=0.0, high=1.0)
                for f in ("x_center", "y_center", "width", "height")}
         )
     if kind == DYNAMIC:
-        colour = raw.get("background_color", (0, 0, 0))
-        try:
-            b, g, r = parse_color(tuple(colour) if isinstance(colour, list) else colour)
-        except ValueError as error:
-            raise StepError(f"step field 'background_color': {error}") from None
         return DynamicCrop(
             mask_opacity=_number(raw, "mask_opacity", integer=False, low=0.0, high=1.0,
-                                 allow_column=False, default=0.0),
-            background_color=(r, g, b),
+                                 default=0.0),
+            background_color=_colour(raw),
         )
     size = raw.get("crop_size", [224, 224])
     if (

@@ -1,10 +1,17 @@
 """Step JSON: the four types, Roboflow workflow form, column references, and every rejection."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jobs.steps import (
+    ABSOLUTE,
+    CROP_AND_RESIZE,
+    DYNAMIC,
+    RELATIVE,
+    TYPE_NAMES,
     AbsoluteStaticCrop,
     ColumnRef,
     CropAndResize,
@@ -13,6 +20,7 @@ from jobs.steps import (
     StepError,
     column_refs,
     parse_step,
+    resolved_json,
     step_to_json,
 )
 
@@ -98,8 +106,26 @@ ABS = {"type": "roboflow_core/absolute_static_crop@v1", "x_center": 1, "y_center
           "width": 1, "height": 1}, r"step field 'x_center' must be within \[0.0, 1.0\]"),
         ({"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 2},
          r"step field 'mask_opacity' must be within \[0.0, 1.0\], got 2"),
-        ({"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": "$inputs.a"},
-         "step field 'mask_opacity' must be a number"),
+        ({"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": "0.5"},
+         "step field 'mask_opacity' must be a number or '\\$inputs.<column>', got '0.5'"),
+        ({"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": "$steps.a.b"},
+         "step field 'mask_opacity' is '\\$steps.a.b': one run has no earlier step"),
+        ({"type": "roboflow_core/dynamic_crop@v1", "background_color": "$input.c"},
+         "step field 'background_color' must be a literal or '\\$inputs.<column>'"),
+        ({"type": "DynamicCrop", "images": "$inputs.image", "image": "$inputs.image"},
+         "step fields 'images' and 'image' name the same input; give one, got both"),
+        ({"type": "DynamicCrop", "predictions": "$steps.a.predictions",
+          "detections": "$steps.a.predictions"},
+         "step fields 'predictions' and 'detections' name the same input"),
+        ({"type": "DynamicCrop", "images": "image.jpg"},
+         "step field 'images' must be a selector such as '\\$inputs.image', got 'image.jpg'"),
+        ({"type": "DynamicCrop", "images": "$inputs."}, "step field 'images' must be"),
+        ({"type": "DynamicCrop", "predictions": 3}, "step field 'predictions' must be a selector"),
+        ({"type": "Crop", "name": 3}, "step field 'name' must be a string, got 3"),
+        ({"type": "crop"}, "step field 'type' must be one of .*got 'crop'"),
+        ({"type": ["Crop"]}, "step field 'type' must be one of .*got \\['Crop'\\]"),
+        ({"type": "roboflow_core/dynamic_crop@v1", "background_color": [300, 0, 0]},
+         "step field 'background_color': colour components must be within 0..255"),
         ({"type": "roboflow_core/dynamic_crop@v1", "background_color": "#12"},
          "step field 'background_color'"),
         ({"type": "cropcore/crop_and_resize@v1", "crop_size": [0, 3]},
@@ -113,3 +139,108 @@ ABS = {"type": "roboflow_core/absolute_static_crop@v1", "x_center": 1, "y_center
 def test_parse_step_rejects(raw, message):
     with pytest.raises(StepError, match=message):
         parse_step(raw if isinstance(raw, str) else json.dumps(raw))
+
+
+STEP_FILES = Path(__file__).parent / "steps"
+# Step JSON copied from roboflow/inference's block tests, docs and manifest examples, one file
+# per accepted form, and what each must parse to.
+COPIED_FORMS = {
+    "dynamic_crop_v1.json": DynamicCrop(0.0, (0, 0, 0)),
+    "dynamic_crop_legacy_DynamicCrop_image.json": DynamicCrop(0.0, (0, 0, 0)),
+    "dynamic_crop_legacy_Crop_detections.json": DynamicCrop(0.0, (0, 0, 0)),
+    "dynamic_crop_hex_colour.json": DynamicCrop(1.0, (0x43, 0x11, 0x12)),
+    "dynamic_crop_short_hex_colour.json": DynamicCrop(0.5, (255, 255, 255)),
+    "dynamic_crop_tuple_colour.json": DynamicCrop(1.0, (18, 17, 67)),
+    "dynamic_crop_paren_colour.json": DynamicCrop(1.0, (128, 32, 64)),
+    "dynamic_crop_selectors.json": DynamicCrop(ColumnRef("mask_opacity"), ColumnRef("bg_color")),
+    "absolute_static_crop_v1.json": AbsoluteStaticCrop(40, 40, 40, 40),
+    "absolute_static_crop_legacy_image.json": AbsoluteStaticCrop(320, 240, 224, 224),
+    "absolute_static_crop_selectors.json": AbsoluteStaticCrop(
+        ColumnRef("x_center"), ColumnRef("y_center"), ColumnRef("width"), ColumnRef("height")),
+    "relative_static_crop_v1.json": RelativeStaticCrop(0.5, 0.6, 0.1, 0.2),
+    "relative_static_crop_legacy_image.json": RelativeStaticCrop(0.4, 0.375, 0.4, 0.5),
+    "relative_static_crop_selectors.json": RelativeStaticCrop(
+        ColumnRef("x_center"), ColumnRef("y_center"), ColumnRef("width"), ColumnRef("height")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COPIED_FORMS))
+def test_copied_roboflow_step_forms_parse(name):
+    step = parse_step((STEP_FILES / name).read_text())
+    assert step == COPIED_FORMS[name]
+    assert step.type in (DYNAMIC, ABSOLUTE, RELATIVE)  # the canonical id, whatever the alias
+
+
+def test_every_copied_form_is_tested():
+    on_disk = {p.name for p in STEP_FILES.glob("*.json")} - {"crop_of_crops.json"}
+    assert on_disk == set(COPIED_FORMS)
+
+
+def test_aliases_and_legacy_names_give_the_same_canonical_json():
+    """Every type name Roboflow accepts for a block gives one canonical step (and one run id)."""
+    forms = [{"type": t, "name": "c", alias: "$inputs.image"}
+             for t in ("roboflow_core/dynamic_crop@v1", "DynamicCrop", "Crop")
+             for alias in ("images", "image")]
+    assert len({step_to_json(parse_step(f)) for f in forms}) == 1
+    assert set(TYPE_NAMES) >= {"DynamicCrop", "Crop", "AbsoluteStaticCrop", "RelativeStaticCrop"}
+
+
+def test_crop_of_crops_is_refused_with_how_to_chain_two_runs():
+    text = (STEP_FILES / "crop_of_crops.json").read_text()
+    with pytest.raises(StepError, match=r"step field 'images' is '\$steps.roi.crops': a crop of "
+                                        r"an earlier step's crops needs two runs: .*--images "
+                                        r"first/crops/") as caught:
+        parse_step(text)
+    assert "\n" not in str(caught.value)
+
+
+def test_parameter_domains_match_roboflow_manifests():
+    # mask_opacity: ge=0, le=1; relative fields: FloatZeroToOne; absolute sizes: PositiveInt.
+    assert parse_step({"type": "Crop", "mask_opacity": 0}).mask_opacity == 0.0
+    assert parse_step({"type": "Crop", "mask_opacity": 1}).mask_opacity == 1.0
+    for bad in (-0.01, 1.01):
+        with pytest.raises(StepError, match="'mask_opacity' must be within"):
+            parse_step({"type": "Crop", "mask_opacity": bad})
+    relative = {"type": "RelativeStaticCrop", "x_center": 0, "y_center": 1, "width": 1,
+                "height": 0}
+    assert parse_step(relative) == RelativeStaticCrop(0.0, 1.0, 1.0, 0.0)
+    with pytest.raises(StepError, match="'height' must be within"):
+        parse_step({**relative, "height": -0.1})
+    with pytest.raises(StepError, match=r"'width' must be within \(0"):
+        parse_step({**ABS, "type": "AbsoluteStaticCrop", "width": 0})
+
+
+def test_convention_absolute_centre_may_be_zero_or_negative():
+    """A documented departure: Roboflow's PositiveInt rejects a centre <= 0; a window hanging off
+    the image is clamped here, so the centre may lie anywhere."""
+    assert parse_step({**ABS, "x_center": -1, "y_center": 0}).x_center == -1
+
+
+def test_selectors_on_colour_and_opacity_are_column_refs():
+    step = parse_step({"type": "roboflow_core/dynamic_crop@v1",
+                       "mask_opacity": "$inputs.opacity", "background_color": "$inputs.colour"})
+    assert column_refs(step) == {"mask_opacity": "opacity", "background_color": "colour"}
+    assert json.loads(step_to_json(step))["background_color"] == "$inputs.colour"
+
+
+def test_resolved_json_records_the_values_used():
+    step = parse_step({"type": "Crop", "mask_opacity": "$inputs.o",
+                       "background_color": "$inputs.c"})
+    resolved = json.loads(resolved_json(step, {"mask_opacity": np.float64(0.25),
+                                               "background_color": (1, 2, 3)}))
+    assert resolved == {"type": DYNAMIC, "mask_opacity": 0.25, "background_color": [1, 2, 3]}
+    assert resolved_json(DynamicCrop(), {}) == step_to_json(DynamicCrop())
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "steps").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_shipped_example_steps_parse(path):
+    step = parse_step(path.read_text())
+    assert step.type == path.stem or step.type in (DYNAMIC, ABSOLUTE, RELATIVE, CROP_AND_RESIZE)
+
+
+def test_one_shipped_example_per_step_type():
+    shipped = sorted((Path(__file__).parents[2] / "steps").glob("*.json"))
+    types = {parse_step(p.read_text()).type for p in shipped}
+    assert types == {DYNAMIC, ABSOLUTE, RELATIVE, CROP_AND_RESIZE}
+    assert "dynamic.json" in {p.name for p in shipped}  # the README's example

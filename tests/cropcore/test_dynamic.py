@@ -4,7 +4,7 @@ per-pixel reference of the Roboflow algorithm (with our clamping fix)."""
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cropcore import Detections, dynamic_crop
@@ -204,6 +204,106 @@ def test_dynamic_crop_matches_reference(case):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     masks = rng.random((len(boxes), h, w)) > 0.5
+    detections = Detections(
+        xyxy=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        detection_id=[str(i) for i in range(len(boxes))],
+        mask=masks,
+    )
+    crops = dynamic_crop(image, detections, opacity, colour_rgb)
+    expected = reference_dynamic_crop(image, boxes, masks, opacity, colour_rgb[::-1])
+    assert len(crops) == len(expected)
+    for crop, reference in zip(crops, expected, strict=True):
+        if reference is None:
+            assert crop is None
+        else:
+            np.testing.assert_array_equal(crop.image, reference[0])
+            assert crop.offset == reference[1]
+
+
+# --- The defaults users run, and edge values every property test draws (issue 16) -------------
+# Black at opacity 1 is the README's, the demo's and the benchmark's setting, and it takes its own
+# fast path (a masked copy into a zero-filled array): a random colour almost never draws it.
+
+EDGE_COLOURS = [(0, 0, 0), (255, 255, 255)]
+EDGE_OPACITIES = [0.0, 1.0]
+
+
+@pytest.mark.parametrize("colour_rgb", [(0, 0, 0), "#000000", (255, 255, 255), (3, 200, 77)])
+def test_black_and_white_background_at_opacity_1_match_the_reference(colour_rgb):
+    rng = np.random.default_rng(16)
+    image = rng.integers(1, 256, (40, 50, 3), dtype=np.uint8)  # no pixel is already black
+    boxes = [[0, 0, 50, 40], [5.5, 3.5, 30, 33], [-10, 20, 70, 60]]
+    masks = rng.random((3, 40, 50)) > 0.5
+    masks[2] = False  # an empty mask: the whole crop becomes the colour
+    detections = Detections(xyxy=boxes, detection_id=["a", "b", "c"], mask=masks)
+    crops = dynamic_crop(image, detections, 1.0, colour_rgb)
+    bgr = (0, 0, 0) if colour_rgb == "#000000" else tuple(colour_rgb[::-1])
+    expected = reference_dynamic_crop(image, boxes, masks, 1.0, bgr)
+    for crop, (pixels, offset), mask in zip(crops, expected, masks, strict=True):
+        np.testing.assert_array_equal(crop.image, pixels)
+        assert crop.offset == offset
+        x0, y0 = offset
+        h, w = pixels.shape[:2]
+        inside = mask[y0 : y0 + h, x0 : x0 + w]
+        # the object keeps its pixels; everything else is exactly the colour
+        np.testing.assert_array_equal(crop.image[inside], image[y0 : y0 + h, x0 : x0 + w][inside])
+        assert (crop.image[~inside] == bgr).all()
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_remove_background_black_at_opacity_1_keeps_the_object(channels):
+    rng = np.random.default_rng(channels)
+    crop = rng.integers(1, 256, (9, 11, channels), dtype=np.uint8)
+    mask = rng.random((9, 11)) > 0.4
+    out = remove_background(crop, mask, 1.0, (0, 0, 0))
+    expected = np.where(mask[..., None], crop, 0).astype(np.uint8)
+    if channels == 4:
+        expected[..., 3] = crop[..., 3]  # alpha is the crop's own
+    np.testing.assert_array_equal(out, expected)
+    # the full mask keeps everything, the empty mask keeps nothing but alpha
+    np.testing.assert_array_equal(remove_background(crop, np.ones((9, 11), bool), 1.0, (0, 0, 0)),
+                                  crop)
+    assert (remove_background(crop, np.zeros((9, 11), bool), 1.0, (0, 0, 0))[..., :3] == 0).all()
+
+
+@st.composite
+def edge_crop_cases(draw):
+    """Like ``crop_cases``, but every draw may land on an edge value, and often does."""
+    h, w = draw(st.integers(1, 16)), draw(st.integers(1, 16))
+    n = draw(st.integers(0, 4))
+    coordinate = st.one_of(
+        st.sampled_from([0.0, -0.5, 0.5, float(w), float(h)]),
+        st.floats(-20, 40, allow_nan=False).map(lambda v: round(v * 2) / 2),
+    )
+    boxes = draw(st.lists(st.tuples(*[coordinate] * 4), min_size=n, max_size=n))
+    seed = draw(st.integers(0, 2**32 - 1))
+    opacity = draw(st.one_of(st.sampled_from(EDGE_OPACITIES),
+                             st.sampled_from([0.25, 0.5, 0.3, 0.7])))
+    colour = draw(st.one_of(st.sampled_from(EDGE_COLOURS), st.tuples(*[st.integers(0, 255)] * 3)))
+    mask_kind = draw(st.sampled_from(["empty", "full", "random"]))
+    return h, w, boxes, seed, opacity, colour, mask_kind
+
+
+def edge_case_arrays(h, w, n, seed, mask_kind):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    masks = {"empty": np.zeros((n, h, w), bool), "full": np.ones((n, h, w), bool),
+             "random": rng.random((n, h, w)) > 0.5}[mask_kind]
+    return image, masks
+
+
+@settings(max_examples=150, deadline=None)
+@given(edge_crop_cases())
+@example((12, 10, [[0.0, 0.0, 10.0, 12.0], [2.5, 1.5, 7.5, 9.5]], 3, 1.0, (0, 0, 0), "random"))
+@example((12, 10, [[0.0, 0.0, 10.0, 12.0]], 4, 1.0, (0, 0, 0), "empty"))
+@example((12, 10, [[0.0, 0.0, 10.0, 12.0]], 5, 1.0, (0, 0, 0), "full"))
+@example((12, 10, [[1.0, 1.0, 9.0, 11.0]], 6, 1.0, (255, 255, 255), "random"))
+@example((12, 10, [[1.0, 1.0, 9.0, 11.0]], 7, 0.0, (0, 0, 0), "random"))
+@example((12, 10, [[-5.0, -5.0, 30.0, 30.0]], 8, 0.5, (255, 255, 255), "empty"))
+@example((12, 10, [], 9, 1.0, (0, 0, 0), "random"))
+def test_dynamic_crop_matches_reference_on_edge_values(case):
+    h, w, boxes, seed, opacity, colour_rgb, mask_kind = case
+    image, masks = edge_case_arrays(h, w, len(boxes), seed, mask_kind)
     detections = Detections(
         xyxy=np.array(boxes, dtype=np.float64).reshape(-1, 4),
         detection_id=[str(i) for i in range(len(boxes))],

@@ -12,9 +12,9 @@ from cropcore.codec import (
 )
 from cropcore.color import parse_color
 from cropcore.crops import Crop
-from cropcore.detections import Detections
+from cropcore.detections import ORIENTED_BOX_COORDINATES, Detections
 from cropcore.dynamic import dynamic_crop, remove_background
-from cropcore.masks import cut_rle, decode_rle, encode_rle, polygon_to_mask
+from cropcore.masks import POLYGON_STYLES, cut_rle, decode_rle, encode_rle, polygon_to_mask
 from cropcore.resize import crop_and_resize
 from cropcore.static import absolute_static_crop, relative_static_crop
 
@@ -23,6 +23,8 @@ __all__ = [
     "Crop",
     "Detections",
     "ImageDecodeError",
+    "ORIENTED_BOX_COORDINATES",
+    "POLYGON_STYLES",
     "absolute_static_crop",
     "crop_and_resize",
     "cut_rle",

@@ -2,7 +2,9 @@
 
 Convention: ``xyxy`` are float pixel boxes ``(x_min, y_min, x_max, y_max)`` in the frame of the
 image they were detected on; keypoints and polygons are ``(x, y[, confidence])`` pixels in the
-same frame; masks are boolean ``(H, W)`` per detection, covering that whole frame.
+same frame; masks are boolean ``(H, W)`` per detection, covering that whole frame. Oriented
+boxes are four ``(x, y)`` corners per detection in ``data["xyxyxyxy"]``, where supervision and
+Roboflow keep them, so code written against ``sv.Detections`` finds them in the same place.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-__all__ = ["Detections"]
+__all__ = ["ORIENTED_BOX_COORDINATES", "Detections"]
+
+#: The ``data`` key of oriented boxes, ``(N, 4, 2)`` float corners; the same key as
+#: ``supervision.config.ORIENTED_BOX_COORDINATES``.
+ORIENTED_BOX_COORDINATES = "xyxyxyxy"
 
 
 def _as_1d(name: str, value, n: int, dtype=None) -> np.ndarray:
@@ -20,6 +26,23 @@ def _as_1d(name: str, value, n: int, dtype=None) -> np.ndarray:
     if array.ndim != 1 or len(array) != n:
         raise ValueError(f"{name} must have shape ({n},) to match xyxy, got {array.shape}")
     return array
+
+
+def _oriented_boxes(value, n: int) -> np.ndarray:
+    try:
+        corners = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"data['xyxyxyxy'] (oriented boxes) must be numbers of shape ({n}, 4, 2), got "
+            f"{type(value).__name__}: {error}"
+        ) from None
+    if corners.size == 0 and n == 0:
+        return corners.reshape(0, 4, 2)
+    if corners.shape != (n, 4, 2):
+        raise ValueError(
+            f"data['xyxyxyxy'] (oriented boxes) must have shape ({n}, 4, 2), got {corners.shape}"
+        )
+    return corners
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,6 +58,13 @@ class Detections:
         class_name (ndarray[N] object | None), class_id (ndarray[N] int64 | None),
         confidence (ndarray[N] float64 | None): copied unchanged by every geometric operation.
         data (dict[str, ndarray[N, ...]]): any other per-detection values, kept aligned.
+            ``data["xyxyxyxy"]`` (ndarray[N, 4, 2] float64), when present, holds oriented boxes:
+            it is validated, and every geometric operation moves it like the keypoints.
+
+    Convention:
+        Oriented-box corners are pixels in the same frame as ``xyxy``, in the order the
+        detector gave them (supervision and YOLO-OBB give them clockwise from any corner); they
+        are translated, never clipped, so corners may lie outside the crop they travel with.
     """
 
     xyxy: np.ndarray
@@ -84,11 +114,21 @@ class Detections:
             set_(self, "polygons", polygons)
         data = {}
         for key, value in self.data.items():
+            if key == ORIENTED_BOX_COORDINATES:
+                data[key] = _oriented_boxes(value, n)
+                continue
             array = np.asarray(value) if not isinstance(value, np.ndarray) else value
+            if array.ndim == 0:
+                raise ValueError(f"data[{key!r}] must have length {n}, got a scalar {array!r}")
             if len(array) != n:
                 raise ValueError(f"data[{key!r}] must have length {n}, got {len(array)}")
             data[key] = array
         set_(self, "data", data)
+
+    @property
+    def xyxyxyxy(self) -> np.ndarray | None:
+        """The oriented boxes, ``data["xyxyxyxy"]`` (ndarray[N, 4, 2] float64), or None."""
+        return self.data.get(ORIENTED_BOX_COORDINATES)
 
     @classmethod
     def empty(cls) -> Detections:
@@ -130,8 +170,9 @@ class Detections:
         return Detections(**values)
 
     def moved(self, offset_xy: tuple[float, float]) -> Detections:
-        """Boxes, keypoints and polygons shifted by ``-offset`` (into a frame whose origin is at
-        ``offset_xy`` in this one). Boxes are not clipped; masks are left as they are."""
+        """Boxes, oriented boxes, keypoints and polygons shifted by ``-offset`` (into a frame
+        whose origin is at ``offset_xy`` in this one). Nothing is clipped; masks are left as
+        they are."""
         dx, dy = (float(v) for v in offset_xy)
         keypoints = None
         if self.keypoints is not None:
@@ -141,8 +182,15 @@ class Detections:
         polygons = None
         if self.polygons is not None:
             polygons = [p - (dx, dy) for p in self.polygons]
+        data = self.data
+        if ORIENTED_BOX_COORDINATES in data:
+            data = {**data, ORIENTED_BOX_COORDINATES: data[ORIENTED_BOX_COORDINATES] - (dx, dy)}
         return replace(
-            self, xyxy=self.xyxy - (dx, dy, dx, dy), keypoints=keypoints, polygons=polygons
+            self,
+            xyxy=self.xyxy - (dx, dy, dx, dy),
+            keypoints=keypoints,
+            polygons=polygons,
+            data=data,
         )
 
     def in_window(self, window: tuple[int, int, int, int]) -> Detections:

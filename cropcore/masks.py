@@ -23,7 +23,14 @@ import pycocotools.mask
 
 from cropcore import _rle_kernels
 
-__all__ = ["cut_rle", "decode_rle", "encode_rle", "polygon_to_mask"]
+__all__ = ["POLYGON_STYLES", "cut_rle", "decode_rle", "encode_rle", "polygon_to_mask"]
+
+#: How ``polygon_to_mask`` rasterizes: ``"coco"`` for COCO annotations, ``"roboflow"`` for
+#: polygons that arrive as Roboflow or YOLO predictions (see ``docs/crop-semantics.md``).
+POLYGON_STYLES = ("coco", "roboflow")
+
+# cv2.fillPoly shifts coordinates by 16 bits into int64; keep truncated vertices in int32.
+_INT32_LIMIT = 2**31
 
 def decode_rle(rle: Mapping, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Decode a COCO RLE mask, or only one window of it.
@@ -119,31 +126,48 @@ def encode_rle(mask: np.ndarray) -> dict:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": encoded["counts"].decode()}
 
 
-def polygon_to_mask(polygon: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Rasterize one polygon into a boolean mask by sampling pixel centres.
+def polygon_to_mask(
+    polygon: np.ndarray, size_hw: tuple[int, int], *, style: str = "coco"
+) -> np.ndarray:
+    """Rasterize one polygon into a boolean mask, the way COCO or Roboflow does.
 
     Args:
         polygon (ndarray[P, 2] float): vertices ``(x, y)`` in pixels, in order, implicitly closed.
-            Fewer than 3 vertices enclose nothing and give an all-False mask.
+            Fewer than 3 vertices enclose nothing and give an all-False mask (Roboflow drops
+            such predictions altogether; the caller decides whether to keep the detection).
         size_hw: ``(height, width)`` of the mask, non-negative ints.
+        style: ``"coco"`` (the default) for COCO annotations, ``"roboflow"`` for polygons that
+            come from Roboflow or YOLO predictions. The two differ by about one ring of pixels:
+            a 10x10 integer square covers 100 pixels in COCO style and 121 in Roboflow style.
 
     Returns:
         ndarray[H, W] bool.
 
     Convention:
-        Continuous pixel coordinates as in COCO and ``xyxy`` boxes: pixel ``(row, col)`` covers
-        ``[col, col + 1) x [row, row + 1)`` and is set when its centre ``(col + 0.5, row + 0.5)``
-        is inside the polygon under the even-odd rule. A centre exactly on an edge counts as
-        inside on right and bottom edges and outside on left and top edges, so a box polygon
-        ``[x0, x1] x [y0, y1]`` with integer corners sets exactly ``mask[y0:y1, x0:x1]``. This is
-        the convention pycocotools' ``frPyObjects`` approximates (it samples at 1/5-pixel
-        precision), and it agrees with it exactly on boxes with integer or half-integer corners.
-        ``cv2.fillPoly`` was not used: it also paints the outline, so every polygon grows by
-        about one pixel ring (a 10x10 box becomes 11x11) and no longer matches COCO areas.
+        ``style="coco"``: continuous pixel coordinates as in COCO and ``xyxy`` boxes: pixel
+        ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)`` and is set when its centre
+        ``(col + 0.5, row + 0.5)`` is inside the polygon under the even-odd rule. A centre
+        exactly on an edge counts as inside on right and bottom edges and outside on left and
+        top edges, so a box polygon ``[x0, x1] x [y0, y1]`` with integer corners sets exactly
+        ``mask[y0:y1, x0:x1]``. This is the convention pycocotools' ``frPyObjects``
+        approximates (it samples at 1/5-pixel precision), and it agrees with it exactly on boxes
+        with integer or half-integer corners.
+
+        ``style="roboflow"``: what supervision's ``Detections.from_inference`` and inference's
+        converters compute. Vertices are truncated towards zero to integers (not rounded), then
+        ``cv2.fillPoly(..., color=1)`` with 8-connected lines: pixel ``(row, col)`` is set when
+        the lattice point ``(col, row)`` is inside the integer polygon (even-odd, OpenCV's
+        16.16 fixed-point edge walk) or on the 8-connected line of one of its edges, so the
+        outline is painted too and an integer box ``[x0, x1] x [y0, y1]`` sets
+        ``mask[y0:y1 + 1, x0:x1 + 1]``. Vertices outside the mask follow OpenCV's own
+        clipping.
 
     Raises:
-        ValueError: for a polygon that is not ``(P, 2)``, non-finite vertices, or a bad size.
+        ValueError: for a polygon that is not ``(P, 2)``, non-finite vertices, a bad size, an
+            unknown ``style``, or (Roboflow style) vertices beyond the int32 range.
     """
+    if style not in POLYGON_STYLES:
+        raise ValueError(f"style must be one of {POLYGON_STYLES}, got {style!r}")
     height, width = _validate_size_hw(size_hw)
     vertices = np.asarray(polygon, dtype=np.float64)
     if vertices.ndim != 2 or vertices.shape[1] != 2:
@@ -153,6 +177,8 @@ def polygon_to_mask(polygon: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray
             raise ValueError(f"polygon must have shape (P, 2) of x, y, got {vertices.shape}")
     if not np.isfinite(vertices).all():
         raise ValueError("polygon vertices must be finite, got NaN or infinity")
+    if style == "roboflow":
+        return _polygon_to_mask_roboflow(vertices, height, width)
     mask = np.zeros((height, width), dtype=bool)
     if len(vertices) < 3 or height == 0 or width == 0:
         return mask
@@ -189,6 +215,20 @@ def polygon_to_mask(polygon: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray
     segments = np.repeat(np.tile(inside, n_rows), np.diff(bounds, axis=1).ravel())
     mask[row_lo:row_hi] = segments.reshape(n_rows, width)
     return mask
+
+
+def _polygon_to_mask_roboflow(vertices: np.ndarray, height: int, width: int) -> np.ndarray:
+    """cv2.fillPoly of the truncated vertices; ``vertices`` is a finite ``(P, 2)`` array."""
+    if len(vertices) < 3 or height == 0 or width == 0:
+        return np.zeros((height, width), dtype=bool)
+    truncated = np.trunc(vertices)
+    if np.abs(truncated).max() >= _INT32_LIMIT:
+        raise ValueError(
+            f"polygon vertices must lie within the int32 range, got {np.abs(vertices).max()}"
+        )
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    cv2.fillPoly(canvas, [truncated.astype(np.int32)], color=1, lineType=cv2.LINE_8)
+    return canvas.view(bool)
 
 
 def _validate_size_hw(size_hw, name: str = "size_hw") -> tuple[int, int]:

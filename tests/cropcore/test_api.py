@@ -7,6 +7,8 @@ PUBLIC = {
     "Detections",
     "DEFAULT_MAX_PIXELS",
     "ImageDecodeError",
+    "ORIENTED_BOX_COORDINATES",
+    "POLYGON_STYLES",
     "absolute_static_crop",
     "crop_and_resize",
     "cut_rle",
@@ -38,3 +40,9 @@ def test_kernels_know_nothing_of_arrow_ray_or_storage():
         text = Path(importlib.util.find_spec(f"cropcore.{module}").origin).read_text()
         for forbidden in ("import ray", "import pyarrow", "import fsspec"):
             assert forbidden not in text, f"cropcore/{module}.py: {forbidden}"
+
+
+def test_polygon_styles_and_oriented_box_key_are_the_documented_values():
+    assert cropcore.POLYGON_STYLES == ("coco", "roboflow")
+    # supervision.config.ORIENTED_BOX_COORDINATES: code written for sv.Detections finds them.
+    assert cropcore.ORIENTED_BOX_COORDINATES == "xyxyxyxy"

@@ -104,3 +104,93 @@ def test_positions_and_slices_are_views_of_the_masks():
 def test_position_out_of_range():
     with pytest.raises(IndexError, match="index 3 is out of range for 3 detections"):
         make_detections()[3]
+
+
+# --- oriented boxes (data["xyxyxyxy"], as in supervision) ----------------------------------------
+
+
+def make_oriented():
+    # Three boxes; the second is a diamond whose corners stick out of its xyxy on no side.
+    corners = np.array(
+        [
+            [[0, 0], [4, 0], [4, 4], [0, 4]],
+            [[4.5, 2], [6, 3], [4.5, 4], [3, 3]],
+            [[5, 5], [9, 5], [9, 8], [5, 8]],
+        ],
+        dtype=float,
+    )
+    return Detections(
+        xyxy=[[0, 0, 4, 4], [3, 2, 6, 4], [5, 5, 9, 8]],
+        detection_id=["a", "b", "c"],
+        data={"xyxyxyxy": corners},
+    )
+
+
+def test_convention_oriented_boxes_live_in_data_like_supervision():
+    detections = make_oriented()
+    assert detections.xyxyxyxy is detections.data["xyxyxyxy"]
+    assert detections.xyxyxyxy.shape == (3, 4, 2) and detections.xyxyxyxy.dtype == np.float64
+    assert Detections(xyxy=[[0, 0, 1, 1]]).xyxyxyxy is None
+    # integers and nested lists are accepted and stored as float64
+    listed = Detections(xyxy=[[0, 0, 1, 1]], data={"xyxyxyxy": [[[0, 0], [1, 0], [1, 1], [0, 1]]]})
+    assert listed.xyxyxyxy.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("index", "expected_ids"),
+    [
+        (1, ["b"]),  # one position
+        (slice(0, 2), ["a", "b"]),  # a slice
+        ([2, 0], ["c", "a"]),  # reordering
+        (np.array([False, True, True]), ["b", "c"]),  # a boolean mask
+        (np.array([False, False, False]), []),  # empty selection
+    ],
+)
+def test_convention_oriented_boxes_stay_aligned_through_selection(index, expected_ids):
+    detections = make_oriented()
+    selected = detections[index]
+    positions = [["a", "b", "c"].index(i) for i in expected_ids]
+    assert list(selected.detection_id) == expected_ids
+    assert selected.xyxyxyxy.shape == (len(expected_ids), 4, 2)
+    np.testing.assert_array_equal(selected.xyxyxyxy, detections.xyxyxyxy[positions])
+
+
+def test_convention_oriented_boxes_move_with_the_frame_and_are_not_clipped():
+    detections = make_oriented()
+    moved = detections.moved((5, 3))
+    np.testing.assert_array_equal(moved.xyxyxyxy, detections.xyxyxyxy - (5, 3))
+    assert moved.xyxyxyxy[0, 0].tolist() == [-5.0, -3.0]  # outside the new frame: kept
+    np.testing.assert_array_equal(detections.xyxyxyxy[0, 0], [0, 0])  # the original is untouched
+    local = detections.in_window((2, 1, 8, 6))
+    np.testing.assert_array_equal(local.xyxyxyxy[1], [[2.5, 1], [4, 2], [2.5, 3], [1, 2]])
+    back = local.in_parent((2, 1), (10, 8))
+    np.testing.assert_array_equal(back.xyxyxyxy, detections.xyxyxyxy)
+
+
+def test_oriented_boxes_empty():
+    empty = Detections(xyxy=np.empty((0, 4)), data={"xyxyxyxy": np.empty((0, 4, 2))})
+    assert len(empty) == 0 and empty.xyxyxyxy.shape == (0, 4, 2)
+    assert Detections(xyxy=[], data={"xyxyxyxy": []}).xyxyxyxy.shape == (0, 4, 2)
+    assert empty.moved((3, 4)).xyxyxyxy.shape == (0, 4, 2)
+    assert Detections.empty().xyxyxyxy is None
+
+
+@pytest.mark.parametrize(
+    ("corners", "message"),
+    [
+        # eight numbers flat, as a YOLO-OBB line holds them, must be reshaped by the caller
+        ([[0, 0, 1, 0, 1, 1, 0, 1]], r"must have shape \(1, 4, 2\), got \(1, 8\)"),
+        ([[[0, 0], [1, 0], [1, 1]]], r"must have shape \(1, 4, 2\), got \(1, 3, 2\)"),  # 3 corners
+        (np.zeros((2, 4, 2)), r"must have shape \(1, 4, 2\), got \(2, 4, 2\)"),  # misaligned
+        ([], r"must have shape \(1, 4, 2\), got \(0,\)"),  # none for one box
+        ([[["a", 0], [1, 0], [1, 1], [0, 1]]], r"must be numbers of shape \(1, 4, 2\), got list"),
+    ],
+)
+def test_oriented_box_errors(corners, message):
+    with pytest.raises(ValueError, match=r"data\['xyxyxyxy'\] \(oriented boxes\) " + message):
+        Detections(xyxy=[[0, 0, 1, 1]], data={"xyxyxyxy": corners})
+
+
+def test_data_scalar_is_rejected():
+    with pytest.raises(ValueError, match=r"data\['t'\] must have length 1, got a scalar"):
+        Detections(xyxy=[[0, 0, 1, 1]], data={"t": 3})

@@ -1,5 +1,6 @@
 """masks: COCO RLE decode (whole and windowed) and encode, polygon rasterization."""
 
+import cv2
 import numpy as np
 import pycocotools.mask
 import pytest
@@ -72,6 +73,63 @@ def reference_polygon(polygon: np.ndarray, h: int, w: int) -> np.ndarray:
     return mask
 
 
+def reference_line_8(p0: tuple[int, int], p1: tuple[int, int]) -> list[tuple[int, int]]:
+    """OpenCV's 8-connected line (Bresenham), always walked left to right: the points
+    ``(x, y)`` it paints. The error term starts at ``major - 2 * minor`` and a diagonal step is
+    taken while it is negative, which fixes how ties round."""
+    (x0, y0), (x1, y1) = (p0, p1) if p0[0] <= p1[0] else (p1, p0)
+    step_y = 1 if y1 >= y0 else -1
+    run, rise = x1 - x0, abs(y1 - y0)
+    steep = rise > run
+    major, minor = (rise, run) if steep else (run, rise)
+    err = major - 2 * minor
+    x, y, points = x0, y0, []
+    for _ in range(major + 1):
+        points.append((x, y))
+        if err < 0:  # diagonal: both coordinates move
+            err += 2 * major - 2 * minor
+            x, y = x + 1, y + step_y
+        else:  # along the major axis only
+            err -= 2 * minor
+            if steep:
+                y += step_y
+            else:
+                x += 1
+    return points
+
+
+def reference_polygon_roboflow(polygon: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Roboflow's polygon mask for vertices inside the mask, one row at a time: vertices
+    truncated towards zero; every row ``y`` crossed by an edge (top row included, bottom row
+    excluded) filled between pairs of crossings, ``ceil(left)..floor(right)``, with the crossing
+    computed as OpenCV does in 16.16 fixed point (slope truncated towards zero); then every
+    edge's 8-connected line painted on top."""
+    mask = np.zeros((h, w), dtype=bool)
+    points = [(int(x), int(y)) for x, y in polygon]  # int() truncates towards zero
+    if len(points) < 3:
+        return mask
+    one = 1 << 16
+    edges = []
+    for (xa, ya), (xb, yb) in zip(points, points[1:] + points[:1], strict=True):
+        if ya == yb:
+            continue
+        (xt, yt), (xe, ye) = ((xa, ya), (xb, yb)) if ya < yb else ((xb, yb), (xa, ya))
+        slope = abs((xe - xt) * one) // (ye - yt) * (1 if xe >= xt else -1)
+        edges.append((yt, ye, xt * one, slope))
+    for y in range(h):
+        crossings = sorted(x + (y - y_top) * slope for y_top, y_end, x, slope in edges
+                           if y_top <= y < y_end)
+        for left, right in zip(crossings[::2], crossings[1::2], strict=False):
+            first, last = -(-left // one), right // one
+            for x in range(max(first, 0), min(last, w - 1) + 1):
+                mask[y, x] = True
+    for a, b in zip(points, points[1:] + points[:1], strict=True):
+        for x, y in reference_line_8(a, b):
+            if 0 <= x < w and 0 <= y < h:
+                mask[y, x] = True
+    return mask
+
+
 def coco_encode(mask: np.ndarray) -> dict:
     return pycocotools.mask.encode(np.asfortranarray(mask, dtype=np.uint8))
 
@@ -109,7 +167,9 @@ def windows_in(draw, h: int, w: int) -> tuple[int, int, int, int]:
 
 
 def test_public_names():
-    assert cropcore.masks.__all__ == ["cut_rle", "decode_rle", "encode_rle", "polygon_to_mask"]
+    assert cropcore.masks.__all__ == [
+        "POLYGON_STYLES", "cut_rle", "decode_rle", "encode_rle", "polygon_to_mask"
+    ]
 
 
 def test_convention_rle_is_column_major():
@@ -443,3 +503,100 @@ def test_polygon_even_odd_rule_and_zero_size():
 def test_polygon_errors(polygon, size_hw, match):
     with pytest.raises(ValueError, match=match):
         polygon_to_mask(polygon, size_hw)
+
+
+# --- polygon_to_mask, Roboflow style -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("polygon", "coco_pixels", "roboflow_pixels"),
+    [
+        # the issue's vector: a 10x10 integer square
+        ([[0, 0], [10, 0], [10, 10], [0, 10]], 100, 121),
+        # the same square shifted by 0.9: Roboflow truncates, so it is the integer square again
+        ([[0.9, 0.9], [10.9, 0.9], [10.9, 10.9], [0.9, 10.9]], 100, 121),
+        # shifted by -0.5: -0.5 truncates to 0 (towards zero, not down), 9.5 to 9
+        ([[-0.5, -0.5], [9.5, -0.5], [9.5, 9.5], [-0.5, 9.5]], 100, 100),
+        # a right triangle with legs 4: its hypotenuse is painted as an 8-connected line
+        ([[0, 0], [4, 0], [0, 4]], 10, 15),
+        # a degenerate (collinear) triangle: nothing in COCO style, its outline in Roboflow's
+        ([[1, 1], [3, 3], [5, 5]], 0, 5),
+        # two vertices: Roboflow drops such predictions; the mask is empty in both styles
+        ([[1, 1], [5, 5]], 0, 0),
+        # no vertices
+        (np.empty((0, 2)), 0, 0),
+    ],
+)
+def test_convention_polygon_styles_ported_vectors(polygon, coco_pixels, roboflow_pixels):
+    assert polygon_to_mask(polygon, (20, 20)).sum() == coco_pixels
+    assert polygon_to_mask(polygon, (20, 20), style="coco").sum() == coco_pixels
+    assert polygon_to_mask(polygon, (20, 20), style="roboflow").sum() == roboflow_pixels
+
+
+def test_convention_roboflow_polygon_paints_the_outline():
+    # An integer box [x0, x1] x [y0, y1] sets mask[y0:y1 + 1, x0:x1 + 1]: both ends included.
+    square = np.array([[1, 2], [5, 2], [5, 4], [1, 4]], dtype=float)
+    expected = np.zeros((6, 7), bool)
+    expected[2:5, 1:6] = True
+    np.testing.assert_array_equal(polygon_to_mask(square, (6, 7), style="roboflow"), expected)
+
+
+def test_roboflow_polygon_equals_cv2_fill_poly_of_truncated_points():
+    # What supervision's from_inference does: int32 points, cv2.fillPoly(color=1).
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        polygon = rng.uniform(-20, 80, size=(rng.integers(3, 9), 2))
+        expected = np.zeros((60, 70), np.uint8)
+        cv2.fillPoly(expected, [polygon.astype(np.int32)], color=1)
+        out = polygon_to_mask(polygon, (60, 70), style="roboflow")
+        assert out.dtype == bool
+        np.testing.assert_array_equal(out, expected.astype(bool))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    vertices=hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(0, 8), st.just(2)),
+        # Quarter-pixel vertices inside a 24 x 24 mask: truncation, ties and shared vertices.
+        elements=st.integers(0, 95).map(lambda v: v / 4),
+    ),
+)
+def test_roboflow_polygon_matches_reference(vertices):
+    out = polygon_to_mask(vertices, (24, 24), style="roboflow")
+    assert out.shape == (24, 24) and out.dtype == bool
+    np.testing.assert_array_equal(out, reference_polygon_roboflow(vertices, 24, 24))
+
+
+def test_roboflow_polygon_matches_reference_on_long_edges():
+    # Edges spanning hundreds of rows, where the 16.16 fixed-point slope is inexact.
+    rng = np.random.default_rng(12)
+    for _ in range(10):
+        polygon = rng.integers(0, 700, size=(rng.integers(3, 8), 2)).astype(float)
+        out = polygon_to_mask(polygon, (700, 700), style="roboflow")
+        np.testing.assert_array_equal(out, reference_polygon_roboflow(polygon, 700, 700))
+
+
+def test_roboflow_polygon_zero_size():
+    square = [[0, 0], [3, 0], [3, 3]]
+    assert polygon_to_mask(square, (0, 5), style="roboflow").shape == (0, 5)
+    assert polygon_to_mask(square, (5, 0), style="roboflow").shape == (5, 0)
+
+
+@pytest.mark.parametrize(
+    ("polygon", "style", "match"),
+    [
+        (
+            [[0, 0], [1, 1], [2, 0]],
+            "pycocotools",
+            r"style must be one of \('coco', 'roboflow'\), got 'pycocotools'",
+        ),
+        ([[0, 0], [1, 1], [2, 0]], None, r"style must be one of .*, got None"),
+        ([[0, 0], [3e9, 1], [2, 0]], "roboflow", r"within the int32 range, got 3000000000.0"),
+        ([[0, 0], [1, np.inf], [2, 0]], "roboflow", r"must be finite, got NaN or infinity"),
+        ([1.0, 2.0, 3.0], "roboflow", r"polygon must have shape \(P, 2\) of x, y, got \(3,\)"),
+    ],
+)
+def test_polygon_style_errors(polygon, style, match):
+    with pytest.raises(ValueError, match=match):
+        polygon_to_mask(polygon, (4, 4), style=style)

@@ -165,7 +165,12 @@ def images_layout(schema: pa.Schema, keep_columns: tuple[str, ...] | None,
             raise SchemaError(f"step parameter '{parameter}' names column '{column}', which the "
                               f"images table does not have")
         t = schema.field(column).type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        if parameter == "background_color":  # "#rrggbb", "(r, g, b)" or [r, g, b]
+            if not (_is_string(t) or (pa.types.is_list(t) or pa.types.is_fixed_size_list(t))
+                    and pa.types.is_integer(t.value_type)):
+                raise SchemaError(f"images column '{column}' (step parameter '{parameter}') "
+                                  f"must be string or list<integer>, got {t}")
+        elif not (pa.types.is_integer(t) or pa.types.is_floating(t)):
             raise SchemaError(f"images column '{column}' (step parameter '{parameter}') must be "
                               f"numeric, got {t}")
     used = {id_column, image_column, "detections", *parameter_columns.values()}

@@ -155,6 +155,9 @@ def resolved_json(step: Step, values: dict) -> str:
             value = list(value)
         elif hasattr(value, "item"):  # a NumPy scalar
             value = value.item()
+        if isinstance(step, AbsoluteStaticCrop) and isinstance(value, float) \
+                and value.is_integer():
+            value = int(value)
         resolved[name] = value
     return json.dumps(resolved, sort_keys=True, separators=(",", ":"))
 

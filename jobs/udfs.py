@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cropcore import parse_color
 from cropcore.codec import ImageDecodeError, decode_image, encode_image, read_image_size
 from cropcore.dynamic import remove_background
 from cropcore.masks import cut_rle
@@ -195,6 +196,7 @@ class ShardBuilder:
         self.crop_sha256: list[str] = []
         self.crop_ids: list[str] = []
         self.crop_masks: list[dict | None] = []
+        self.row_params: dict[int, dict] = {}  # row: per-image parameter values, as used
         self.image_values: dict[int, tuple[str, tuple[int, int]]] = {}  # row: (sha256, size)
         # crop_id = sha256 of this prefix, then the source, image, detection and window.
         self._crop_id_prefix = hashlib.sha256("\n".join(
@@ -229,7 +231,8 @@ class ShardBuilder:
         self.images, self.ids = images, ids
         self.counts["images"] = len(ids) - len(skipped)
         parameters = {
-            name: pc.cast(images.column(column), pa.float64()).to_numpy(zero_copy_only=False)
+            name: images.column(column).to_pylist() if name == "background_color"
+            else pc.cast(images.column(column), pa.float64()).to_numpy(zero_copy_only=False)
             for name, column in context.parameter_columns.items()
         }
         bounds = None
@@ -246,14 +249,17 @@ class ShardBuilder:
         for row, image_id in enumerate(ids):
             if row in skipped:
                 continue
+            values = {k: v[row] for k, v in parameters.items()}
+            if values:
+                self.row_params[row] = values  # lineage records the values used, per crop
             if bounds is not None:
                 lo, hi = int(bounds[row]), int(bounds[row + 1])
                 if lo == hi:
                     self.counts["images_without_detections"] += 1
                     continue  # nothing to cut: never fetched or decoded
-                self._crop_detections(row, image_id, sources, detections.slice(lo, hi - lo), lo)
+                self._crop_detections(row, image_id, sources, detections.slice(lo, hi - lo), lo,
+                                      values)
             else:
-                values = {k: v[row] for k, v in parameters.items()}
                 self._crop_static(row, image_id, sources, values)
 
     def _image(self, row: int, image_id, sources, detection_ids, shrink: float = 1.0) -> tuple:
@@ -320,7 +326,7 @@ class ShardBuilder:
                    source_sha)
 
     def _crop_detections(self, row: int, image_id, sources, detections: pa.Table,
-                         first: int) -> None:
+                         first: int, values: dict | None = None) -> None:
         """Crops of one image's ``detections`` (rows ``first ..`` of the chunk's detections)."""
         context = self.context
         detection_ids = detections.column(schema.DETECTION_ID).to_pylist()
@@ -349,6 +355,18 @@ class ShardBuilder:
         keep &= finite & ~inverted
         if not keep.any():
             return
+        opacity = colour = None
+        if isinstance(context.step, steps.DynamicCrop):
+            try:
+                opacity, colour = _dynamic_parameters(context.step, values or {})
+            except ValueError as error:
+                for i in np.flatnonzero(keep):
+                    self.error(image_id, detection_ids[i], "crop", "invalid_parameter",
+                               str(error), row)
+                return
+            if values:
+                values.update({k: v for k, v in (("mask_opacity", opacity),
+                                                 ("background_color", colour)) if k in values})
         shrink = 1.0
         if isinstance(context.step, steps.CropAndResize):
             kept = boxes[keep]
@@ -379,8 +397,7 @@ class ShardBuilder:
             return
         masks = (detections.column("mask").to_pylist() if "mask" in detections.column_names
                  else None)
-        step = context.step
-        colour_bgr = tuple(reversed(step.background_color))
+        colour_bgr = tuple(reversed(colour))
         emitted = []
         for i, window in zip(selected.tolist(), windows[selected].tolist(), strict=True):
             x0, y0, x1, y1 = window
@@ -393,8 +410,8 @@ class ShardBuilder:
                 except ValueError as error:
                     self.error(image_id, detection_ids[i], "crop", "invalid_mask", str(error), row)
                     continue
-                if step.mask_opacity > 0:
-                    crop = remove_background(crop, window_mask, step.mask_opacity, colour_bgr)
+                if opacity > 0:
+                    crop = remove_background(crop, window_mask, opacity, colour_bgr)
             self._emit(row, image_id, detection_ids[i], crop, window, size_wh, source_sha,
                        window_rle)
             emitted.append(i)
@@ -522,7 +539,7 @@ class ShardBuilder:
             "window_x_max": windows[:, 2], "window_y_max": windows[:, 3],
             "parent_width": parents[:, 0], "parent_height": parents[:, 1],
             "step_type": repeated(context.step.type),
-            "step_params": repeated(context.step_json),
+            "step_params": self._step_params(rows),
             "run_id": repeated(context.run_id),
             "code_version": repeated(context.code_version),
             "created_at": repeated(context.created_at, pa.timestamp("us", tz="UTC")),
@@ -532,6 +549,12 @@ class ShardBuilder:
         })
         errors = pa.Table.from_pylist(self.errors, schema=schema.ERROR_SCHEMA)
         return {"crops": crops, "lineage": lineage, "errors": errors}
+
+    def _step_params(self, rows: list[int]) -> pa.Array:
+        """Each crop's step JSON with its per-image parameters resolved to the values used."""
+        step, canonical = self.context.step, self.context.step_json
+        resolved = {r: steps.resolved_json(step, values) for r, values in self.row_params.items()}
+        return pa.array([resolved.get(r, canonical) for r in rows], pa.string())
 
     def _root_columns(self, image_ids: list, windows: np.ndarray, parents: np.ndarray) -> dict:
         """Where each crop lies in its root image: the image itself, or, for an input that is
@@ -590,6 +613,22 @@ def _binary_arrays(blobs: list[bytes]) -> list[tuple[int, int, pa.Array]]:
         pieces.append((start, stop, pa.Array.from_buffers(
             pa.binary(), len(part), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(part))])))
     return pieces
+
+
+def _dynamic_parameters(step: steps.DynamicCrop, values: dict) -> tuple[float, tuple]:
+    """The ``(mask_opacity, RGB background_color)`` for one image: the step's literals, or its
+    per-image column values checked against the step's domains (``ValueError`` says why)."""
+    opacity = values.get("mask_opacity", step.mask_opacity)
+    if not (np.isfinite(opacity) and 0.0 <= opacity <= 1.0):
+        raise ValueError(f"per-image mask_opacity must be within [0.0, 1.0], got {opacity}")
+    colour = values.get("background_color", step.background_color)
+    if "background_color" in values:
+        try:
+            b, g, r = parse_color(colour)
+        except ValueError as error:
+            raise ValueError(f"per-image background_color: {error}") from None
+        colour = (r, g, b)
+    return float(opacity), tuple(colour)
 
 
 def _cut_mask(rle: dict, size_wh: tuple[int, int], window) -> tuple[np.ndarray, dict]:

@@ -3,7 +3,11 @@
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from jobs.steps import (
@@ -23,6 +27,7 @@ from jobs.steps import (
     resolved_json,
     step_to_json,
 )
+from tests.jobs.builders import detections_table, image_pixels, images_table, write_parquet
 
 
 @pytest.mark.parametrize(
@@ -244,3 +249,91 @@ def test_one_shipped_example_per_step_type():
     types = {parse_step(p.read_text()).type for p in shipped}
     assert types == {DYNAMIC, ABSOLUTE, RELATIVE, CROP_AND_RESIZE}
     assert "dynamic.json" in {p.name for p in shipped}  # the README's example
+
+
+def _job_in_process(tmp_path, images: pa.Table, step: dict, detections: pa.Table | None = None):
+    """The crop job's planning and crop UDF in this process (no Ray): crops, lineage, errors."""
+    from dataclasses import asdict
+
+    from jobs import udfs
+    from jobs.pipeline import JobConfig, asdict_shallow, prepare
+
+    write_parquet(images, tmp_path / "images.parquet")
+    if detections is not None:
+        write_parquet(detections, tmp_path / "detections.parquet")
+    config = JobConfig(images=str(tmp_path / "images.parquet"), output=str(tmp_path / "out"),
+                       detections=str(tmp_path / "detections.parquet") if detections else None,
+                       step=parse_step(step))
+    prepared = prepare(config)
+    udfs._DETECTIONS_CACHE.clear()
+    udfs._DETECTIONS_CACHE[prepared.context.fingerprint] = prepared.plan.detections
+    context = udfs.JobContext(**{**asdict_shallow(prepared.context), "detections": "local"})
+    for unit in prepared.plan.units:
+        udfs.crop_units(pa.Table.from_pylist([asdict(unit) | {"skip_rows": list(unit.skip_rows)}]),
+                        context)
+    out = {}
+    for kind in ("crops", "lineage", "errors"):
+        files = sorted((tmp_path / "out" / kind).glob("*.parquet"))
+        out[kind] = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
+    return out
+
+
+def test_per_image_opacity_and_colour_columns_are_used_and_recorded(tmp_path):
+    from cropcore import Detections, dynamic_crop
+    from cropcore.masks import decode_rle
+
+    detections = detections_table(3, per_image=2)
+    images = images_table(3, opacity=[1.0, 0.5, 2.0], colour=["#ff0000", "(0, 255, 0)", "#000"])
+    out = _job_in_process(tmp_path, images, {
+        "type": "Crop", "name": "c", "image": "$inputs.image",
+        "detections": "$steps.seg.predictions", "mask_opacity": "$inputs.opacity",
+        "background_color": "$inputs.colour"}, detections)
+    crops, lineage, errors = out["crops"], out["lineage"], out["errors"]
+    # im2's opacity 2.0 is outside [0, 1]: an error row per detection, no crop.
+    assert set(errors.filter(pc.equal(errors["image_id"], "im2"))["reason"].to_pylist()) == \
+        {"invalid_parameter"}
+    assert "mask_opacity must be within [0.0, 1.0], got 2.0" in errors["message"][0].as_py()
+    assert "im2" not in crops["image_id"].to_pylist()
+    params = dict(zip(lineage["detection_id"].to_pylist(),
+                      [json.loads(p) for p in lineage["step_params"].to_pylist()], strict=True))
+    compared = 0
+    for row in crops.to_pylist():
+        i = int(row["image_id"][2:])
+        opacity, colour = [(1.0, "#ff0000"), (0.5, "(0, 255, 0)")][i]
+        assert params[row["detection_id"]] == {
+            "type": DYNAMIC, "mask_opacity": opacity,
+            "background_color": [[255, 0, 0], [0, 255, 0]][i]}
+        table = detections.filter(pc.equal(detections["detection_id"], row["detection_id"]))
+        det = table.to_pylist()[0]
+        if det["mask"] is None:
+            continue
+        expected = dynamic_crop(
+            image_pixels(i), Detections(xyxy=np.array([[det[c] for c in
+                                                        ("x_min", "y_min", "x_max", "y_max")]]),
+                                        detection_id=[det["detection_id"]],
+                                        mask=decode_rle(det["mask"])[None]), opacity, colour)[0]
+        got = cv2.imdecode(np.frombuffer(row["crop"]["bytes"], np.uint8), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(got, expected.image)
+        compared += 1
+    assert compared == 2  # one masked detection on each of im0 and im1
+
+
+def test_lineage_records_resolved_static_parameters(tmp_path):
+    images = images_table(2, cx=[10, 20], w=[5.0, 7.0])
+    out = _job_in_process(tmp_path, images, {
+        "type": "AbsoluteStaticCrop", "image": "$inputs.image", "x_center": "$inputs.cx",
+        "y_center": 20, "width": "$inputs.w", "height": 9})
+    params = [json.loads(p) for p in out["lineage"].sort_by("image_id")["step_params"].to_pylist()]
+    assert params == [{"type": ABSOLUTE, "x_center": 10, "y_center": 20, "width": 5, "height": 9},
+                      {"type": ABSOLUTE, "x_center": 20, "y_center": 20, "width": 7, "height": 9}]
+
+
+def test_colour_column_of_the_wrong_type_is_refused_before_work(tmp_path):
+    from jobs.schema import SchemaError
+
+    images = images_table(1, colour=[1.5])
+    with pytest.raises(SchemaError, match="images column 'colour' \\(step parameter "
+                                          "'background_color'\\) must be string or "
+                                          "list<integer>, got double"):
+        _job_in_process(tmp_path, images, {"type": "Crop", "background_color": "$inputs.colour"},
+                        detections_table(1))

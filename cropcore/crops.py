@@ -70,8 +70,8 @@ class Crop:
         return replace(self, root_offset=(px + x, py + y), root_size=parent.root_size)
 
     def detections_in_root(self) -> Detections | None:
-        """The crop's detections mapped back to the root image: coordinates shifted by the root
-        offset, masks pasted into a root-sized canvas."""
+        """The crop's detections mapped back to the root image: boxes, oriented boxes, keypoints
+        and polygons shifted by the root offset, masks pasted into a root-sized canvas."""
         if self.detections is None:
             return None
         return self.detections.in_parent(self.root_offset, self.root_size)

@@ -2,7 +2,8 @@
 
 Convention: each box is rounded to integer pixels half to even, per coordinate, then clamped to
 the image; the crop is ``image[y_min:y_max, x_min:x_max]`` (half-open). Boxes that end up empty
-give ``None``. The crop's own detection is translated into the crop frame: boxes keep their
+give ``None``. The crop's own detection is translated into the crop frame: boxes, oriented-box
+corners (``data["xyxyxyxy"]``), keypoints and polygons move by ``-(x_min, y_min)`` and keep their
 float values (not clipped), masks are cut to the window.
 """
 
@@ -118,7 +119,8 @@ def dynamic_crop(
 
     Returns:
         a list of ``len(detections)`` entries; each ``Crop`` carries the crop's own detection
-        translated into the crop frame in ``crop.detections``.
+        translated into the crop frame in ``crop.detections`` (oriented boxes included, as
+        Roboflow's block does since inference PR #2430).
     """
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
         raise ValueError(f"image must be an H x W or H x W x C array, got "

@@ -24,6 +24,7 @@ def test_nested_crop_offsets_add_up_and_map_back_to_root():
         detection_id=["d"],
         mask=mask[:, 30:70, 30:90],
         keypoints=[[[20.0, 12.0]]],
+        data={"xyxyxyxy": [[[24.5, 9.5], [30.5, 13.0], [24.5, 16.5], [18.5, 13.0]]]},
     )
     (child,) = dynamic_crop(parent.image, in_parent)
     child = child.nested_in(parent)
@@ -34,6 +35,13 @@ def test_nested_crop_offsets_add_up_and_map_back_to_root():
     root_detections = child.detections_in_root()
     np.testing.assert_allclose(root_detections.xyxy, [[48.5, 39.5, 60.5, 46.5]])
     np.testing.assert_allclose(root_detections.keypoints, [[[50.0, 42.0]]])
+    # oriented boxes go child frame -> root, exactly as they came root -> parent -> child
+    np.testing.assert_array_equal(
+        child.detections.xyxyxyxy, [[[6.5, -0.5], [12.5, 3.0], [6.5, 6.5], [0.5, 3.0]]]
+    )
+    np.testing.assert_array_equal(
+        root_detections.xyxyxyxy, [[[54.5, 39.5], [60.5, 43.0], [54.5, 46.5], [48.5, 43.0]]]
+    )
     assert root_detections.mask.shape == (1, 100, 120)
     np.testing.assert_array_equal(root_detections.mask, mask)
 

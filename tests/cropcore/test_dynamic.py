@@ -113,6 +113,43 @@ def test_dynamic_crop_translates_predictions():
     assert own.data["track"][0] == 7
 
 
+def test_convention_dynamic_crop_translates_oriented_boxes_into_the_crop_frame():
+    # The issue's vector: a box at (250, 300) whose corner 0 is (270, 300) puts it at (20, 0).
+    image = np.zeros((400, 500, 3), np.uint8)
+    diamond = [[270.0, 300.0], [290.0, 320.0], [270.0, 340.0], [250.0, 320.0]]
+    # the second box hangs over the left edge: its window is clamped, its corners are not
+    hanging = [[-5.5, 10.0], [4.5, 10.0], [4.5, 20.0], [-5.5, 20.0]]
+    detections = Detections(
+        xyxy=[[250, 300, 290, 340], [-5.5, 10, 4.5, 20]],
+        detection_id=["d", "h"],
+        data={"xyxyxyxy": np.array([diamond, hanging])},
+    )
+    crop, clamped = dynamic_crop(image, detections)
+    assert crop.window == (250, 300, 290, 340)
+    np.testing.assert_array_equal(
+        crop.detections.xyxyxyxy, [[[20, 0], [40, 20], [20, 40], [0, 20]]]
+    )
+    assert clamped.window == (0, 10, 4, 20)  # -5.5 -> -6 -> 0, 4.5 -> 4 (half to even)
+    np.testing.assert_array_equal(
+        clamped.detections.xyxyxyxy, [[[-5.5, 0], [4.5, 0], [4.5, 10], [-5.5, 10]]]
+    )
+    # the caller's detections are not modified
+    np.testing.assert_array_equal(detections.xyxyxyxy[0], diamond)
+
+
+def test_dynamic_crop_oriented_boxes_on_empty_windows_and_no_detections():
+    image = np.zeros((10, 10), np.uint8)
+    corners = np.array([[[0, 0], [0, 0], [0, 0], [0, 0]], [[2, 2], [6, 2], [6, 6], [2, 6]]])
+    detections = Detections(
+        xyxy=[[0, 0, 0, 0], [2, 2, 6, 6]], detection_id=["e", "f"], data={"xyxyxyxy": corners}
+    )
+    empty, crop = dynamic_crop(image, detections)
+    assert empty is None
+    np.testing.assert_array_equal(crop.detections.xyxyxyxy, [[[0, 0], [4, 0], [4, 4], [0, 4]]])
+    none = Detections(xyxy=np.empty((0, 4)), data={"xyxyxyxy": np.empty((0, 4, 2))})
+    assert dynamic_crop(image, none) == []
+
+
 def test_dynamic_crop_no_detections_gives_no_crops():
     assert dynamic_crop(np.zeros((4, 4, 3), np.uint8), Detections.empty()) == []
 

@@ -310,6 +310,15 @@ class ShardBuilder:
             self.error(image_id, None, "crop", "invalid_parameter",
                        f"a per-image step parameter is null or not finite: {values}", row)
             return
+        relative = isinstance(step, steps.RelativeStaticCrop)
+        outside = [name for name in parameters
+                   if (not 0.0 <= values[name] <= 1.0 if relative
+                       else name in ("width", "height") and values[name] <= 0)]
+        if outside:  # the step's domains: relative fields in [0, 1], absolute sizes positive
+            self.error(image_id, None, "crop", "invalid_parameter",
+                       f"per-image {outside[0]} {values[outside[0]]} is outside the step's "
+                       f"domain ({'[0.0, 1.0]' if relative else '> 0'})", row)
+            return
         decoded = self._image(row, image_id, sources, [None])
         if decoded is None:
             return

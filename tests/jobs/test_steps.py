@@ -337,3 +337,14 @@ def test_colour_column_of_the_wrong_type_is_refused_before_work(tmp_path):
                                           "list<integer>, got double"):
         _job_in_process(tmp_path, images, {"type": "Crop", "background_color": "$inputs.colour"},
                         detections_table(1))
+
+
+def test_per_image_values_outside_the_domain_are_error_rows(tmp_path):
+    images = images_table(2, w=[0.5, 1.5])
+    out = _job_in_process(tmp_path, images, {
+        "type": "RelativeStaticCrop", "x_center": 0.5, "y_center": 0.5, "width": "$inputs.w",
+        "height": 0.5})
+    assert out["crops"]["image_id"].to_pylist() == ["im0"]
+    error = out["errors"].to_pylist()[0]
+    assert (error["image_id"], error["reason"]) == ("im1", "invalid_parameter")
+    assert error["message"] == "per-image width 1.5 is outside the step's domain ([0.0, 1.0])"

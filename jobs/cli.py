@@ -36,6 +36,18 @@ def _step_argument(text: str) -> steps.Step:
     return steps.parse_step(text)
 
 
+class HelpFormatter(argparse.RawTextHelpFormatter):
+    """Raw-text help that also shows each option's default, when it has a meaningful one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" not in text and action.option_strings and default is not None
+                and default is not False and default is not argparse.SUPPRESS and default != ""):
+            text += " (default: %(default)s)"
+        return text
+
+
 def _job_arguments(parser: argparse.ArgumentParser, *, output_required: bool = True) -> None:
     parser.add_argument("--images", required=True, help="images Parquet: file, directory or glob")
     parser.add_argument("--detections", help="detections Parquet (not needed for static crops or "
@@ -71,12 +83,12 @@ def _ray_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cropjob", description="Exact image crops at scale on Ray Data.",
-        epilog="example:\n  python -m jobs demo", formatter_class=argparse.RawTextHelpFormatter)
+        epilog="example:\n  python -m jobs demo", formatter_class=HelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a crop job", epilog=RUN_EXAMPLE,
-                              formatter_class=argparse.RawTextHelpFormatter)
+                              formatter_class=HelpFormatter)
     _job_arguments(run)
     _ray_arguments(run)
 
@@ -84,13 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", help="check the inputs and the step without running",
         epilog="example:\n  python -m jobs validate --images data/images/ --detections "
                "data/detections/ --step '{\"type\": \"roboflow_core/dynamic_crop@v1\"}'",
-        formatter_class=argparse.RawTextHelpFormatter)
+        formatter_class=HelpFormatter)
     _job_arguments(validate, output_required=False)
 
     demo = commands.add_parser(
         "demo", help="generate a demo dataset from real photographs and crop it on a local Ray",
         epilog="example:\n  python -m jobs demo --output demo-output",
-        formatter_class=argparse.RawTextHelpFormatter)
+        formatter_class=HelpFormatter)
     demo.add_argument("--output", default="demo-output", help="folder for inputs and outputs")
     demo.add_argument("--images", type=int, default=48, help="number of demo images")
     _ray_arguments(demo)
@@ -101,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         if importlib.util.find_spec(module) is None:
             continue
         sub = commands.add_parser(name, help=summary,
-                                  formatter_class=argparse.RawTextHelpFormatter)
+                                  formatter_class=HelpFormatter)
         importlib.import_module(module).add_arguments(sub)
     return parser
 

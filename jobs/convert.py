@@ -15,6 +15,7 @@ __all__ = [
     "boxes_xyxy",
     "flatten_nested_detections",
     "translate_keypoints",
+    "translate_oriented_boxes",
     "translate_polygons",
 ]
 
@@ -86,3 +87,14 @@ def translate_polygons(polygons: pa.Array, offsets_xy: np.ndarray) -> pa.Array:
     inner = pa.ListArray.from_arrays(point_offsets, pa.array(values, pa.float64()),
                                      mask=pc.invert(points.is_valid()))
     return pa.ListArray.from_arrays(_offsets(polygons), inner, mask=pc.invert(polygons.is_valid()))
+
+
+def translate_oriented_boxes(boxes: pa.Array, offsets_xy: np.ndarray) -> pa.Array:
+    """``list<list<float64>>`` oriented boxes (four ``[x, y]`` corners per row, supervision's
+    ``data["xyxyxyxy"]``) with ``offsets_xy[i]`` subtracted from row ``i``: the crop frame, as
+    ``cropcore.Detections.moved`` computes it. Corners are not clipped; null rows stay null.
+    Fixed-size list inputs (what a NumPy ``(N, 4, 2)`` array becomes) are cast first."""
+    boxes = boxes.combine_chunks() if isinstance(boxes, pa.ChunkedArray) else boxes
+    if boxes.type != schema.ORIENTED_BOX_TYPE:
+        boxes = pc.cast(boxes, schema.ORIENTED_BOX_TYPE)
+    return translate_polygons(boxes, offsets_xy)

@@ -352,6 +352,7 @@ def import_yolo(
     output: str,
     *,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    obb: bool = False,
 ) -> ImportSummary:
     """Import a YOLO (Darknet / Ultralytics) dataset: ``labels/*.txt`` beside ``images/*``.
 
@@ -364,6 +365,8 @@ def import_yolo(
             (and whose ``kpt_shape: [K, D]``, if present, marks the labels as pose labels).
         output: URL of the output directory.
         max_file_bytes: upper bound on the encoded image bytes per images file.
+        obb: the labels are Ultralytics oriented boxes (YOLO-OBB). Their lines look like
+            4-point polygons, so the reader is told rather than guessing.
 
     Convention:
         - A label file pairs with the image at the same path relative to its directory, minus
@@ -380,6 +383,9 @@ def import_yolo(
         - Pose labels (``kpt_shape: [K, D]``): ``class cx cy w h`` then K points of D values
           (``x y`` or ``x y visibility``), optionally a trailing confidence; the visibility
           becomes the keypoint's ``confidence``.
+        - YOLO-OBB labels (``obb=True``): ``class x1 y1 x2 y2 x3 y3 x4 y4 [conf]``, four corners
+          normalized to the image size, become ``xyxyxyxy`` (four ``[x, y]`` corners in pixels,
+          in the file's order) and the box is the corners' extent; ``polygon`` is null.
         - ``class_name`` comes from ``names``; ``mask`` is null.
 
     Returns:
@@ -423,6 +429,7 @@ def import_yolo(
                         class_names,
                         kpt_shape,
                         names,
+                        obb=obb,
                     )
                 )
             yield image_id, data, _relative_path(path, images_root), width, height
@@ -489,7 +496,11 @@ def _yolo_label_rows(
     class_names: list[str],
     kpt_shape: tuple[int, int] | None,
     names_url: str,
+    *,
+    obb: bool = False,
 ) -> list[dict[str, Any]]:
+    if obb and kpt_shape is not None:
+        raise ValueError(f"{names_url}: kpt_shape (pose labels) cannot be read as oriented boxes")
     height, width = size_hw
     rows = []
     for line_index, line in enumerate(text.splitlines()):
@@ -511,8 +522,17 @@ def _yolo_label_rows(
             )
         class_id = int(class_id)
         numbers = values[1:]
-        confidence = keypoints = polygon = None
-        if kpt_shape is not None:
+        confidence = keypoints = polygon = corners = None
+        if obb:
+            if len(numbers) not in (8, 9):
+                raise ValueError(
+                    f"{where}: expected an oriented box 'class x1 y1 x2 y2 x3 y3 x4 y4', "
+                    f"optionally a confidence; got {len(values)} numbers"
+                )
+            if len(numbers) == 9:
+                confidence = numbers.pop()
+            corners = [[numbers[i] * width, numbers[i + 1] * height] for i in range(0, 8, 2)]
+        elif kpt_shape is not None:
             count, dims = kpt_shape
             expected = 4 + count * dims
             if len(numbers) not in (expected, expected + 1):
@@ -546,16 +566,17 @@ def _yolo_label_rows(
                 f"{where}: expected 'class cx cy w h' or 'class x1 y1 x2 y2 x3 y3 ...', got "
                 f"{len(values)} numbers"
             )
-        if polygon is None:
+        if corners is not None or polygon is not None:
+            points = corners if corners is not None else polygon
+            xs = [p[0] for p in points]
+            ys = [p[1] for p in points]
+            x_min, x_max, y_min, y_max = min(xs), max(xs), min(ys), max(ys)
+        else:
             cx, cy, w, h = box
             if w < 0 or h < 0:
                 raise ValueError(f"{where}: box width and height must be >= 0, got {w} and {h}")
             x_min, x_max = (cx - w / 2) * width, (cx + w / 2) * width
             y_min, y_max = (cy - h / 2) * height, (cy + h / 2) * height
-        else:
-            xs = [p[0] for p in polygon]
-            ys = [p[1] for p in polygon]
-            x_min, x_max, y_min, y_max = min(xs), max(xs), min(ys), max(ys)
         rows.append(
             {
                 IMAGE_ID: image_id,
@@ -570,6 +591,7 @@ def _yolo_label_rows(
                 "mask": None,
                 "keypoints": keypoints,
                 "polygon": polygon,
+                "xyxyxyxy": corners,
             }
         )
     return rows

@@ -13,7 +13,8 @@ detections  ``image_id, detection_id: string``, ``x_min, y_min, x_max, y_max: fl
             ``confidence: float64``, ``mask: struct<size: list<int32>, counts: string>`` (COCO
             RLE, column-major; integer-list counts are accepted too), ``keypoints:
             list<struct<x, y, confidence: float64>>``, ``polygon: list<list<float64>>`` ([x, y]
-            pairs).
+            pairs), ``xyxyxyxy: list<list<float64>>`` (an oriented box: its four [x, y] corners,
+            as supervision's ``data["xyxyxyxy"]``; translated into the crop frame like polygons).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ RLE_TYPE = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])
 KEYPOINT_TYPE = pa.struct([("x", pa.float64()), ("y", pa.float64()), ("confidence", pa.float64())])
 KEYPOINTS_TYPE = pa.list_(KEYPOINT_TYPE)
 POLYGON_TYPE = pa.list_(pa.list_(pa.float64()))
+ORIENTED_BOX = "xyxyxyxy"  # cropcore.ORIENTED_BOX_COORDINATES, supervision's data key
+ORIENTED_BOX_TYPE = pa.list_(pa.list_(pa.float64()))  # four [x, y] corners
 HF_IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 DETECTIONS_SCHEMA = pa.schema(
@@ -46,6 +49,7 @@ DETECTIONS_SCHEMA = pa.schema(
         ("mask", RLE_TYPE),
         ("keypoints", KEYPOINTS_TYPE),
         ("polygon", POLYGON_TYPE),
+        (ORIENTED_BOX, ORIENTED_BOX_TYPE),
     ]
 )
 
@@ -63,7 +67,7 @@ ROOT_COLUMNS = (
 )
 CROP_COLUMNS = (
     "crop_id", IMAGE_ID, DETECTION_ID, "crop", "width", "height", *BOX_COLUMNS, "mask",
-    "keypoints", "polygon", "class_name", "class_id", "confidence", *ROOT_COLUMNS,
+    "keypoints", "polygon", ORIENTED_BOX, "class_name", "class_id", "confidence", *ROOT_COLUMNS,
 )
 LINEAGE_COLUMNS = (
     "crop_id", IMAGE_ID, DETECTION_ID, "source_uri", "source_sha256", "window_x_min",
@@ -207,12 +211,16 @@ _DETECTION_TYPES = {
     "keypoints": lambda t: pa.types.is_list(t) and pa.types.is_struct(t.value_type)
     and t.value_type.get_field_index("x") >= 0 and t.value_type.get_field_index("y") >= 0,
     "polygon": lambda t: pa.types.is_list(t) and pa.types.is_list(t.value_type),
+    # numpy (N, 4, 2) arrays reach Arrow as fixed-size lists: accepted, cast on translation
+    ORIENTED_BOX: lambda t: (pa.types.is_list(t) or pa.types.is_fixed_size_list(t))
+    and (pa.types.is_list(t.value_type) or pa.types.is_fixed_size_list(t.value_type)),
 }
 _DETECTION_EXPECTED = {
     IMAGE_ID: "string", DETECTION_ID: "string", "x_min": "float64", "y_min": "float64",
     "x_max": "float64", "y_max": "float64", "class_name": "string", "class_id": "int64",
     "confidence": "float64", "mask": "struct<size: list<int32>, counts: string>",
     "keypoints": "list<struct<x, y, confidence>>", "polygon": "list<list<float64>>",
+    ORIENTED_BOX: "list<list<float64>> (four [x, y] corners)",
 }
 
 

@@ -470,6 +470,9 @@ class ShardBuilder:
             columns["keypoints"] = convert.translate_keypoints(part.column("keypoints"), offsets)
         if "polygon" in part.column_names:
             columns["polygon"] = convert.translate_polygons(part.column("polygon"), offsets)
+        if schema.ORIENTED_BOX in part.column_names:
+            columns[schema.ORIENTED_BOX] = convert.translate_oriented_boxes(
+                part.column(schema.ORIENTED_BOX), offsets)
         return pa.table(columns)
 
     def _emit(self, row, image_id, detection_id, crop, window, size_wh, source_sha,
@@ -520,7 +523,9 @@ class ShardBuilder:
                                       else pa.array([], pa.float64()))
             crop_columns["mask"] = pa.array(self.crop_masks, schema.RLE_TYPE)
             for name, kind in (("keypoints", schema.KEYPOINTS_TYPE),
-                               ("polygon", schema.POLYGON_TYPE), ("class_name", pa.string()),
+                               ("polygon", schema.POLYGON_TYPE),
+                               (schema.ORIENTED_BOX, schema.ORIENTED_BOX_TYPE),
+                               ("class_name", pa.string()),
                                ("class_id", pa.int64()), ("confidence", pa.float64())):
                 if predictions is not None and name in predictions.column_names:
                     crop_columns[name] = pc.cast(predictions.column(name), kind)

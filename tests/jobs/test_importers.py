@@ -113,6 +113,7 @@ def test_convention_coco_bbox_is_top_left_xywh(tmp_path):
             "mask": None,
             "keypoints": None,
             "polygon": None,
+            "xyxyxyxy": None,
         }
     ]
     assert images == [
@@ -520,6 +521,115 @@ def test_yolo_trailing_confidence_and_blank_lines(tmp_path):
     assert [box(d) for d in detections] == [[2.0, 2.0, 6.0, 6.0], [0.0, 0.0, 8.0, 8.0]]
 
 
+def test_convention_yolo_obb_corners_become_xyxyxyxy_in_pixels(tmp_path):
+    names = yolo_dataset(
+        tmp_path,
+        # a diamond and a rotated box with a trailing confidence, on an 80 x 40 (W x H) image
+        {"a.txt": "1 0.5 0.25 0.75 0.5 0.5 0.75 0.25 0.5\n"
+                  "0 0.1 0.1 0.3 0.2 0.2 0.4 0.0 0.3 0.625\n"},
+        {"a.jpg": (40, 80)},
+    )
+    import_yolo(str(tmp_path / "labels"), str(tmp_path / "images"), str(names),
+                str(tmp_path / "out"), obb=True)
+
+    detections = read_output(tmp_path / "out")[1]
+
+    assert [d["xyxyxyxy"] for d in detections] == [
+        [[40.0, 10.0], [60.0, 20.0], [40.0, 30.0], [20.0, 20.0]],
+        [[8.0, 4.0], [24.0, 8.0], [16.0, 16.0], [0.0, 12.0]],
+    ]
+    assert [box(d) for d in detections] == [[20.0, 10.0, 60.0, 30.0], [0.0, 4.0, 24.0, 16.0]]
+    assert [d["polygon"] for d in detections] == [None, None]
+    assert [d["confidence"] for d in detections] == [None, 0.625]
+    assert [d["class_name"] for d in detections] == ["car", "person"]
+
+
+def test_yolo_without_obb_reads_eight_numbers_as_a_polygon_and_leaves_xyxyxyxy_null(tmp_path):
+    names = yolo_dataset(
+        tmp_path, {"a.txt": "1 0.5 0.25 0.75 0.5 0.5 0.75 0.25 0.5\n"}, {"a.jpg": (40, 80)}
+    )
+
+    (detection,) = run_yolo(tmp_path, names)[1]
+
+    assert detection["xyxyxyxy"] is None
+    assert detection["polygon"] == [[40.0, 10.0], [60.0, 20.0], [40.0, 30.0], [20.0, 20.0]]
+
+
+def test_yolo_obb_then_dynamic_crop_puts_the_corners_in_the_crop_frame(tmp_path):
+    from cropcore import Detections, dynamic_crop
+
+    names = yolo_dataset(
+        tmp_path, {"a.txt": "1 0.5 0.25 0.75 0.5 0.5 0.75 0.25 0.5\n"}, {"a.jpg": (40, 80)}
+    )
+    import_yolo(str(tmp_path / "labels"), str(tmp_path / "images"), str(names),
+                str(tmp_path / "out"), obb=True)
+    (row,) = read_output(tmp_path / "out")[1]
+    detections = Detections(xyxy=[box(row)], detection_id=[row["detection_id"]],
+                            data={"xyxyxyxy": [row["xyxyxyxy"]]})
+
+    (crop,) = dynamic_crop(np.zeros((40, 80, 3), np.uint8), detections)
+
+    assert crop.window == (20, 10, 60, 30)
+    np.testing.assert_array_equal(crop.detections.xyxyxyxy,
+                                  [[[20, 0], [40, 10], [20, 20], [0, 10]]])
+
+
+def test_yolo_obb_import_then_the_crop_job_writes_corners_in_the_crop_frame(tmp_path):
+    # End to end without Ray: the importer's tables, planned and cropped by the job's own UDF.
+    from dataclasses import asdict
+
+    import pyarrow as pa
+
+    from jobs import steps, udfs
+    from jobs.pipeline import JobConfig, asdict_shallow, prepare
+
+    names = yolo_dataset(
+        tmp_path,
+        {"a.txt": "1 0.5 0.25 0.75 0.5 0.5 0.75 0.25 0.5\n"
+                  "0 0.0 0.5 0.25 0.5 0.25 1.0 0.0 1.0\n"},
+        {"a.jpg": (40, 80)},
+    )
+    out = tmp_path / "out"
+    import_yolo(str(tmp_path / "labels"), str(tmp_path / "images"), str(names), str(out),
+                obb=True)
+    config = JobConfig(images=str(out / "images"), detections=str(out / "detections"),
+                       output=str(tmp_path / "crops"),
+                       step=steps.parse_step({"type": "roboflow_core/dynamic_crop@v1"}))
+    prepared = prepare(config)
+    udfs._DETECTIONS_CACHE.clear()
+    udfs._DETECTIONS_CACHE[prepared.context.fingerprint] = prepared.plan.detections
+    context = udfs.JobContext(**{**asdict_shallow(prepared.context), "detections": "local"})
+    for unit in prepared.plan.units:
+        udfs.crop_units(pa.Table.from_pylist([asdict(unit) | {"skip_rows": list(unit.skip_rows)}]),
+                        context)
+    crops = pq.read_table(tmp_path / "crops" / "crops").sort_by("detection_id").to_pylist()
+    udfs._DETECTIONS_CACHE.clear()
+
+    assert [c["detection_id"] for c in crops] == ["a:0", "a:1"]
+    # a:0: window (20, 10, 60, 30); its corners move by (-20, -10)
+    assert (crops[0]["width"], crops[0]["height"]) == (40, 20)
+    assert crops[0]["xyxyxyxy"] == [[20.0, 0.0], [40.0, 10.0], [20.0, 20.0], [0.0, 10.0]]
+    # a:1: window (0, 20, 20, 40); corners move by (0, -20)
+    assert crops[1]["xyxyxyxy"] == [[0.0, 0.0], [20.0, 0.0], [20.0, 20.0], [0.0, 20.0]]
+    assert [c["polygon"] for c in crops] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        ("0 0.5 0.5 0.2 0.2\n", r"expected an oriented box 'class x1 y1 x2 y2 x3 y3 x4 y4', "
+                                r"optionally a confidence; got 5 numbers"),
+        ("0 0.1 0.1 0.3 0.2 0.2 0.4 0.0 0.3 0.6 0.7\n",
+         r"expected an oriented box .*got 11 numbers"),
+    ],
+)
+def test_yolo_obb_invalid_lines(tmp_path, label, message):
+    names = yolo_dataset(tmp_path, {"a.txt": label}, {"a.jpg": (8, 8)})
+    with pytest.raises(ValueError, match=r"a\.txt:1: " + message):
+        import_yolo(str(tmp_path / "labels"), str(tmp_path / "images"), str(names),
+                    str(tmp_path / "out"), obb=True)
+
+
 def test_yolo_images_without_labels_are_kept(tmp_path):
     names = yolo_dataset(
         tmp_path, {"a.txt": "0 0.5 0.5 0.5 0.5\n"}, {"a.jpg": (8, 8), "b.jpg": (8, 16)}
@@ -692,6 +802,7 @@ def test_convention_roboflow_box_is_pixel_centre_and_size(tmp_path):
         "mask": None,
         "keypoints": None,
         "polygon": [[20.0, 16.0], [40.0, 16.0], [30.0, 25.0]],
+        "xyxyxyxy": None,
     }
     # No detection_id: the image id and the prediction's index.
     assert detections[1]["detection_id"] == "cars:1"

@@ -1,7 +1,9 @@
 """codec: header-only sizes, the pixel guard, decode policy (channels, depth) and encode."""
 
 import io
+import re
 import struct
+import threading
 import time
 import zlib
 
@@ -19,6 +21,7 @@ from cropcore.codec import (
     encode_image,
     read_image_size,
 )
+from tests.jobs.corpus import image_cases
 
 RNG = np.random.default_rng(0)
 ASTRONAUT_BGR = np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])
@@ -424,13 +427,120 @@ def test_corrupt_png_payload_after_a_valid_header():
     assert reason_of(png_by_hand(8, 8)[:33] + garbage) == "undecodable"
 
 
-def test_corrupt_jpeg_scan_data_is_not_detected():
-    # A known limit: libjpeg conceals corrupt entropy-coded data (it warns and keeps going), so
-    # a structurally complete JPEG with garbage scans decodes to garbage pixels of the right size.
-    jpeg = _jpeg()
-    sos = jpeg.find(b"\xff\xda")
-    garbage = bytes(RNG.integers(0, 255, 500, dtype=np.uint8))  # no FF byte: no markers
-    assert decode_image(jpeg[: sos + 14] + garbage + b"\xff\xd9").shape == (64, 64, 3)
+def _with_scan(jpeg: bytes, scan: bytes) -> bytes:
+    start = jpeg.find(b"\xff\xda") + 14  # past a three-component scan header
+    return jpeg[:start] + scan + b"\xff\xd9"
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        # noise without FF bytes (no markers) where the scan was: libjpeg warns, OpenCV returns
+        # grey or guessed pixels of the right size
+        (
+            lambda jpeg: _with_scan(jpeg, bytes(RNG.integers(0, 255, 500, dtype=np.uint8))),
+            r"libjpeg-turbo: Corrupt JPEG data",
+        ),
+        # the scan cut short, but an end-of-image marker appended
+        (lambda jpeg: jpeg[: len(jpeg) // 2] + b"\xff\xd9", r"premature end of data segment"),
+        # the first 300 scan bytes replaced by noise, the rest intact
+        (
+            lambda jpeg: _with_scan(
+                jpeg, bytes(RNG.integers(0, 255, 300, dtype=np.uint8)) + jpeg[-600:]
+            ),
+            r"libjpeg-turbo: Corrupt JPEG data",
+        ),
+    ],
+)
+def test_corrupt_jpeg_scan_data_is_undecodable(make, match):
+    data = make(_jpeg())
+    assert data.endswith(b"\xff\xd9")
+    # What OpenCV does with it: a full-size image of concealed pixels.
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == (64, 64, 3)
+    for kwargs in ({}, {"reduce": 8}, {"mode": "unchanged"}, {"reuse_buffer": True}):
+        with pytest.raises(ImageDecodeError, match=match) as info:
+            decode_image(data, **kwargs)
+        assert info.value.reason == "undecodable"
+
+
+def _claiming(data: bytes, width: int, height: int) -> bytes:
+    sof = data.find(b"\xff\xc0")
+    return data[: sof + 5] + struct.pack(">HH", height, width) + data[sof + 9 :]
+
+
+def test_small_jpeg_claiming_a_huge_size_is_undecodable(monkeypatch):
+    small = encode_image(ASTRONAUT_BGR[:24, :32], "jpeg")
+    huge = _claiming(small, 13_000, 13_000)
+    assert len(huge) < 2048 and 13_000**2 < DEFAULT_MAX_PIXELS
+    assert read_image_size(huge) == (13_000, 13_000)
+
+    def must_not_decode(*args, **kwargs):
+        raise AssertionError("decoded a file too short for its declared size")
+
+    # Refused from the byte count, before any pixel memory is allocated.
+    monkeypatch.setattr(cropcore.codec.simplejpeg, "decode_jpeg", must_not_decode)
+    with pytest.raises(
+        ImageDecodeError,
+        match=r"undecodable: JPEG too short for its declared size: 13000 x 13000 needs at least "
+        r"82622 bytes after the frame header \(one bit per 8x8 block\), got \d+",
+    ):
+        decode_image(huge)
+    monkeypatch.undo()
+    # A claim the byte count allows (4:2:0 chroma: 40 x 30 blocks, 150 bytes) is caught by the
+    # decoder running out of data.
+    with pytest.raises(ImageDecodeError, match=r"libjpeg-turbo: .*premature end of data"):
+        decode_image(_claiming(small, 640, 480))
+
+
+def test_convention_jpeg_min_blocks_follow_the_sampling_factors():
+    # One bit per block of the least-sampled component: 4:2:0 chroma of a 13000 x 13000 frame
+    # is ceil(6500 / 8) ** 2 blocks; 4:4:4 and grey count every 8 x 8 block of the image.
+    pixels = ASTRONAUT_BGR[:16, :16]
+    for sampling, blocks in [
+        (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, 813 * 813),
+        (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422, 813 * 1625),
+        (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444, 1625 * 1625),
+    ]:
+        data = _claiming(cv2_bytes(pixels, ".jpg", [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, sampling]),
+                         13_000, 13_000)
+        with pytest.raises(ImageDecodeError, match=rf"at least {-(-blocks // 8)} bytes"):
+            decode_image(data)
+    gray = _claiming(cv2_bytes(pixels[..., 0], ".jpg"), 13_000, 13_000)
+    with pytest.raises(ImageDecodeError, match=rf"at least {-(-1625 * 1625 // 8)} bytes"):
+        decode_image(gray)
+
+
+def test_jpeg_metadata_warnings_are_not_refused():
+    # An unknown JFIF major version is a libjpeg warning about metadata only: decoded as
+    # OpenCV decodes it.
+    data = _jpeg()
+    jfif = data.find(b"JFIF\x00")
+    assert jfif > 0
+    odd = data[: jfif + 5] + b"\x07" + data[jfif + 6 :]
+    expected = cv2.imdecode(np.frombuffer(odd, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decode_image(odd), expected)
+
+
+def test_corrupt_corpus_jpeg_decodes_as_opencv_or_fails_with_the_corpus_reason():
+    cases = [c for c in image_cases() if c.data and c.data[:2] == b"\xff\xd8"]
+    assert {c.image_id for c in cases} >= {
+        "truncated-jpeg", "cmyk-jpeg", "corrupt-jpeg-scan", "jpeg-claims-13000"
+    }
+    for case in cases:
+        if case.reason is None:
+            expected = cv2.imdecode(np.frombuffer(case.data, np.uint8), cv2.IMREAD_COLOR)
+            np.testing.assert_array_equal(decode_image(case.data), expected, case.image_id)
+        else:
+            assert reason_of(case.data) == case.reason, case.image_id
+
+
+def test_corrupt_cmyk_jpeg_is_undecodable():
+    cmyk = pil_bytes(PIL_Image.fromarray(ASTRONAUT_BGR[:64, :64, ::-1]).convert("CMYK"), "JPEG")
+    assert decode_image(cmyk).shape == (64, 64, 3)
+    start = cmyk.find(b"\xff\xda") + 2 + int.from_bytes(cmyk[cmyk.find(b"\xff\xda") + 2 :][:2])
+    bad = cmyk[:start] + bytes(RNG.integers(0, 255, 400, dtype=np.uint8)) + b"\xff\xd9"
+    with pytest.raises(ImageDecodeError, match=r"undecodable: libjpeg-turbo: Corrupt JPEG data"):
+        decode_image(bad)
 
 
 def _patch_sof(data: bytes, offset: int, value: int) -> bytes:
@@ -536,7 +646,8 @@ def test_encode_is_deterministic_and_uses_documented_defaults(fmt):
         assert first == encode_image(pixels, fmt, quality=90)
         assert first[12:16] == b"VP8 "  # lossy
     else:
-        assert first == cv2_bytes(pixels, ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        assert first[:8] == b"\x89PNG\r\n\x1a\n"
+        np.testing.assert_array_equal(decode_image(first), pixels)
 
 
 @pytest.mark.parametrize(
@@ -608,3 +719,216 @@ def test_encode_failure_inside_opencv_is_a_value_error(monkeypatch):
     monkeypatch.setattr(cropcore.codec.cv2, "imencode", lambda ext, image, params: (False, None))
     with pytest.raises(ValueError, match=r"OpenCV could not encode a \(4, 4, 3\) image as webp"):
         encode_image(np.zeros((4, 4, 3), np.uint8), "webp")
+
+
+# --- libjpeg-turbo decode: OpenCV's pixels ------------------------------------------------------
+
+
+def _bench_photographs() -> list[np.ndarray]:
+    """scikit-image's bundled photographs (BGR), cropped to odd sizes so edge blocks occur."""
+    photos = [getattr(skimage.data, name)() for name in
+              ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
+               "hubble_deep_field", "retina", "colorwheel")]
+    return [np.ascontiguousarray(p[: p.shape[0] - 3, : p.shape[1] - 5, ::-1]) for p in photos]
+
+
+_JPEG_SETTINGS = [
+    # (name, OpenCV encoder parameters)
+    ("q50 4:2:0", [cv2.IMWRITE_JPEG_QUALITY, 50]),
+    ("q90 4:2:0", [cv2.IMWRITE_JPEG_QUALITY, 90]),
+    ("q95 4:2:2", [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                   cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422]),
+    ("q100 4:4:4", [cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                    cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]),
+    ("q75 4:4:0", [cv2.IMWRITE_JPEG_QUALITY, 75, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                   cv2.IMWRITE_JPEG_SAMPLING_FACTOR_440]),
+    ("q90 progressive", [cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+    ("q85 optimized restarts", [cv2.IMWRITE_JPEG_QUALITY, 85, cv2.IMWRITE_JPEG_OPTIMIZE, 1,
+                                cv2.IMWRITE_JPEG_RST_INTERVAL, 3]),
+]
+
+
+def _opencv_decode(data: bytes, reduce: int, mode: str) -> np.ndarray:
+    flags = cropcore.codec._imread_flags(mode, reduce, data.find(b"\xff\xc0") > 0
+                                         and data[data.find(b"\xff\xc0") + 9] == 1)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    return image.reshape(*image.shape[:2], -1)
+
+
+def test_convention_jpeg_pixels_are_opencvs_libjpeg_turbo_drift_fails():
+    """The drift guard: simplejpeg and OpenCV bundle their own libjpeg-turbo builds. Any pixel
+    difference on these JPEGs (every photograph at every setting, grey, Pillow's encoder, each
+    reduce factor) fails, whichever library changed."""
+    build = re.findall(r"JPEG:.*", cv2.getBuildInformation())
+    jpegs = {}
+    for k, photo in enumerate(_bench_photographs()):
+        for name, params in _JPEG_SETTINGS:
+            jpegs[f"photo {k} {name}"] = cv2_bytes(photo, ".jpg", params)
+        jpegs[f"photo {k} grey"] = cv2_bytes(photo[..., 1], ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90])
+        jpegs[f"photo {k} Pillow"] = pil_bytes(PIL_Image.fromarray(photo[..., ::-1]), "JPEG",
+                                               quality=88)
+    for name, data in jpegs.items():
+        for reduce in (1, 2, 4, 8):
+            for mode in ("color", "unchanged"):
+                if reduce > 1 and mode == "unchanged" and "grey" not in name:
+                    continue  # the same decode as colour
+                ours = decode_image(data, reduce=reduce, mode=mode)
+                theirs = _opencv_decode(data, reduce, mode)
+                assert ours.shape == theirs.shape, (name, reduce, mode)
+                difference = int(np.abs(ours.astype(int) - theirs).max())
+                assert difference == 0, (f"{name} reduce={reduce} mode={mode}: pixels differ from "
+                                         f"cv2.imdecode by up to {difference}; OpenCV {build}, "
+                                         f"simplejpeg {cropcore.codec.simplejpeg.__version__}")
+
+
+@pytest.mark.parametrize("reuse_buffer", [False, True])
+def test_jpeg_decode_returns_a_c_contiguous_writable_array(reuse_buffer):
+    image = decode_image(_jpeg(), reuse_buffer=reuse_buffer)
+    assert image.dtype == np.uint8 and image.shape == (64, 64, 3)
+    assert image.flags.c_contiguous and image.flags.writeable
+
+
+def test_decode_without_reuse_buffer_never_shares_memory():
+    data = _jpeg()
+    first, second = decode_image(data), decode_image(data)
+    reused = decode_image(data, reuse_buffer=True)
+    third = decode_image(data)
+    for a, b in [(first, second), (first, reused), (third, reused), (first, third)]:
+        assert not np.shares_memory(a, b)
+
+
+def test_reuse_buffer_is_overwritten_by_the_next_reusing_decode_in_the_thread():
+    one = encode_image(ASTRONAUT_BGR[:64, :64], "jpeg")
+    two = encode_image(ASTRONAUT_BGR[100:164, 100:164], "jpeg")
+    first = decode_image(one, reuse_buffer=True)
+    crop = first[10:20, 10:20]
+    expected_crop = crop.copy()
+    np.testing.assert_array_equal(first, decode_image(one))
+    second = decode_image(two, reuse_buffer=True)
+    np.testing.assert_array_equal(second, decode_image(two))
+    # The documented contract: the earlier result and its crops now hold the new pixels.
+    assert np.shares_memory(first, second)
+    np.testing.assert_array_equal(crop, second[10:20, 10:20])
+    assert not np.array_equal(crop, expected_crop)
+
+
+def test_reuse_buffer_is_per_thread():
+    data = [encode_image(ASTRONAUT_BGR[k * 50 : k * 50 + 64, :64], "jpeg") for k in range(2)]
+    results = {}
+
+    def decode(k):
+        results[k] = decode_image(data[k], reuse_buffer=True)
+
+    threads = [threading.Thread(target=decode, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    mine = decode_image(data[0], reuse_buffer=True)
+    assert not np.shares_memory(results[0], results[1])
+    assert not np.shares_memory(mine, results[0]) and not np.shares_memory(mine, results[1])
+    for k in range(2):
+        np.testing.assert_array_equal(results[k], decode_image(data[k]))
+
+
+def test_reuse_buffer_only_for_libjpeg_turbo_decodes_and_small_images(monkeypatch):
+    png = encode_image(ASTRONAUT_BGR[:64, :64], "png")
+    assert not np.shares_memory(decode_image(png, reuse_buffer=True),
+                                decode_image(png, reuse_buffer=True))
+    # An image over the kept size gets a buffer of its own, which is not kept.
+    monkeypatch.setattr(cropcore.codec, "_thread_state", threading.local())
+    monkeypatch.setattr(cropcore.codec, "_KEPT_BUFFER_BYTES", 64 * 64 * 3 - 1)
+    data = _jpeg()
+    assert not np.shares_memory(decode_image(data, reuse_buffer=True),
+                                decode_image(data, reuse_buffer=True))
+
+
+@pytest.mark.parametrize("value", [1, None, "yes"])
+def test_reuse_buffer_must_be_a_bool(value):
+    with pytest.raises(ValueError, match=rf"reuse_buffer must be True or False, got {value!r}"):
+        decode_image(_jpeg(), reuse_buffer=value)
+
+
+# --- fast PNG and WebP encode -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_png_is_lossless_and_ordinary(channels):
+    base = ASTRONAUT_BGR[37:300, 11:290]
+    pixels = base if channels == 3 else np.dstack([base, random_image(263, 279, 1)])
+    for image in (pixels, pixels[::2, ::3], pixels[5:6, :1]):  # strided views, a single pixel
+        data = encode_image(image, "png")
+        np.testing.assert_array_equal(decode_image(data, mode="unchanged"), image)
+        # Pillow reads it too, as 8-bit RGB(A); every chunk is a standard one or ancillary.
+        pil = PIL_Image.open(io.BytesIO(data))
+        assert pil.mode == ("RGB" if channels == 3 else "RGBA")
+        np.testing.assert_array_equal(np.asarray(pil)[..., [2, 1, 0, 3][:channels]], image)
+        offset, kinds = 8, []
+        while offset < len(data):
+            length = int.from_bytes(data[offset : offset + 4], "big")
+            kind = data[offset + 4 : offset + 8]
+            payload = data[offset + 8 : offset + 8 + length]
+            crc = int.from_bytes(data[offset + 8 + length : offset + 12 + length], "big")
+            assert zlib.crc32(kind + payload) == crc
+            kinds.append(kind)
+            offset += 12 + length
+        assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND"
+        assert all(k in (b"IHDR", b"IDAT", b"IEND") or k[:1].islower() for k in kinds)
+
+
+def test_png_of_photograph_crops_is_at_most_15_percent_larger_than_zlib_level_1():
+    rng = np.random.default_rng(5)
+    ours = theirs = 0
+    for photo in _bench_photographs():
+        for _ in range(3):
+            y, x = rng.integers(0, photo.shape[0] - 200), rng.integers(0, photo.shape[1] - 200)
+            crop = photo[y : y + 200, x : x + 200]
+            ours += len(encode_image(crop, "png"))
+            theirs += len(cv2_bytes(crop, ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1]))
+    assert ours <= 1.15 * theirs
+
+
+def test_grey_png_is_opencv_zlib_level_1():
+    gray = ASTRONAUT_BGR[:50, :70, 1]
+    expected = cv2_bytes(gray, ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    assert encode_image(gray, "png") == expected == encode_image(gray[..., None], "png")
+
+
+def test_png_falls_back_to_opencv_when_fpng_declines(monkeypatch):
+    pixels = ASTRONAUT_BGR[:30, :40]
+    monkeypatch.setattr(cropcore.codec.fpng_ext, "encode_image_to_memory", lambda *args: b"")
+    assert encode_image(pixels, "png") == cv2_bytes(pixels, ".png",
+                                                    [cv2.IMWRITE_PNG_COMPRESSION, 1])
+
+
+@pytest.mark.parametrize("channels", [None, 3, 4])
+def test_fast_webp_method(channels):
+    base = ASTRONAUT_BGR[100:196, 200:328]
+    pixels = {None: base[..., 1], 3: base, 4: np.dstack([base, random_image(96, 128, 1)])}[
+        channels]
+    fast = encode_image(pixels, "webp", webp_method=0)
+    assert fast == encode_image(pixels, "webp", 90, webp_method=0)  # deterministic
+    assert fast != encode_image(pixels, "webp")
+    assert fast[:4] == b"RIFF" and fast[8:12] == b"WEBP"
+    decoded = decode_image(fast, mode="unchanged")
+    expected = pixels.reshape(96, 128, -1)
+    if channels is None:
+        expected = np.repeat(expected, 3, axis=2)  # WebP stores grayscale as colour
+    assert decoded.shape == expected.shape
+    assert np.abs(decoded.astype(int) - expected).mean() <= 6
+
+
+@pytest.mark.parametrize(
+    ("fmt", "method", "match"),
+    [
+        ("png", 0, r"webp_method applies to webp only, got webp_method=0 for png"),
+        ("jpeg", 3, r"webp_method applies to webp only, got webp_method=3 for jpeg"),
+        ("webp", 7, r"webp_method must be an int in 0..6, got 7"),
+        ("webp", -1, r"webp_method must be an int in 0..6, got -1"),
+        ("webp", 1.0, r"webp_method must be an int in 0..6, got 1.0"),
+        ("webp", True, r"webp_method must be an int in 0..6, got True"),
+    ],
+)
+def test_webp_method_errors(fmt, method, match):
+    with pytest.raises(ValueError, match=match):
+        encode_image(np.zeros((4, 4, 3), np.uint8), fmt, webp_method=method)

@@ -67,6 +67,24 @@ def corrupt_png(pixels: np.ndarray) -> bytes:
     return bytes(data)
 
 
+def corrupt_jpeg_scan(pixels: np.ndarray) -> bytes:
+    """A JPEG with intact headers and end-of-image marker whose entropy-coded data is noise
+    without FF bytes (so no stray markers)."""
+    data = jpeg(pixels)
+    start = data.find(b"\xff\xda") + 14  # past a three-component scan header
+    noise = np.random.default_rng(11).integers(0, 255, len(data) - start - 2, dtype=np.uint8)
+    return data[:start] + noise.tobytes() + b"\xff\xd9"
+
+
+def jpeg_claiming(pixels: np.ndarray, width: int, height: int) -> bytes:
+    """A valid JPEG of ``pixels`` whose frame header (SOF0) is patched to declare
+    ``width x height``."""
+    data = bytearray(jpeg(pixels))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
 @dataclass(frozen=True)
 class ImageCase:
     image_id: str
@@ -117,6 +135,13 @@ def image_cases() -> list[ImageCase]:
         ImageCase("rgba", png(rgba), None, small),
         # no detections at all: never fetched or decoded by the dynamic crop
         ImageCase("no-detections", png(other), None, small),
+        # a whole JPEG (headers, end-of-image marker) whose scan data is noise: libjpeg would
+        # conceal it with grey; its corrupt-data warning makes it undecodable
+        ImageCase("corrupt-jpeg-scan", corrupt_jpeg_scan(good), "undecodable", small),
+        # a 2 KB JPEG whose frame header claims 13000 x 13000 (under the default pixel limit):
+        # far too few bytes for that many blocks, undecodable rather than a grey 13000 x 13000
+        ImageCase("jpeg-claims-13000", jpeg_claiming(good[:24, :32], 13_000, 13_000),
+                  "undecodable", small),
     ]
 
 

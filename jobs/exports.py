@@ -27,6 +27,7 @@ import argparse
 import copy
 import datetime as dt
 import decimal
+import importlib.metadata
 import io
 import json
 import math
@@ -61,14 +62,20 @@ __all__ = [
     "command",
     "dataset_name",
     "export_webdataset",
+    "hf_features_metadata",
+    "with_hf_features",
     "open_run",
+    "default_producer",
     "openlineage_events",
     "sample_json",
     "tar_bytes",
     "write_openlineage",
 ]
 
-PRODUCER = "https://github.com/cropcore/cropcore"
+# OpenLineage's "producer": a URI naming the software that wrote the events. The default names
+# this package and its version; a deployment sets its own (its repository URL at a tag, say)
+# with --producer or CROPCORE_OPENLINEAGE_PRODUCER.
+PRODUCER_ENV = "CROPCORE_OPENLINEAGE_PRODUCER"
 JOB_NAMESPACE = "cropcore"
 RUN_EVENT_SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 _FACETS = "https://openlineage.io/spec/facets"
@@ -82,7 +89,8 @@ FACET_SCHEMA_URLS = {
                          "#/$defs/ProcessingEngineRunFacet",
 }
 # run ids are names ("run-84efd92d7132"); OpenLineage wants a UUID, the same one on every export.
-RUN_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, PRODUCER)
+# A fixed seed (not the producer), so a run's UUID never depends on who exports it.
+RUN_UUID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/cropcore/cropcore")
 
 PREDICTION_COLUMNS = (*schema.BOX_COLUMNS, "mask", "keypoints", "polygon", "class_name",
                       "class_id", "confidence")
@@ -94,6 +102,31 @@ EXAMPLE = """example:
   python -m jobs export s3://bucket/crops-v1/ --webdataset --samples-per-shard 1000 --openlineage
 then read the shards with webdataset:
   wds.WebDataset("demo-output/crops-run/webdataset/shard-{000000..000001}.tar").decode()"""
+
+
+HF_METADATA_KEY = b"huggingface"
+
+
+def hf_features_metadata(arrow_schema: pa.Schema) -> dict[bytes, bytes]:
+    """Schema metadata that makes Hugging Face ``datasets`` decode the crops with no cast:
+    ``{b"huggingface": {"info": {"features": {"crop": {"_type": "Image"}}}}}`` when ``crop`` is
+    the ``struct<bytes, path>`` image column. ``datasets`` takes each column's feature from this
+    metadata when its Arrow type matches, and derives the others from their Arrow types, so only
+    the image column is named. Empty for other crop types.
+    """
+    if "crop" not in arrow_schema.names or arrow_schema.field("crop").type != schema.HF_IMAGE_TYPE:
+        return {}
+    features = {"crop": {"_type": "Image"}}
+    return {HF_METADATA_KEY: json.dumps({"info": {"features": features}},
+                                        separators=(",", ":")).encode()}
+
+
+def with_hf_features(table: pa.Table) -> pa.Table:
+    """``table`` with ``hf_features_metadata`` merged into its schema metadata."""
+    extra = hf_features_metadata(table.schema)
+    if not extra:
+        return table
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
 
 
 class ExportError(ValueError):
@@ -352,8 +385,29 @@ def dataset_name(url: str) -> tuple[str, str]:
     return f"{scheme}://{authority}", path.rstrip("/") or "/"
 
 
-def _facet(kind: str, **fields) -> dict:
-    return {"_producer": PRODUCER, "_schemaURL": FACET_SCHEMA_URLS[kind], **fields}
+def default_producer() -> str:
+    """``$CROPCORE_OPENLINEAGE_PRODUCER`` if set, else ``urn:cropcore:<package version>``."""
+    configured = os.environ.get(PRODUCER_ENV, "").strip()
+    if configured:
+        return configured
+    try:
+        version = importlib.metadata.version("cropcore")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"urn:cropcore:{version}"
+
+
+def _check_producer(producer: str) -> str:
+    if not isinstance(producer, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S+",
+                                                         producer):
+        raise ExportError(f"the OpenLineage producer must be a URI such as "
+                          f"https://github.com/org/repo/tree/v1.2 or urn:org:tool, got "
+                          f"{producer!r}")
+    return producer
+
+
+def _facet(kind: str, producer: str, **fields) -> dict:
+    return {"_producer": producer, "_schemaURL": FACET_SCHEMA_URLS[kind], **fields}
 
 
 def _schema_fields(arrow_schema: pa.Schema | pa.StructType) -> list[dict]:
@@ -381,11 +435,12 @@ def _input_schema(url: str) -> pa.Schema | None:
         return None
 
 
-def _dataset(url: str, arrow_schema: pa.Schema | None) -> dict:
+def _dataset(url: str, arrow_schema: pa.Schema | None, producer: str) -> dict:
     namespace, name = dataset_name(url)
     dataset = {"namespace": namespace, "name": name, "facets": {}}
     if arrow_schema is not None:
-        dataset["facets"]["schema"] = _facet("schema", fields=_schema_fields(arrow_schema))
+        dataset["facets"]["schema"] = _facet("schema", producer,
+                                             fields=_schema_fields(arrow_schema))
     return dataset
 
 
@@ -415,14 +470,16 @@ def _run_times(run: CommittedRun) -> tuple[dt.datetime, dt.datetime]:
     return started, completed
 
 
-def openlineage_events(output_url: str) -> list[dict]:
-    """The run's OpenLineage RunEvents: ``[START, COMPLETE]``.
+def openlineage_events(output_url: str, producer: str | None = None) -> list[dict]:
+    """The run's OpenLineage RunEvents: ``[START, COMPLETE]``, written by ``producer`` (default
+    ``default_producer()``).
 
     Both carry the same ``run.runId`` (a UUID5 of the run id, stable across exports), the job
     ``cropcore`` / the step type, the inputs (images, detections) and the outputs (crops,
     lineage, and errors when any) with their schema facets; COMPLETE adds ``outputStatistics``
     (rows, bytes, files) from the manifest.
     """
+    producer = _check_producer(producer or default_producer())
     run = open_run(output_url)
     manifest = run.manifest
     step = manifest.get("step") or {}
@@ -431,21 +488,22 @@ def openlineage_events(output_url: str) -> list[dict]:
     run_object = {
         "runId": str(uuid.uuid5(RUN_UUID_NAMESPACE, str(manifest.get("run_id")))),
         "facets": {"processing_engine": _facet(
-            "processing_engine", name="cropcore", version=str(manifest.get("code_version")),
+            "processing_engine", producer, name="cropcore",
+            version=str(manifest.get("code_version")),
             openlineageAdapterVersion=str(manifest.get("code_version")))},
     }
     job = {
         "namespace": JOB_NAMESPACE,
         "name": re.sub(r"[^A-Za-z0-9_.-]+", ".", step_type).strip("."),
         "facets": {
-            "jobType": _facet("jobType", processingType="BATCH", integration="CROPCORE",
+            "jobType": _facet("jobType", producer, processingType="BATCH", integration="CROPCORE",
                               jobType="JOB"),
-            "documentation": _facet("documentation", description=(
+            "documentation": _facet("documentation", producer, description=(
                 f"cropcore crop step {step_type} with parameters "
                 f"{json.dumps(step, sort_keys=True)}")),
         },
     }
-    inputs = [_dataset(url, _input_schema(url)) for key in ("images", "detections")
+    inputs = [_dataset(url, _input_schema(url), producer) for key in ("images", "detections")
               if (url := (manifest.get("inputs") or {}).get(key))]
     outputs, statistics = [], []
     for kind in KINDS:
@@ -453,8 +511,8 @@ def openlineage_events(output_url: str) -> list[dict]:
         if not files and kind == "errors":
             continue
         arrow_schema = run.read_schema(files[0][1]) if files else None
-        outputs.append(_dataset(run.output.child(kind).url, arrow_schema))
-        statistics.append(_facet("outputStatistics",
+        outputs.append(_dataset(run.output.child(kind).url, arrow_schema, producer))
+        statistics.append(_facet("outputStatistics", producer,
                                  rowCount=sum(int(e.get("rows", 0)) for _, e in files),
                                  size=sum(int(e.get("bytes", 0)) for _, e in files),
                                  fileCount=len(files)))
@@ -471,15 +529,15 @@ def openlineage_events(output_url: str) -> list[dict]:
             "job": copy.deepcopy(job),
             "inputs": copy.deepcopy(inputs),
             "outputs": event_outputs,
-            "producer": PRODUCER,
+            "producer": producer,
             "schemaURL": RUN_EVENT_SCHEMA_URL,
         })
     return events
 
 
-def write_openlineage(output_url: str) -> str:
+def write_openlineage(output_url: str, producer: str | None = None) -> str:
     """Write ``OUTPUT/openlineage/events.jsonl`` (one RunEvent per line); returns its URL."""
-    events = openlineage_events(output_url)
+    events = openlineage_events(output_url, producer)
     location = resolve(output_url).child(OPENLINEAGE_FILE)
     lines = [json.dumps(_jsonable(event), sort_keys=True, separators=(",", ":"),
                         allow_nan=False) for event in events]
@@ -500,6 +558,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="crops per tar (default: one tar per crops shard of the run)")
     parser.add_argument("--openlineage", action="store_true",
                         help="write OUTPUT/openlineage/events.jsonl (START and COMPLETE)")
+    parser.add_argument("--producer", default=None,
+                        help=f"OpenLineage producer URI (default: ${PRODUCER_ENV}, else "
+                             f"urn:cropcore:<version>)")
 
 
 def command(args: argparse.Namespace) -> int:
@@ -514,7 +575,7 @@ def command(args: argparse.Namespace) -> int:
                   + "".join(f"\n  {url}" for url in tars[:3])
                   + (f"\n  ... {len(tars) - 3} more" if len(tars) > 3 else ""))
         if args.openlineage:
-            print(f"openlineage {write_openlineage(args.output)}")
+            print(f"openlineage {write_openlineage(args.output, args.producer)}")
     except ExportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from cropcore.masks import cut_rle
 from cropcore.resize import crop_and_resize
 from cropcore.windows import absolute_windows, empty_windows, relative_windows, windows_from_xyxy
 from jobs import convert, schema, steps
+from jobs.exports import with_hf_features
 from jobs.schema import IMAGE_ID, ImagesLayout
 from jobs.sinks import read_marker, write_shard
 from jobs.storage import MissingObjectError, StorageError, read_bytes, resolve
@@ -537,7 +538,8 @@ class ShardBuilder:
             taken = self.images.select(list(context.layout.carried)).take(
                 pa.array(rows, pa.int64()))
             carried = {name: taken.column(name) for name in context.layout.carried}
-        crops = pa.table({**crop_columns, **carried})
+        # Hugging Face datasets' features in the schema: `crop` loads as an Image, no cast.
+        crops = with_hf_features(pa.table({**crop_columns, **carried}))
         uris = {r: self.source_uri(r) for r in set(rows)}
 
         def repeated(value, kind=None):

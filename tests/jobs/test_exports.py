@@ -71,8 +71,7 @@ def test_hugging_face_datasets_reads_the_crop_column_as_images(job_output, tmp_p
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
     ds = datasets.load_dataset("parquet", data_files=str(job_output / "crops" / "*.parquet"),
                                split="train", cache_dir=str(tmp_path / "hf" / "cache"))
-    if not isinstance(ds.features["crop"], datasets.Image):
-        ds = ds.cast_column("crop", datasets.Image())
+    assert isinstance(ds.features["crop"], datasets.Image)  # from the schema's metadata, no cast
     crops = read_kind(job_output, "crops")
     assert ds.num_rows == crops.num_rows > 0
     by_id = {row["crop_id"]: row for row in crops.to_pylist()}
@@ -145,7 +144,7 @@ def test_openlineage_events_name_the_run_its_inputs_and_outputs(job_output):
     for event in events:
         assert {"eventType", "eventTime", "run", "job", "inputs", "outputs", "producer",
                 "schemaURL"} <= set(event)
-        assert event["producer"] == "https://github.com/cropcore/cropcore"
+        assert event["producer"] == exports.default_producer()
         assert event["schemaURL"] == \
             "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
         assert event["run"]["runId"] == str(uuid.UUID(event["run"]["runId"]))
@@ -303,3 +302,64 @@ def test_sample_json_is_strict_json():
                                                                            tzinfo=UTC)}, "png"))
     assert document["predictions"] == {"confidence": None, "x_min": 1.5}
     assert document["lineage"]["created_at"] == "2026-01-01T00:00:00+00:00"
+
+
+def _hf_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
+    return datasets
+
+
+def test_job_crops_load_in_datasets_as_images_with_no_cast(tmp_path, monkeypatch):
+    """The crop UDF's own shards (in process, no Ray) carry datasets' features metadata."""
+    from tests.jobs.test_steps import _job_in_process
+
+    datasets = _hf_offline(monkeypatch, tmp_path)
+    out = _job_in_process(tmp_path, images_table(2), DYNAMIC, detections_table(2, 2))
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "crops" / "*.parquet"),
+                               split="train", cache_dir=str(tmp_path / "hf" / "cache"))
+    assert isinstance(ds.features["crop"], datasets.Image)  # no cast_column needed
+    assert isinstance(ds.features["x_min"], datasets.Value)  # other columns from Arrow types
+    by_id = {row["crop_id"]: row for row in out["crops"].to_pylist()}
+    row = ds[0]
+    expected = decode_png(by_id[row["crop_id"]]["crop"]["bytes"])
+    np.testing.assert_array_equal(np.asarray(row["crop"].convert("RGB")), expected[:, :, ::-1])
+
+
+def test_hf_features_metadata_names_only_an_image_crop_column():
+    image = pa.schema([("crop_id", pa.string()), ("crop", HF_IMAGE_TYPE)])
+    meta = exports.hf_features_metadata(image)
+    assert json.loads(meta[b"huggingface"]) == {"info": {"features": {"crop": {"_type": "Image"}}}}
+    tensor = pa.schema([("crop", pa.fixed_shape_tensor(pa.float32(), (2, 2, 3)))])
+    assert exports.hf_features_metadata(tensor) == {}
+    table = exports.with_hf_features(pa.table({"crop": pa.array([None], HF_IMAGE_TYPE)})
+                                     .replace_schema_metadata({b"other": b"kept"}))
+    assert set(table.schema.metadata) == {b"other", b"huggingface"}
+
+
+def test_openlineage_producer_is_configurable_with_a_sensible_default(tmp_path, monkeypatch):
+    empty = pa.table({"crop_id": pa.array([], pa.string()), "image_id": pa.array([], pa.string()),
+                      "detection_id": pa.array([], pa.string()),
+                      "crop": pa.array([], HF_IMAGE_TYPE), "width": pa.array([], pa.int32()),
+                      "height": pa.array([], pa.int32())})
+    output = str(write_committed_output(tmp_path / "out", empty, lineage_rows([])))
+    monkeypatch.delenv("CROPCORE_OPENLINEAGE_PRODUCER", raising=False)
+    from importlib.metadata import version
+
+    default = exports.openlineage_events(output)
+    assert {e["producer"] for e in default} == {f"urn:cropcore:{version('cropcore')}"}
+    monkeypatch.setenv("CROPCORE_OPENLINEAGE_PRODUCER", "https://git.example.com/ml/crops/v2")
+    from_env = exports.openlineage_events(output)
+    assert from_env[0]["producer"] == "https://git.example.com/ml/crops/v2"
+    assert from_env[0]["job"]["facets"]["jobType"]["_producer"] == \
+        "https://git.example.com/ml/crops/v2"
+    given = exports.openlineage_events(output, producer="urn:acme:cropper")
+    assert {e["producer"] for e in given} == {"urn:acme:cropper"}
+    assert given[0]["run"]["runId"] == default[0]["run"]["runId"]  # the run id never moves
+    with pytest.raises(exports.ExportError, match="producer must be a URI .* got 'not a uri'"):
+        exports.openlineage_events(output, producer="not a uri")

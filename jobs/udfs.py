@@ -294,7 +294,10 @@ class ShardBuilder:
         if self.context.reduced_decode and data[:2] == b"\xff\xd8":  # JPEG only: DCT scaling
             reduce = max([1] + [r for r in (2, 4, 8) if shrink >= r])
         try:
-            pixels = decode_image(data, max_pixels=self.context.max_pixels, reduce=reduce)
+            # Every use of the pixels (crop views, masks, resizes) is encoded or copied before
+            # this method runs again, so the thread's reused decode buffer is safe here.
+            pixels = decode_image(data, max_pixels=self.context.max_pixels, reduce=reduce,
+                                  reuse_buffer=True)
             size_wh = read_image_size(data) if reduce > 1 else (pixels.shape[1], pixels.shape[0])
         except ImageDecodeError as error:
             for detection_id in detection_ids:

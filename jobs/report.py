@@ -79,6 +79,9 @@ PANEL = (52, 47, 44)
 TEXT = (240, 240, 240)
 TEXT_DIM = (170, 165, 160)
 NO_CLASS = (160, 160, 160)
+KEYPOINT_COLOUR = (0, 255, 255)  # BGR yellow, ringed in near-black
+OBB_COLOUR = (255, 255, 255)  # oriented boxes in white, corner 0 marked
+OBB_COLUMN = "xyxyxyxy"  # supervision's and Roboflow's key for oriented-box corners
 # A qualitative palette bright enough to read on the dark sheet (BGR).
 PALETTE = (
     (255, 170, 60), (60, 160, 255), (90, 215, 90), (90, 90, 240), (220, 130, 200),
@@ -94,7 +97,9 @@ class ParentUnreadable(Exception):
 class CropThumb:
     """One crop as the sheet shows it. ``window`` is ``(x_min, y_min, x_max, y_max)`` in parent
     pixels, half-open; ``pixels`` uint8 BGR ``[h, w, 3]``; ``mask`` bool ``[h, w]`` in the crop
-    frame, or ``None``."""
+    frame, or ``None``. ``polygon`` ``[n, 2]``, ``keypoints`` ``[k, 3]`` (x, y, confidence; NaN
+    confidence when unknown) and ``obb`` (an oriented box's ``[4, 2]`` corners) are float pixel
+    coordinates in the crop frame, or ``None``."""
 
     crop_id: str
     detection_id: str | None
@@ -102,6 +107,9 @@ class CropThumb:
     window: tuple[int, int, int, int]
     pixels: np.ndarray
     mask: np.ndarray | None = None
+    polygon: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
+    obb: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -265,8 +273,8 @@ def _read_crops(run: CommittedRun, crops_files: dict, parent_rows: list[dict]) -
         if entry is None:
             continue
         names = set(run.read_schema(entry).names)
-        columns = [c for c in ("crop_id", schema.DETECTION_ID, "crop", "mask", "class_name")
-                   if c in names]
+        columns = [c for c in ("crop_id", schema.DETECTION_ID, "crop", "mask", "class_name",
+                               "polygon", "keypoints", OBB_COLUMN) if c in names]
         ids = [r["crop_id"] for r in parent_rows if r["shard"] == shard]
         table = run.read(entry, columns, filters=pc.field("crop_id").isin(ids))
         pixels = _crop_pixels(table.column("crop"))
@@ -280,9 +288,32 @@ def _read_crops(run: CommittedRun, crops_files: dict, parent_rows: list[dict]) -
                 if mask is not None and mask.shape != image.shape[:2]:
                     mask = None
             thumbs.append(CropThumb(row["crop_id"], row.get(schema.DETECTION_ID),
-                                    row.get("class_name"), windows[row["crop_id"]], image, mask))
+                                    row.get("class_name"), windows[row["crop_id"]], image, mask,
+                                    *_geometry(row)))
     thumbs.sort(key=lambda t: (t.detection_id or "", t.crop_id))
     return thumbs
+
+
+def _points(value, width: int) -> np.ndarray | None:
+    """A nested list of numbers as a finite float ``[n, width]`` array, or ``None``."""
+    try:
+        points = np.asarray(value, dtype=np.float64).reshape(-1, width)
+    except (TypeError, ValueError):
+        return None
+    return points if len(points) and np.isfinite(points[:, :2]).all() else None
+
+
+def _geometry(row: dict) -> tuple:
+    """``(polygon, keypoints, obb)`` of a crops row, each ``None`` when absent or malformed."""
+    polygon = _points(row["polygon"], 2) if row.get("polygon") else None
+    keypoints = None
+    if row.get("keypoints"):
+        keypoints = _points([[k.get("x"), k.get("y"),
+                              np.nan if k.get("confidence") is None else k["confidence"]]
+                             for k in row["keypoints"] if k], 3)
+    obb = _points(row[OBB_COLUMN], 2) if row.get(OBB_COLUMN) is not None else None
+    return polygon if polygon is not None and len(polygon) >= 2 else None, keypoints, \
+        obb if obb is not None and len(obb) == 4 else None
 
 
 def _crop_pixels(column: pa.ChunkedArray) -> list[np.ndarray]:
@@ -397,6 +428,25 @@ def _draw_thumb(crop: CropThumb, colour) -> np.ndarray:
         thumb[mask > 0] = blended[mask > 0]
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(thumb, contours, -1, colour, 1, cv2.LINE_AA)
+    # Geometry in the crop frame, scaled to the thumbnail: pixel (x, y) covers [x, x + 1).
+    scale = np.array([thumb.shape[1] / crop.pixels.shape[1], thumb.shape[0] / crop.pixels.shape[0]])
+
+    def to_thumb(points: np.ndarray) -> np.ndarray:
+        return np.rint(points[:, :2] * scale).astype(np.int32)
+
+    if crop.polygon is not None:
+        cv2.polylines(thumb, [to_thumb(crop.polygon)], True, colour, 1, cv2.LINE_AA)
+    if crop.obb is not None:
+        corners = to_thumb(crop.obb)
+        cv2.polylines(thumb, [corners], True, OBB_COLOUR, 1, cv2.LINE_AA)
+        cv2.circle(thumb, tuple(int(v) for v in corners[0]), 2, OBB_COLOUR, cv2.FILLED)
+    if crop.keypoints is not None:
+        for (x, y), confidence in zip(to_thumb(crop.keypoints).tolist(),
+                                      crop.keypoints[:, 2].tolist(), strict=True):
+            if confidence == 0:  # a keypoint the model did not see
+                continue
+            cv2.circle(thumb, (x, y), 3, (20, 20, 20), cv2.FILLED, cv2.LINE_AA)
+            cv2.circle(thumb, (x, y), 2, KEYPOINT_COLOUR, cv2.FILLED, cv2.LINE_AA)
     return thumb
 
 
@@ -690,7 +740,7 @@ from {_count(int(counts.get("images", 0)), "image")}</p>
 </div>
 <section class="sheet"><h2>Contact sheet</h2>
 <p class="muted">{parents_drawn} parent images with their crop windows (one colour per class) and
-their crops; masks are outlined on the thumbnails.</p>
+their crops; masks, polygons, keypoints and oriented boxes are drawn on the thumbnails.</p>
 <img src="{data_uri}" alt="contact sheet of {parents_drawn} parent images and their crops">
 {skipped_html}</section>
 </main>

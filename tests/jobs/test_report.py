@@ -310,3 +310,49 @@ def test_class_colours_are_stable_and_none_is_grey():
     colours = report.class_colours(["dog", None, "cat", "dog"])
     assert colours == report.class_colours(["cat", "dog"]) | {None: report.NO_CLASS}
     assert colours["cat"] != colours["dog"]
+
+
+def _near(pixel, colour, tolerance=40) -> bool:
+    """Lines are antialiased: a pixel on one is within ``tolerance`` of the colour."""
+    return bool(np.abs(pixel.astype(int) - np.array(colour)).max() <= tolerance)
+
+
+def _thumb(**geometry) -> np.ndarray:
+    """A 52 x 52 grey crop (thumbnails are 104: a scale of 2) with the given geometry drawn."""
+    crop = report.CropThumb("c", "d", None, (0, 0, 52, 52), np.full((52, 52, 3), 60, np.uint8),
+                            **geometry)
+    return report._draw_thumb(crop, (0, 0, 255))
+
+
+def test_thumbnails_draw_polygons_in_the_class_colour():
+    plain = _thumb()
+    drawn = _thumb(polygon=np.array([[10.0, 10.0], [40.0, 10.0], [40.0, 40.0]]))
+    assert _near(drawn[20, 50], (0, 0, 255))  # on the top edge, y = 10 -> 20 in the thumb
+    assert _near(drawn[50, 80], (0, 0, 255))  # on the right edge, x = 40 -> 80
+    assert tuple(drawn[70, 30]) == tuple(plain[70, 30])  # outside the triangle: untouched
+
+
+def test_thumbnails_draw_keypoints_but_not_unseen_ones():
+    keypoints = np.array([[10.0, 20.0, 0.9], [30.0, 30.0, 0.0], [40.0, 5.0, np.nan]])
+    drawn = _thumb(keypoints=keypoints)
+    assert _near(drawn[40, 20], report.KEYPOINT_COLOUR)
+    assert _near(drawn[10, 80], report.KEYPOINT_COLOUR)  # confidence unknown: drawn
+    assert tuple(drawn[60, 60]) == (60, 60, 60)  # confidence 0: not drawn
+
+
+def test_thumbnails_draw_oriented_boxes_with_corner_zero_marked():
+    obb = np.array([[26.0, 5.0], [47.0, 26.0], [26.0, 47.0], [5.0, 26.0]])
+    drawn = _thumb(obb=obb)
+    assert _near(drawn[10, 52], report.OBB_COLOUR)  # corner 0 (26, 5) -> (52, 10)
+    assert tuple(drawn[52, 52]) == (60, 60, 60)  # the centre is not filled
+
+
+def test_geometry_is_read_from_crop_rows_and_malformed_values_are_skipped():
+    row = {"polygon": [[1, 2], [3, 4], [5, 6]],
+           "keypoints": [{"x": 1.0, "y": 2.0, "confidence": None}, None],
+           "xyxyxyxy": [[0, 0], [4, 0], [4, 4], [0, 4]]}
+    polygon, keypoints, obb = report._geometry(row)
+    assert polygon.shape == (3, 2) and obb.shape == (4, 2)
+    assert keypoints.shape == (1, 3) and np.isnan(keypoints[0, 2])
+    assert report._geometry({"polygon": [[1, 2]], "xyxyxyxy": [[0, 0]]}) == (None, None, None)
+    assert report._geometry({"polygon": [["a", 2], [1, 2]]})[0] is None

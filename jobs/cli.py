@@ -68,6 +68,15 @@ def _job_arguments(parser: argparse.ArgumentParser, *, output_required: bool = T
                         help="detections per image beyond this become error rows")
     parser.add_argument("--rows-per-shard", type=int, default=32,
                         help="images per output shard (the unit of retry and resume)")
+    parser.add_argument("--allow-uris", default="",
+                        help="comma-separated prefixes that a 'uri' column (or a Hugging Face "
+                        "image 'path') may name, e.g. s3://bucket/images/,file:///data/; "
+                        "nothing else is read (default: none)")
+    parser.add_argument("--max-image-bytes", type=int, default=256 << 20,
+                        help="fetched image objects larger than this become error rows")
+    parser.add_argument("--allow-foreign-files", action="store_true",
+                        help="write into an --output that holds files this job did not write "
+                        "(they are never read or deleted)")
     parser.add_argument("--reduced-decode", action="store_true",
                         help="crop_and_resize only: decode a JPEG at 1/2, 1/4 or 1/8 size when "
                         "every box on it shrinks at least that much (faster; values differ "
@@ -132,6 +141,8 @@ def _config(args):
         max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
         max_detections=args.max_detections,
         rows_per_shard=args.rows_per_shard, reduced_decode=args.reduced_decode,
+        allow_uris=args.allow_uris, max_image_bytes=args.max_image_bytes,
+        allow_foreign_files=args.allow_foreign_files,
     )
 
 
@@ -157,11 +168,11 @@ def format_summary(summary) -> str:
 def _run(args) -> int:
     from jobs import pipeline, raycompat
 
-    config = _config(args)
-    pipeline.prepare(config)  # fail on bad input before starting Ray
+    # Every check, and the output's claim, before starting Ray; the plan is made once.
+    prepared = pipeline.claim(pipeline.prepare(_config(args)))
     raycompat.init(args.address, args.num_cpus)
     raycompat.configure_progress(sys.stderr.isatty(), args.verbose)
-    summary = pipeline.run(config)
+    summary = pipeline.run(prepared)
     print(format_summary(summary))
     return 0
 
@@ -170,10 +181,15 @@ def _validate(args) -> int:
     from jobs import pipeline
 
     prepared = pipeline.prepare(_config(args))
+    output = ""
+    if prepared.output is not None:
+        state = pipeline.check_output(prepared)
+        output = ("; output committed by this run already" if state.manifest
+                  else f"; output {prepared.output.url} can be claimed")
     plan = prepared.plan
     print(f"ok: {plan.num_images} images in {len(plan.units)} row groups, "
           f"{plan.num_detections} detections, {plan.errors.num_rows} rows rejected by planning; "
-          f"step {prepared.context.step.type}")
+          f"step {prepared.context.step.type}{output}")
     return 0
 
 
@@ -201,6 +217,34 @@ def _demo(args) -> int:
     return 0
 
 
+def root_cause(error: BaseException) -> BaseException:
+    """The exception that started it all: through ``__cause__`` chains and Ray's wrappers
+    (``RayTaskError.cause``, ``UserCodeException``), down to the user code's own error."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, "cause", None) if type(error).__name__.startswith("RayTaskError") \
+            else None
+        inner = inner or error.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    return error
+
+
+def describe_failure(error: BaseException) -> str:
+    """``Type: message`` of a failure's root cause, on one line, credentials redacted."""
+    cause = root_cause(error)
+    lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
+    # Ray prefixes wrapped messages with its own advice; the cause's own words come last.
+    lines = [line for line in lines if not line.startswith(("To change retry", "Traceback"))]
+    message = lines[-1] if lines else ""
+    name = type(cause).__name__
+    if name.startswith("RayTaskError(") and name.endswith(")"):
+        name = name[len("RayTaskError("):-1]
+    return storage.redact(f"{name}: {message}" if message else name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # One line per stage on stderr; -v adds timestamps and other libraries' info lines.
@@ -225,11 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - a failed task: one line, the rest under -v
         if args.verbose:
             raise
-        cause = error.__cause__ or error
-        first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
-        print(f"error: the job failed ({type(cause).__name__}): {storage.redact(first)}; "
-              f"committed shards are kept: rerun the same command to resume (-v for details)",
-              file=sys.stderr)
+        print(f"error: the job failed: {describe_failure(error)}; committed shards are kept: "
+              f"rerun the same command to resume (-v for details)", file=sys.stderr)
         return 1
 
 

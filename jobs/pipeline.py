@@ -9,23 +9,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
 import pyarrow as pa
 
 from cropcore.codec import DEFAULT_MAX_PIXELS
-from jobs import raycompat, steps
+from jobs import ownership, raycompat, steps
+from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, parse_allow_list
 from jobs.plan import Plan, make_plan
-from jobs.sinks import commit_manifest, committed_shards, read_manifest, read_marker, write_shard
-from jobs.storage import StorageError, resolve
+from jobs.sinks import commit_manifest, committed_shards, read_marker, write_shard
+from jobs.storage import Location, StorageError, resolve
 from jobs.udfs import JobContext, crop_units, now
 from jobs.versions import code_version
 
-__all__ = ["JobConfig", "JobError", "Summary", "build_pipeline", "prepare", "run"]
+__all__ = ["JobConfig", "JobError", "Prepared", "Summary", "build_pipeline", "check_output",
+           "claim", "prepare", "run"]
 
 log = logging.getLogger("jobs")
 FORMATS = ("png", "jpeg", "webp", "npy")
@@ -53,6 +57,9 @@ class JobConfig:
     max_detections: int = 10_000
     rows_per_shard: int = 32
     reduced_decode: bool = False  # crop_and_resize: DCT-scaled JPEG decode if boxes shrink 2x+
+    allow_uris: tuple[str, ...] = ()  # prefixes a `uri`/`path` value may name (jobs.fetch)
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # cap on a fetched image object
+    allow_foreign_files: bool = False  # write beside files the job did not write (never deleted)
 
     def __post_init__(self):
         fmt = self.image_format or ("npy" if isinstance(self.step, steps.CropAndResize) else "png")
@@ -67,7 +74,11 @@ class JobConfig:
             raise JobError("--reduced-decode applies to the crop_and_resize step only")
         if self.quality is not None and fmt in ("png", "npy"):
             raise JobError(f"--quality applies to jpeg and webp, not {fmt}")
-        for name in ("max_pixels", "max_detections", "rows_per_shard"):
+        try:
+            object.__setattr__(self, "allow_uris", parse_allow_list(self.allow_uris))
+        except ValueError as error:
+            raise JobError(str(error)) from None
+        for name in ("max_pixels", "max_detections", "rows_per_shard", "max_image_bytes"):
             if getattr(self, name) < 1:
                 raise JobError(f"{name} must be a positive integer, got {getattr(self, name)}")
 
@@ -96,19 +107,32 @@ class Summary:
 
 @dataclass(frozen=True)
 class Prepared:
+    """A checked job: its plan, the context workers get, and the run's identity."""
+
     config: JobConfig
     plan: Plan
     context: JobContext
     run_id: str
     fingerprint: str
+    settings: dict
+    output: Location | None  # None: validating without an --output
 
 
 def prepare(config: JobConfig) -> Prepared:
-    """Check the step, every input column and the output before any work starts."""
+    """Check the step, every input column and the output's place before any work starts."""
+    output = resolve(config.output) if config.output else None
+    for name, url in (("--images", config.images), ("--detections", config.detections)):
+        if url and output and ownership.overlapping(resolve(url), output):
+            raise JobError(f"{name} {resolve(url).url} and --output {output.url} overlap; the "
+                           f"output must be a folder apart from every input")
     references = steps.column_refs(config.step)
     plan = make_plan(config.images, config.detections,
                      needs_detections=config.step.needs_detections,
                      keep_columns=config.keep_columns, parameter_columns=references)
+    if plan.layout is not None and plan.layout.image_source == "uri" and not config.allow_uris:
+        raise JobError("the images table names its images in a 'uri' column: pass --allow-uris "
+                       "with the prefixes the job may read, for example "
+                       "--allow-uris s3://bucket/images/,file:///data/images/")
     version = code_version()
     step_json = steps.step_to_json(config.step)
     settings = {
@@ -117,6 +141,7 @@ def prepare(config: JobConfig) -> Prepared:
         "keep_columns": list(plan.layout.carried) if plan.layout else [],
         "max_pixels": config.max_pixels, "max_detections": config.max_detections,
         "rows_per_shard": config.rows_per_shard, "reduced_decode": config.reduced_decode,
+        "allow_uris": list(config.allow_uris), "max_image_bytes": config.max_image_bytes,
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     run_id = config.run_id or f"run-{digest[:12]}"
@@ -127,9 +152,63 @@ def prepare(config: JobConfig) -> Prepared:
         max_detections=config.max_detections, rows_per_shard=config.rows_per_shard,
         reduced_decode=config.reduced_decode,
         run_id=run_id, fingerprint=fingerprint, code_version=version, created_at=now(),
-        parameter_columns=references,
+        parameter_columns=references, allow_uris=config.allow_uris,
+        max_image_bytes=config.max_image_bytes,
     )
-    return Prepared(config, plan, context, run_id, fingerprint)
+    return Prepared(config, plan, context, run_id, fingerprint, settings, output)
+
+
+def check_output(prepared: Prepared) -> ownership.OutputState:
+    """Every check of the output that needs no claim: who owns it, what else it holds, and
+    whether it can be written (a probe object is written and deleted). ``validate`` runs these;
+    ``claim`` runs them too, before starting any work."""
+    if prepared.output is None:
+        raise JobError("--output is required to run")
+    state = ownership.inspect_output(prepared.output)
+    try:
+        ownership.check_output(prepared.output, state, run_id=prepared.run_id,
+                               fingerprint=prepared.fingerprint, settings=prepared.settings,
+                               allow_foreign=prepared.config.allow_foreign_files,
+                               describe=describe_difference)
+    except ownership.OutputRefused as error:
+        raise JobError(str(error)) from None
+    if state.manifest is None:
+        ownership.check_writable(prepared.output)
+    return state
+
+
+def claim(prepared: Prepared) -> Prepared:
+    """Check the output and claim it for this run (before any work; see ``jobs.ownership``).
+    The returned job carries the claim's time, shared by every attempt of the run."""
+    state = check_output(prepared)
+    if state.manifest is not None:
+        return prepared  # committed by this very run: nothing will be written
+    try:
+        owner = ownership.claim_output(prepared.output, run_id=prepared.run_id,
+                                       fingerprint=prepared.fingerprint,
+                                       settings=prepared.settings)
+    except ownership.OutputRefused as error:
+        raise JobError(str(error)) from None
+    created_at = datetime.fromisoformat(owner.created_at)
+    return dataclasses.replace(prepared,
+                               context=dataclasses.replace(prepared.context, created_at=created_at))
+
+
+def describe_difference(old: dict, new: dict) -> str:
+    """Which of inputs, step, settings or code version differ between two runs' settings."""
+    parts = []
+    if old.get("inputs") != new.get("inputs"):
+        parts.append("inputs")
+    if old.get("step") != new.get("step"):
+        parts.append("step")
+    if old.get("code_version") != new.get("code_version"):
+        parts.append(f"code version ({old.get('code_version')} there, "
+                     f"{new.get('code_version')} here)")
+    other = sorted(k for k in set(old) | set(new)
+                   if k not in ("inputs", "step", "code_version") and old.get(k) != new.get(k))
+    if other:
+        parts.append("settings (" + ", ".join(other) + ")")
+    return " and ".join(parts)
 
 
 def build_pipeline(prepared: Prepared):
@@ -152,21 +231,18 @@ def asdict_shallow(obj) -> dict:
     return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
 
 
-def run(config: JobConfig) -> Summary:
-    """Run the job to a committed manifest (see ``jobs.sinks`` for the commit protocol)."""
+def run(job: JobConfig | Prepared) -> Summary:
+    """Run the job to a committed manifest (see ``jobs.sinks`` for the commit protocol). A
+    ``Prepared`` job is used as it is (planned once); a claimed one is not claimed again."""
     started = time.perf_counter()
-    prepared = prepare(config)
-    output = resolve(config.output)
-    existing = read_manifest(output)
-    if existing is not None:
-        if existing.get("fingerprint") != prepared.fingerprint:
-            raise JobError(
-                f"{output.url} already holds committed run {existing.get('run_id')} with other "
-                f"inputs, step or settings; write to a new --output (nothing was changed)"
-            )
+    prepared = job if isinstance(job, Prepared) else prepare(job)
+    config, output = prepared.config, prepared.output
+    existing = ownership.inspect_output(output).manifest
+    if existing is not None and existing.get("fingerprint") == prepared.fingerprint:
         log.info("output already holds this run, committed; nothing to do")
         return Summary(**existing["counts"] | {"output": output.url, "shards_skipped":
                                                len(existing["shards"]), "shards": 0})
+    prepared = claim(prepared)
     plan = prepared.plan
     log.info("plan: %d images in %d row groups, %d detections, %d rows rejected before work",
              plan.num_images, len(plan.units), plan.num_detections, plan.errors.num_rows)
@@ -208,8 +284,12 @@ def run(config: JobConfig) -> Summary:
         "inputs": {"images": resolve(config.images).url,
                    "detections": resolve(config.detections).url if config.detections else None},
         "counts": {k: v for k, v in asdict(summary).items() if k not in ("output", "seconds")},
+        "settings": prepared.settings,
         "shards": sorted(markers, key=lambda m: m["shard"]),
     }
+    removed = ownership.remove_own_leftovers(output, {m["shard"] for m in markers})
+    if removed:
+        log.info("commit: removed %d temporary files of failed attempts", removed)
     commit_manifest(output, manifest)
     log.info("commit: %s written", output.child("_manifest.json").url)
     return summary

@@ -89,7 +89,7 @@ def read_table(url: str, what: str) -> tuple[pa.Table | None, list[str]]:
     files = list_files(resolve(url))
     tables = []
     for location in files:
-        table = _open_parquet(location).read()
+        table = schema.plain_table(_open_parquet(location).read())
         if table.num_rows or table.num_columns:
             tables.append(table)
     digest = [_file_identity(f) for f in files]
@@ -121,7 +121,7 @@ def make_plan(images_url: str, detections_url: str | None, *, needs_detections: 
         elif file_layout != layout:
             raise schema.SchemaError(f"images file {location.url} differs in its columns from "
                                      f"the first file ({layout} vs {file_layout})")
-        file_ids = parquet.read(columns=[layout.id_column]).column(0)
+        file_ids = schema.plain_table(parquet.read(columns=[layout.id_column])).column(0)
         first = 0
         for group in range(parquet.metadata.num_row_groups):
             n = parquet.metadata.row_group(group).num_rows

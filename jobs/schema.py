@@ -92,12 +92,81 @@ class SchemaError(ValueError):
     """An input table lacks a required column or has one of the wrong type."""
 
 
+def plain_type(t: pa.DataType) -> pa.DataType:
+    """The type the job works in for a column as real writers produce it: pandas and polars
+    write ``large_string`` (and pyarrow may read ``string_view``), categoricals arrive as
+    dictionaries, and lists may be large. Strings become ``string``, binaries ``binary``,
+    dictionaries their values, every list a ``list``, recursively; other types are kept.
+
+    >>> plain_type(pa.large_list(pa.struct([("x", pa.large_string())])))
+    ListType(list<item: struct<x: string>>)
+    """
+    if pa.types.is_dictionary(t):
+        return plain_type(t.value_type)
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.binary()
+    if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t)
+            or pa.types.is_large_list_view(t)):
+        return pa.list_(t.value_field.with_type(plain_type(t.value_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(plain_type(f.type)) for f in t])
+    return t
+
+
+def plain_table(table: pa.Table) -> pa.Table:
+    """``table`` with every column cast to its ``plain_type`` (no copy when already plain)."""
+    target = pa.schema([f.with_type(plain_type(f.type)) for f in table.schema],
+                       metadata=table.schema.metadata)
+    if target.equals(table.schema):
+        return table
+    try:
+        return table.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        raise SchemaError(f"cannot read columns of types {table.schema.types}: "
+                          f"{str(error).splitlines()[0]}") from None
+
+
 def _is_string(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
+    return pa.types.is_string(plain_type(t))
 
 
 def _is_binary(t: pa.DataType) -> bool:
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+    return pa.types.is_binary(plain_type(t))
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_floating(t) or pa.types.is_integer(t)
+
+
+def _is_list_of(t: pa.DataType, item) -> bool:
+    return pa.types.is_list(t) and item(t.value_type)
+
+
+def _is_keypoints(t: pa.DataType) -> bool:
+    """``list<struct<x, y[, confidence]>>`` with numeric fields."""
+    if not _is_list_of(t, pa.types.is_struct):
+        return False
+    point = t.value_type
+    names = {f.name: f.type for f in point}
+    return ("x" in names and "y" in names
+            and all(_is_number(names[n]) for n in ("x", "y", "confidence") if n in names))
+
+
+def _is_polygon(t: pa.DataType) -> bool:
+    """``list<list<number>>``: [x, y] pairs."""
+    return _is_list_of(t, lambda inner: _is_list_of(inner, _is_number))
+
+
+def _is_rle(t: pa.DataType) -> bool:
+    """``struct<size: list<int>, counts: string | list<int>>`` (COCO RLE)."""
+    if not pa.types.is_struct(t) or t.get_field_index("size") < 0 \
+            or t.get_field_index("counts") < 0:
+        return False
+    size, counts = t.field("size").type, t.field("counts").type
+    return (_is_list_of(size, pa.types.is_integer)
+            and (pa.types.is_string(counts) or _is_list_of(counts, pa.types.is_integer)))
 
 
 def _is_small_scalar(t: pa.DataType) -> bool:
@@ -206,11 +275,9 @@ _DETECTION_TYPES = {
     "class_name": _is_string,
     "class_id": pa.types.is_integer,
     "confidence": pa.types.is_floating,
-    "mask": lambda t: pa.types.is_struct(t) and t.get_field_index("counts") >= 0
-    and t.get_field_index("size") >= 0,
-    "keypoints": lambda t: pa.types.is_list(t) and pa.types.is_struct(t.value_type)
-    and t.value_type.get_field_index("x") >= 0 and t.value_type.get_field_index("y") >= 0,
-    "polygon": lambda t: pa.types.is_list(t) and pa.types.is_list(t.value_type),
+    "mask": _is_rle,
+    "keypoints": _is_keypoints,
+    "polygon": _is_polygon,
     # numpy (N, 4, 2) arrays reach Arrow as fixed-size lists: accepted, cast on translation
     ORIENTED_BOX: lambda t: (pa.types.is_list(t) or pa.types.is_fixed_size_list(t))
     and (pa.types.is_list(t.value_type) or pa.types.is_fixed_size_list(t.value_type)),
@@ -219,7 +286,7 @@ _DETECTION_EXPECTED = {
     IMAGE_ID: "string", DETECTION_ID: "string", "x_min": "float64", "y_min": "float64",
     "x_max": "float64", "y_max": "float64", "class_name": "string", "class_id": "int64",
     "confidence": "float64", "mask": "struct<size: list<int32>, counts: string>",
-    "keypoints": "list<struct<x, y, confidence>>", "polygon": "list<list<float64>>",
+    "keypoints": "list<struct<x: float64, y: float64, confidence: float64>>", "polygon": "list<list<float64>>",
     ORIENTED_BOX: "list<list<float64>> (four [x, y] corners)",
 }
 
@@ -231,6 +298,7 @@ def check_detections_fields(fields: dict[str, pa.DataType], *, nested: bool) -> 
         if name not in fields:
             raise SchemaError(f"{where} needs a '{name}' column ({_DETECTION_EXPECTED[name]}); "
                               f"it has {', '.join(fields) or 'no columns'}")
+    fields = {name: plain_type(t) for name, t in fields.items()}
     for name, check in _DETECTION_TYPES.items():
         if name in fields and not check(fields[name]):
             raise SchemaError(f"{where} column '{name}' must be {_DETECTION_EXPECTED[name]}, "
@@ -238,6 +306,7 @@ def check_detections_fields(fields: dict[str, pa.DataType], *, nested: bool) -> 
 
 
 def check_detections_type(t: pa.DataType) -> None:
+    t = plain_type(t)
     if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not pa.types.is_struct(
         t.value_type
     ):

@@ -5,14 +5,16 @@ Under ``--output``::
     crops/part-<shard>.parquet      crop rows
     lineage/part-<shard>.parquet    one lineage row per crop
     errors/part-<shard>.parquet     one row per input that produced no crop (only when any)
+    _claim.json                     the run that owns the folder (``jobs.ownership``): first
     _shards/<shard>.json            a shard's commit marker: its files, rows, bytes, sha256
     _manifest.json                  the run's commit: written last, atomically
 
 A shard's files are written first and its marker last, each atomically, so a marker means the
 shard is complete. Shard names are hashes of the run fingerprint and the shard's input rows: a
 retried task rewrites identical names, and a rerun skips shards whose marker exists. Data files
-that no marker of the committed run lists (left by a crash) are deleted before the manifest is
-written, so readers of ``crops/`` see exactly the committed rows.
+are never deleted: a retried shard rewrites the same names, so a complete run has a marker for
+every data file it wrote. Only the temporary files of its own failed attempts are removed (see
+``jobs.ownership``), and readers go through the manifest.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import pyarrow.parquet as pq
 from jobs.storage import (
     Location,
     StorageError,
-    delete,
     exists,
     list_files,
     read_bytes,
@@ -119,14 +120,6 @@ def read_manifest(output: Location) -> dict | None:
 
 
 def commit_manifest(output: Location, manifest: dict) -> None:
-    """Delete data files no marker lists, then write the manifest (atomically, last)."""
-    listed = {f["path"] for shard in manifest["shards"] for f in shard["files"]}
-    for kind in KINDS:
-        directory = output.child(kind)
-        if not exists(directory):
-            continue
-        for location in list_files(directory, suffix=""):
-            relative = f"{kind}/{location.path.rsplit('/', 1)[-1]}"
-            if relative not in listed:
-                delete(location)
+    """Write the manifest (atomically, last). Nothing is deleted here: the temporary files of
+    failed attempts are removed beforehand by ``jobs.ownership.remove_own_leftovers``."""
     write_atomic(output.child(MANIFEST), json.dumps(manifest, indent=2, sort_keys=True).encode())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,8 +25,13 @@ __all__ = [
     "Location",
     "MissingObjectError",
     "StorageError",
+    "create_exclusive",
+    "delete",
+    "exists",
+    "file_info",
     "join",
     "list_files",
+    "list_tree",
     "read_bytes",
     "redact",
     "resolve",
@@ -56,6 +62,10 @@ class Location:
     @property
     def is_local(self) -> bool:
         return isinstance(self.fs, pafs.LocalFileSystem)
+
+    @property
+    def is_s3(self) -> bool:
+        return isinstance(self.fs, pafs.S3FileSystem)
 
     def child(self, *parts: str) -> Location:
         return Location(self.fs, join(self.path, *parts), join(self.url, *parts))
@@ -168,10 +178,12 @@ def list_files(location: Location, suffix: str = ".parquet") -> list[Location]:
     return [Location(fs, p, prefix + p if prefix else p) for p in sorted(paths)]
 
 
-def read_bytes(location: Location) -> bytes:
+def read_bytes(location: Location, max_bytes: int | None = None) -> bytes:
+    """The object's bytes; with ``max_bytes``, at most that many plus one (so a caller can tell
+    an object over its cap without reading all of it)."""
     try:
         with location.fs.open_input_stream(location.path) as stream:
-            return stream.read()
+            return stream.read() if max_bytes is None else stream.read(max_bytes + 1)
     except (FileNotFoundError, IsADirectoryError, ValueError) as error:
         # ValueError: ArrowInvalid for paths the filesystem refuses; permanent like a 404
         raise MissingObjectError(f"cannot read {location.url}: {_clean(error)}") from None
@@ -215,3 +227,110 @@ def delete(location: Location) -> None:
         pass
     except OSError as error:
         raise StorageError(f"cannot delete {location.url}: {_clean(error)}") from None
+
+
+def file_info(location: Location) -> pafs.FileInfo:
+    """Type and size of the object at ``location`` (``FileType.NotFound`` when there is none)."""
+    try:
+        return location.fs.get_file_info(location.path)
+    except (OSError, ValueError) as error:
+        raise StorageError(f"cannot stat {location.url}: {_clean(error)}") from None
+
+
+def list_tree(location: Location) -> list[str]:
+    """Every file below a directory (hidden ones included), as paths relative to it, sorted.
+    A location that does not exist lists nothing."""
+    try:
+        info = location.fs.get_file_info(location.path)
+        if info.type == pafs.FileType.NotFound:
+            return []
+        if info.is_file:
+            raise StorageError(f"{location.url} is a file, not a folder")
+        infos = location.fs.get_file_info(pafs.FileSelector(location.path, recursive=True))
+    except StorageError:
+        raise
+    except (OSError, ValueError) as error:
+        raise StorageError(f"cannot list {location.url}: {_clean(error)}") from None
+    base = location.path.rstrip("/") + "/"
+    return sorted(i.path[len(base):] for i in infos if i.is_file and i.path.startswith(base))
+
+
+def create_exclusive(location: Location, data: bytes) -> bool:
+    """Create the object with ``data`` only if nothing exists at ``location``; ``True`` when this
+    call created it, ``False`` when an object was already there (it is left as it was).
+
+    Local disks: the data is written to a temporary sibling and hard-linked to the target, which
+    fails atomically if the target exists. S3: a conditional ``PutObject`` (``If-None-Match: *``)
+    that AWS S3 (since 2024-08) and SeaweedFS (tested here) apply atomically, so of two
+    concurrent creators exactly one wins. Other stores have no portable conditional create: the
+    object is written when absent and read back, a check that narrows but cannot close the race
+    window (see README, Reliability).
+    """
+    if location.is_local:
+        return _create_exclusive_local(location, data)
+    if location.is_s3:
+        return _create_exclusive_s3(location, data)
+    if exists(location):
+        return False
+    write_atomic(location, data)
+    return read_bytes(location) == data
+
+
+def _create_exclusive_local(location: Location, data: bytes) -> bool:
+    path = location.path
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(temporary, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    except OSError as error:
+        raise StorageError(f"cannot write {location.url}: {_clean(error)}") from None
+    finally:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+
+
+def _s3_client():
+    import botocore.config
+    import botocore.session
+
+    _region_default()
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    config = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS},
+        connect_timeout=S3_CONNECT_TIMEOUT_S, read_timeout=S3_REQUEST_TIMEOUT_S)
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=endpoint or None, region_name=region or None, config=config)
+
+
+def _create_exclusive_s3(location: Location, data: bytes) -> bool:
+    import botocore.exceptions
+
+    bucket, _, key = location.path.partition("/")
+    client = _s3_client()
+    for attempt in range(8):
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            return True
+        except botocore.exceptions.ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412"):
+                return False
+            if code in ("ConditionalRequestConflict", "409"):
+                # AWS: another conditional write to this key is in flight; ask again shortly
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise StorageError(f"cannot write {location.url}: {redact(str(error))}") from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise StorageError(f"cannot write {location.url}: {redact(str(error))}") from None
+    return False

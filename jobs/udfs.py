@@ -28,7 +28,8 @@ from jobs import convert, schema, steps
 from jobs.exports import with_hf_features
 from jobs.schema import IMAGE_ID, ImagesLayout
 from jobs.sinks import read_marker, write_shard
-from jobs.storage import MissingObjectError, StorageError, read_bytes, resolve
+from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, fetch
+from jobs.storage import MissingObjectError, StorageError, resolve
 
 __all__ = ["JobContext", "crop_units"]
 
@@ -55,6 +56,8 @@ class JobContext:
     created_at: datetime
     detections: object = None  # ray.ObjectRef of the broadcast detections table, or None
     parameter_columns: dict = field(default_factory=dict)
+    allow_uris: tuple[str, ...] = ()  # prefixes that `uri`/`path` values may name
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 
 
 _DETECTIONS_CACHE: dict = {}
@@ -142,7 +145,7 @@ def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
     columns = _columns_to_read(context)
     try:
         parquet = pq.ParquetFile(location.fs.open_input_file(location.path))
-        rows = parquet.read_row_group(unit["row_group"], columns=columns)
+        rows = schema.plain_table(parquet.read_row_group(unit["row_group"], columns=columns))
     except (OSError, pa.ArrowInvalid) as error:
         raise StorageError(f"cannot read {location.url}: {str(error).splitlines()[0]}") from None
     markers = []
@@ -188,6 +191,10 @@ class ShardBuilder:
         self.context = context
         self.file_url = file_url
         self.source_rows = source_rows
+        # `uri`/`path` values: only under the allowed prefixes; relative ones from the file's
+        # folder
+        self.fetch_policy = FetchPolicy(context.allow_uris, file_url.rsplit("/", 1)[0],
+                                        context.max_image_bytes)
         # One entry per crop, in crop order; image-level values are kept per chunk row.
         self.crop_rows: list[int] = []
         self.crop_detection_ids: list = []
@@ -199,10 +206,10 @@ class ShardBuilder:
         self.crop_masks: list[dict | None] = []
         self.row_params: dict[int, dict] = {}  # row: per-image parameter values, as used
         self.image_values: dict[int, tuple[str, tuple[int, int]]] = {}  # row: (sha256, size)
-        # crop_id = sha256 of this prefix, then the source, image, detection and window.
-        self._crop_id_prefix = hashlib.sha256("\n".join(
-            [context.code_version, context.step_json, context.image_format,
-             str(context.quality), ""]).encode())
+        # crop_id = sha256 of this prefix, then the source, image, detection and window, each
+        # part length-prefixed: no choice of ids (newlines included) makes two crops collide.
+        self._crop_id_prefix = hashlib.sha256(_length_prefixed(
+            context.code_version, context.step_json, context.image_format, str(context.quality)))
         self.errors: list[dict] = []
         self.counts = {"images": 0, "images_decoded": 0, "images_without_detections": 0,
                        "detections": 0, "crops": 0, "errors": {}}
@@ -271,12 +278,12 @@ class ShardBuilder:
         try:
             if layout.image_source == "uri":
                 uri = sources[row].as_py()
-                data = None if uri is None else read_bytes(resolve(uri))
+                data = None if uri is None else fetch(uri, self.fetch_policy)
             elif layout.image_source == "struct":
                 value = sources[row].as_py()
                 data = None if value is None else value.get("bytes")
                 if data is None and value is not None and value.get("path"):
-                    data = read_bytes(resolve(value["path"]))
+                    data = fetch(value["path"], self.fetch_policy)
             else:
                 data = sources[row].as_py()
         except MissingObjectError as error:
@@ -492,7 +499,8 @@ class ShardBuilder:
             data = encode_image(crop, context.image_format, context.quality)
         x0, y0, x1, y1 = window
         crop_id = self._crop_id_prefix.copy()
-        crop_id.update(f"{source_sha}\n{image_id}\n{detection_id}\n{x0},{y0},{x1},{y1}".encode())
+        crop_id.update(_length_prefixed(source_sha, image_id, detection_id,
+                                        f"{x0},{y0},{x1},{y1}"))
         self.image_values[row] = (source_sha, size_wh)
         self.crop_rows.append(row)
         self.crop_detection_ids.append(detection_id)
@@ -652,11 +660,28 @@ def _dynamic_parameters(step: steps.DynamicCrop, values: dict) -> tuple[float, t
 
 def _cut_mask(rle: dict, size_wh: tuple[int, int], window) -> tuple[np.ndarray, dict]:
     """The mask under ``window`` and its RLE in the crop's frame."""
-    height, width = rle["size"]
+    size, counts = rle.get("size"), rle.get("counts")
+    if size is None or counts is None or len(size) != 2 or any(v is None for v in size):
+        raise ValueError(f"mask needs size [height, width] and counts, got size={size!r} "
+                         f"and {'no counts' if counts is None else 'counts'}")
+    height, width = size
     if (width, height) != size_wh:
         raise ValueError(f"mask size {[height, width]} does not match the image "
                          f"({size_wh[1]}x{size_wh[0]})")
     return cut_rle(rle, window)
+
+
+def _length_prefixed(*parts: str | None) -> bytes:
+    """Each part as ``<utf-8 byte length>:<bytes>`` (``None`` as ``-``): an unambiguous encoding
+    of the sequence."""
+    out = bytearray()
+    for part in parts:
+        if part is None:
+            out += b"-"
+            continue
+        data = str(part).encode("utf-8", "surrogatepass")
+        out += b"%d:" % len(data) + data
+    return bytes(out)
 
 
 def now() -> datetime:

@@ -125,6 +125,14 @@ def test_relative_static_crop(ray_cluster, tmp_path):
     crops = read_output(tmp_path / "o", "crops")
     assert crops.num_rows == 2
     assert {(r["width"], r["height"]) for r in crops.to_pylist()} == {(32, 24)}
+    # 64 x 48 image: centre (round(32), round(24)), size (32, 24) -> x_min 16, y_min 12
+    lineage = {r["crop_id"]: r for r in read_output(tmp_path / "o", "lineage").to_pylist()}
+    for row in crops.to_pylist():
+        window = lineage[row["crop_id"]]
+        assert (window["window_x_min"], window["window_y_min"], window["window_x_max"],
+                window["window_y_max"]) == (16, 12, 48, 36)
+        i = int(row["image_id"][2:])
+        np.testing.assert_array_equal(decode(row["crop"]["bytes"]), image_pixels(i)[12:36, 16:48])
 
 
 def test_crop_and_resize_npy_matches_the_kernel(ray_cluster, tmp_path):
@@ -172,7 +180,7 @@ def test_rerun_gives_identical_crops_and_refuses_other_settings(ray_cluster, tmp
     again = run(JobConfig(output=str(tmp_path / "a"), **common))
     assert again.crops == a.num_rows
     assert read_output(tmp_path / "a", "crops").equals(a)
-    with pytest.raises(JobError, match="already holds committed run"):
+    with pytest.raises(JobError, match=r"belongs to run run-\w+, committed, with other step;"):
         run(JobConfig(output=str(tmp_path / "a"), **common | {
             "step": steps.parse_step(DYNAMIC | {"mask_opacity": 0.5})}))
 
@@ -217,6 +225,21 @@ def test_hugging_face_image_column_and_nested_detections(ray_cluster, tmp_path):
     summary = run(JobConfig(images=str(tmp_path / "images.parquet"), output=str(tmp_path / "o"),
                             step=steps.parse_step({"type": "roboflow_core/dynamic_crop@v1"})))
     assert summary.detections == 6 and summary.crops + summary.error_count == 6
+    # every detection whose rounded, clamped box keeps a pixel is a crop (not an error), and
+    # its pixels are that window of its own image
+    expected = {}
+    for row in detections.to_pylist():
+        x0, y0 = (min(max(round(row[k]), 0), n) for k, n in (("x_min", 64), ("y_min", 48)))
+        x1, y1 = (min(max(round(row[k]), 0), n) for k, n in (("x_max", 64), ("y_max", 48)))
+        if x1 > x0 and y1 > y0:
+            expected[row["detection_id"]] = image_pixels(int(row["image_id"][2:]))[y0:y1, x0:x1]
+    assert len(expected) >= 4  # the fixture's boxes: most keep pixels
+    assert summary.crops == len(expected)
+    assert set(summary.errors) <= {"empty_window"}
+    crops = read_output(tmp_path / "o", "crops").to_pylist()
+    assert {row["detection_id"] for row in crops} == set(expected)
+    for row in crops:
+        np.testing.assert_array_equal(decode(row["crop"]["bytes"]), expected[row["detection_id"]])
 
 
 def test_uri_column(ray_cluster, tmp_path):
@@ -228,7 +251,8 @@ def test_uri_column(ray_cluster, tmp_path):
     write_parquet(pa.table({"image_id": ["im0", "im1"], "uri": paths}), tmp_path / "images.parquet")
     step = steps.parse_step({"type": "roboflow_core/absolute_static_crop@v1", "x_center": 5,
                              "y_center": 5, "width": 4, "height": 4})
-    run(JobConfig(images=str(tmp_path / "images.parquet"), output=str(tmp_path / "o"), step=step))
+    run(JobConfig(images=str(tmp_path / "images.parquet"), output=str(tmp_path / "o"), step=step,
+                  allow_uris=(str(tmp_path),)))
     crops = read_output(tmp_path / "o", "crops").sort_by("image_id").to_pylist()
     np.testing.assert_array_equal(decode(crops[1]["crop"]["bytes"]), image_pixels(1)[3:7, 3:7])
 
@@ -296,7 +320,50 @@ def test_reduced_decode_stays_close_to_the_exact_path(ray_cluster, tmp_path):
     a, b = (c.combine_chunks().to_numpy_ndarray() for c in (a, b))
     difference = np.abs(a - b)
     # decoded at 1/8 (area-averaged) against bilinear point samples of the full image: close,
-    # not equal (about 8 grey levels on average for this detailed photograph)
-    assert 0 < difference.mean() < 16
+    # not equal; the README promises "about 8 grey levels" on this detailed photograph
+    assert 6 <= difference.mean() <= 10, difference.mean()
     with pytest.raises(JobError, match="--reduced-decode applies to the crop_and_resize step"):
         JobConfig(output="x", images="y", step=steps.parse_step(DYNAMIC), reduced_decode=True)
+
+
+def test_every_translated_prediction_is_the_input_minus_the_window_origin(ray_cluster, tmp_path):
+    """Box, keypoint x and y, polygon and mask of every crop, each computed here from the input
+    row and the lineage window's origin alone (no cropcore kernel is called)."""
+    images, detections = write_inputs(tmp_path, n_images=3, per_image=4)
+    run(JobConfig(images=str(tmp_path / "images.parquet"),
+                  detections=str(tmp_path / "detections"), output=str(tmp_path / "out"),
+                  step=steps.parse_step({"type": "roboflow_core/dynamic_crop@v1"})))
+    crops = {r["crop_id"]: r for r in read_output(tmp_path / "out", "crops").to_pylist()}
+    lineage = read_output(tmp_path / "out", "lineage").to_pylist()
+    inputs = {r["detection_id"]: r for r in detections.to_pylist()}
+    assert len(lineage) == len(crops) >= 8
+    checked = {"mask": 0, "keypoint": 0, "polygon": 0}
+    for line in lineage:
+        crop, given = crops[line["crop_id"]], inputs[line["detection_id"]]
+        x0, y0 = line["window_x_min"], line["window_y_min"]
+        # the window is the input box rounded half to even and clamped to the 64 x 48 image
+        assert (x0, y0, line["window_x_max"], line["window_y_max"]) == (
+            min(max(round(given["x_min"]), 0), 64), min(max(round(given["y_min"]), 0), 48),
+            min(max(round(given["x_max"]), 0), 64), min(max(round(given["y_max"]), 0), 48))
+        for name, origin in (("x_min", x0), ("y_min", y0), ("x_max", x0), ("y_max", y0)):
+            assert crop[name] == pytest.approx(given[name] - origin, abs=1e-9), name
+        (point,) = crop["keypoints"]
+        assert point["x"] == pytest.approx(given["keypoints"][0]["x"] - x0, abs=1e-9)
+        assert point["y"] == pytest.approx(given["keypoints"][0]["y"] - y0, abs=1e-9)
+        assert point["confidence"] == given["keypoints"][0]["confidence"]
+        checked["keypoint"] += 1
+        assert len(crop["polygon"]) == len(given["polygon"])
+        for (x, y), (gx, gy) in zip(crop["polygon"], given["polygon"], strict=True):
+            assert (x, y) == (pytest.approx(gx - x0, abs=1e-9), pytest.approx(gy - y0, abs=1e-9))
+        checked["polygon"] += 1
+        if given["mask"] is None:
+            assert crop["mask"] is None
+            continue
+        width, height = crop["width"], crop["height"]
+        assert crop["mask"]["size"] == [height, width]
+        window = decode_rle(given["mask"])[y0 : y0 + height, x0 : x0 + width]
+        np.testing.assert_array_equal(decode_rle(crop["mask"]), window)
+        checked["mask"] += 1
+        assert (crop["class_name"], crop["class_id"], crop["confidence"]) == (
+            given["class_name"], given["class_id"], given["confidence"])
+    assert min(checked.values()) >= 4, checked

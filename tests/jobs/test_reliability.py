@@ -113,7 +113,7 @@ def committed_snapshot(output: Output) -> Snapshot:
     # readers never look at it)
     others = {f for f in set(files) - data_files - markers
               if not re.fullmatch(r"_shards/[0-9a-f]{24}\.json\.tmp-[0-9a-f]{32}", f)}
-    assert others == {"_manifest.json"}, others
+    assert others == {"_manifest.json", "_claim.json"}, others
     crops = output.table("crops").sort_by("crop_id")
     lineage = output.table("lineage").drop_columns(["created_at"]).sort_by("crop_id")
     ids = crops["crop_id"].to_pylist()
@@ -600,6 +600,7 @@ def test_credentials_never_reach_outputs_logs_or_errors(ray_cluster, s3_server, 
                      "--output", f"s3://{bucket}/out", "--step", json.dumps(
                          {"type": "roboflow_core/absolute_static_crop@v1", "x_center": 20,
                           "y_center": 16, "width": 16, "height": 12}),
+                     "--allow-uris", f"s3://{bucket}/objects/,s3://missing-bucket/",
                      "--address", ray.get_runtime_context().gcs_address)
         assert result.returncode == 0, result.stderr
         errors = output.table("errors").to_pylist()
@@ -646,7 +647,8 @@ def test_bad_uris_become_error_rows_and_their_credentials_stay_out(ray_cluster, 
                             "uri": pa.array([uri for uri, _ in cases.values()], pa.string())}),
                   tmp_path / "images.parquet")
     output = Output.local(tmp_path / "out")
-    run(JobConfig(images=str(tmp_path / "images.parquet"), output=output.root, step=STATIC))
+    run(JobConfig(images=str(tmp_path / "images.parquet"), output=output.root, step=STATIC,
+                  allow_uris=(str(tmp_path),)))
     assert outcomes(output, "image_id") == Counter(
         (image_id, outcome) for image_id, (_, outcome) in cases.items())
     for name in output.files():

@@ -1,0 +1,209 @@
+"""Who may write an output folder: the job's own file names, the claim, and the checks before work.
+
+An output belongs to one run. The run claims it before any work by creating ``_claim.json``
+with a conditional create (``jobs.storage.create_exclusive``): of two runs started together,
+exactly one creates the claim. A run whose fingerprint (inputs, step, settings, code version,
+run id) matches the claim's continues, so the same command started twice, or rerun after a
+crash, resumes the same run; any other run is refused before it writes anything.
+
+The job deletes only files it can prove it wrote for this run: the temporary files
+(``*.tmp-<uuid>``) of its own shards, whose names hash the run's fingerprint. Anything in the
+output that does not carry one of the job's own names is somebody else's: the run is refused
+unless ``--allow-foreign-files`` is given, and even then those files are never read or deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from jobs.storage import (
+    Location,
+    StorageError,
+    create_exclusive,
+    delete,
+    list_tree,
+    read_bytes,
+    write_atomic,
+)
+
+__all__ = [
+    "CLAIM",
+    "Claim",
+    "OutputRefused",
+    "OutputState",
+    "check_output",
+    "check_writable",
+    "claim_output",
+    "inspect_output",
+    "is_own_file",
+    "overlapping",
+    "remove_own_leftovers",
+]
+
+CLAIM = "_claim.json"
+_HEX24, _TMP = r"[0-9a-f]{24}", r"(?:\.tmp-[0-9a-f]{32})?"
+# Every name the job and its tools (export, report) write under an output folder.
+_OWN_FILE = re.compile(
+    rf"(?:_manifest\.json|{CLAIM.replace('.', '[.]')}|_probe-[0-9a-f]{{32}}"
+    rf"|_shards/{_HEX24}\.json|(?:crops|lineage|errors)/part-{_HEX24}\.parquet"
+    rf"|_index/part-{_HEX24}\.parquet"
+    rf"|webdataset/shard-\d{{6}}\.tar|openlineage/events\.jsonl"
+    rf"|report/(?:contact_sheet\.png|index\.html)){_TMP}"
+)
+_SHOWN = 3  # foreign names quoted in a refusal
+
+
+class OutputRefused(ValueError):
+    """The output may not be written by this run (one line: what is there, what to do)."""
+
+
+def is_own_file(relative: str) -> bool:
+    """Whether a path relative to an output folder is a name the job or its tools write."""
+    return _OWN_FILE.fullmatch(relative) is not None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The run that owns an output. ``created_at`` is the run's time: every attempt of the run
+    writes it into lineage, so attempts (and concurrent starts of the same run) agree."""
+
+    run_id: str
+    fingerprint: str
+    created_at: str
+    settings: dict
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, sort_keys=True, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Claim:
+        value = json.loads(data)
+        return cls(str(value["run_id"]), str(value["fingerprint"]), str(value["created_at"]),
+                   dict(value.get("settings") or {}))
+
+
+@dataclass(frozen=True)
+class OutputState:
+    """What an output folder holds, as far as the job is concerned."""
+
+    claim: Claim | None
+    manifest: dict | None
+    foreign: tuple[str, ...]  # files the job did not write (relative paths)
+    own: int  # files with the job's names
+
+
+def inspect_output(output: Location) -> OutputState:
+    """List the output once and read its claim and manifest (if any)."""
+    files = list_tree(output)
+    foreign = tuple(f for f in files if not is_own_file(f))
+    claim = manifest = None
+    if CLAIM in files:
+        try:
+            claim = Claim.from_json(read_bytes(output.child(CLAIM)))
+        except (ValueError, KeyError, TypeError) as error:
+            raise OutputRefused(f"{output.url}/{CLAIM} is not a claim this job wrote "
+                                f"({type(error).__name__}); choose a new --output") from None
+    if "_manifest.json" in files:
+        try:
+            manifest = json.loads(read_bytes(output.child("_manifest.json")))
+        except ValueError:
+            raise OutputRefused(f"{output.url}/_manifest.json is not valid JSON; choose a new "
+                                f"--output") from None
+    return OutputState(claim, manifest, foreign, len(files) - len(foreign))
+
+
+def check_output(output: Location, state: OutputState, *, run_id: str, fingerprint: str,
+                 settings: dict, allow_foreign: bool, describe=None) -> None:
+    """Refuse an output that another run owns, or that holds files the job did not write."""
+    owner = state.claim or (_legacy_claim(state.manifest) if state.manifest else None)
+    if owner is not None and owner.fingerprint != fingerprint:
+        status = ("committed" if state.manifest
+                  else "claimed (running, or stopped before its commit)")
+        difference = describe(owner.settings, settings) if describe and owner.settings else ""
+        raise OutputRefused(
+            f"{output.url} belongs to run {owner.run_id}, {status}, with other "
+            f"{difference or 'inputs, step, settings or code version'}; "
+            f"write to a new --output (nothing was changed)")
+    if owner is None and state.own and not allow_foreign:
+        raise OutputRefused(
+            f"{output.url} holds crop files of a run that did not claim it ({state.own} files, "
+            f"no {CLAIM}); write to a new --output (nothing was changed)")
+    if state.foreign and not allow_foreign:
+        shown = ", ".join(state.foreign[:_SHOWN])
+        more = f" and {len(state.foreign) - _SHOWN} more" if len(state.foreign) > _SHOWN else ""
+        raise OutputRefused(
+            f"{output.url} holds files this job did not write ({shown}{more}); use an empty "
+            f"or new --output, or pass --allow-foreign-files to write beside them (they are "
+            f"never read or deleted)")
+
+
+def check_writable(output: Location) -> None:
+    """Write and delete a probe object: a read-only or unreachable output fails here, before
+    any work, with the storage layer's one-line error."""
+    probe = output.child(f"_probe-{uuid.uuid4().hex}")
+    write_atomic(probe, b"")
+    delete(probe)
+
+
+def claim_output(output: Location, *, run_id: str, fingerprint: str, settings: dict) -> Claim:
+    """Create the claim, or join it when it is this run's; ``OutputRefused`` when another run
+    created it first (also the loser of a race between two runs started together)."""
+    mine = Claim(run_id, fingerprint, datetime.now(UTC).isoformat(), settings)
+    location = output.child(CLAIM)
+    if create_exclusive(location, mine.to_json()):
+        return mine
+    try:
+        existing = Claim.from_json(read_bytes(location))
+    except (StorageError, ValueError, KeyError, TypeError):
+        raise OutputRefused(f"{location.url} exists but cannot be read as a claim; write to a "
+                            f"new --output (nothing was changed)") from None
+    if existing.fingerprint != fingerprint:
+        raise OutputRefused(f"{output.url} was claimed by run {existing.run_id} (other inputs, "
+                            f"step, settings or code version) while this run started; write to "
+                            f"a new --output (nothing was changed)")
+    return existing
+
+
+def _legacy_claim(manifest: dict) -> Claim:
+    """Outputs committed before claims existed: the manifest names the owner."""
+    return Claim(str(manifest.get("run_id")), str(manifest.get("fingerprint")),
+                 "", dict(manifest.get("settings") or {}))
+
+
+def overlapping(a: Location, b: Location) -> bool:
+    """Whether two locations on the same store are the same place or one holds the other
+    (paths compared after resolution: symlinks and ``..`` on local disks)."""
+    if type(a.fs) is not type(b.fs):
+        return False
+    x, y = _comparable(a), _comparable(b)
+    return x == y or x.startswith(y + "/") or y.startswith(x + "/")
+
+
+def _comparable(location: Location) -> str:
+    import os
+
+    path = location.path
+    wildcard = [path.index(ch) for ch in "*?[" if ch in path]
+    if wildcard:  # a glob: the folder it searches
+        path = path[: min(wildcard)].rsplit("/", 1)[0] or "/"
+    if location.is_local:
+        return os.path.realpath(path).rstrip("/") or "/"
+    return "/".join(p for p in path.split("/") if p not in ("", "."))
+
+
+def remove_own_leftovers(output: Location, shards: set[str]) -> int:
+    """Delete the temporary files that failed attempts of this run's shards left behind;
+    returns how many. Only names that hash this run's fingerprint are touched."""
+    removed = 0
+    for relative in list_tree(output):
+        match = re.fullmatch(
+            rf"(?:(?:crops|lineage|errors)/part-({_HEX24})\.parquet|_shards/({_HEX24})\.json)"
+            rf"\.tmp-[0-9a-f]{{32}}", relative)
+        if match and (match.group(1) or match.group(2)) in shards:
+            delete(output.child(relative))
+            removed += 1
+    return removed

@@ -1,0 +1,227 @@
+"""jobs/ownership.py: the job's own names, the claim, overlap of inputs and output (no Ray)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import pyarrow.fs as pafs
+import pytest
+
+from jobs import ownership
+from jobs.ownership import Claim, OutputRefused
+from jobs.storage import Location, resolve
+
+SHARD = "0123456789abcdef01234567"
+TMP = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    "relative, own",
+    [
+        # the commit point and the claim
+        ("_manifest.json", True),
+        ("_claim.json", True),
+        # a shard's marker, its data files, and their temporary files
+        (f"_shards/{SHARD}.json", True),
+        (f"crops/part-{SHARD}.parquet", True),
+        (f"lineage/part-{SHARD}.parquet.tmp-{TMP}", True),
+        (f"errors/part-{SHARD}.parquet", True),
+        # what export and report write beside a run
+        ("webdataset/shard-000001.tar", True),
+        ("openlineage/events.jsonl", True),
+        ("report/index.html", True),
+        # a user's files in the job's folders
+        ("crops/my-photo.jpg", False),
+        ("crops/sub/deep.parquet", False),
+        ("errors/today.log", False),
+        # near misses of the job's names
+        ("crops/part-0.parquet", False),
+        (f"crops/part-{SHARD}.parquet.bak", False),
+        (f"crops/part-{SHARD.upper()}.parquet", False),
+        ("_manifest.json.old", False),
+        # empty name
+        ("", False),
+    ],
+)
+def test_own_file_names(relative, own):
+    assert ownership.is_own_file(relative) is own
+
+
+def local(path) -> Location:
+    return resolve(str(path))
+
+
+def claim_for(fingerprint: str) -> dict:
+    return {"run_id": "run-x", "fingerprint": fingerprint, "settings": {"step": "s"}}
+
+
+def test_an_output_with_other_files_is_refused_naming_them(tmp_path):
+    for name in ("crops/my-photo.jpg", "crops/sub/deep.parquet", "errors/today.log", "z.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("user data")
+    state = ownership.inspect_output(local(tmp_path))
+    with pytest.raises(OutputRefused, match=r"holds files this job did not write \(crops/my-"
+                                            r"photo.jpg, crops/sub/deep.parquet, errors/today.log"
+                                            r" and 1 more\).*--allow-foreign-files"):
+        ownership.check_output(local(tmp_path), state, allow_foreign=False, **claim_for("f"))
+    # allowed explicitly: no refusal, and the files are still there
+    ownership.check_output(local(tmp_path), state, allow_foreign=True, **claim_for("f"))
+    assert (tmp_path / "crops/my-photo.jpg").read_text() == "user data"
+
+
+def test_an_output_claimed_by_another_run_is_refused_saying_what_differs(tmp_path):
+    output = local(tmp_path)
+    ownership.claim_output(output, run_id="run-a", fingerprint="a",
+                           settings={"step": "s1", "inputs": "i", "code_version": "v"})
+    state = ownership.inspect_output(output)
+    assert state.claim.run_id == "run-a" and state.foreign == ()
+
+    def describe(old, new):
+        return "step" if old["step"] != new["step"] else ""
+
+    with pytest.raises(OutputRefused, match=r"belongs to run run-a, claimed .* with other step;"):
+        ownership.check_output(output, state, run_id="run-b", fingerprint="b",
+                               settings={"step": "s2", "inputs": "i", "code_version": "v"},
+                               allow_foreign=False, describe=describe)
+    # the same run passes
+    ownership.check_output(output, state, run_id="run-a", fingerprint="a",
+                           settings={}, allow_foreign=False)
+
+
+def test_unclaimed_crop_files_are_not_adopted(tmp_path):
+    (tmp_path / "crops").mkdir()
+    (tmp_path / "crops" / f"part-{SHARD}.parquet").write_bytes(b"PAR1")
+    state = ownership.inspect_output(local(tmp_path))
+    with pytest.raises(OutputRefused, match=r"crop files of a run that did not claim it"):
+        ownership.check_output(local(tmp_path), state, allow_foreign=False, **claim_for("f"))
+
+
+def test_a_claim_that_is_not_json_is_refused(tmp_path):
+    (tmp_path / "_claim.json").write_text("not json")
+    with pytest.raises(OutputRefused, match=r"is not a claim this job wrote"):
+        ownership.inspect_output(local(tmp_path))
+
+
+def test_the_same_run_joins_its_claim_and_shares_its_time(tmp_path):
+    first = ownership.claim_output(local(tmp_path), run_id="r", fingerprint="f", settings={})
+    second = ownership.claim_output(local(tmp_path), run_id="r", fingerprint="f", settings={})
+    assert second == first
+    assert Claim.from_json((tmp_path / "_claim.json").read_bytes()) == first
+    with pytest.raises(OutputRefused, match=r"was claimed by run r .* while this run started"):
+        ownership.claim_output(local(tmp_path), run_id="q", fingerprint="g", settings={})
+    # no temporary file is left beside the claim
+    assert sorted(os.listdir(tmp_path)) == ["_claim.json"]
+
+
+def _race(args) -> str:
+    path, fingerprint, start = args
+    start.wait()
+    try:
+        return ownership.claim_output(resolve(path), run_id=fingerprint, fingerprint=fingerprint,
+                                      settings={}).fingerprint
+    except OutputRefused:
+        return "refused"
+
+
+def test_of_runs_claiming_together_exactly_one_wins_on_local_disk(tmp_path):
+    with multiprocessing.Manager() as manager:
+        start = manager.Event()
+        with multiprocessing.get_context("spawn").Pool(6) as pool:
+            result = pool.map_async(_race, [(str(tmp_path), f"run{i}", start) for i in range(6)])
+            start.set()
+            outcomes = result.get(timeout=120)
+    winners = [o for o in outcomes if o != "refused"]
+    assert len(winners) == 1, outcomes
+    assert json.loads((tmp_path / "_claim.json").read_text())["fingerprint"] == winners[0]
+
+
+def test_of_runs_claiming_together_exactly_one_wins_on_s3(s3_server, s3_bucket):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    barrier = Barrier(6)
+    output = resolve(f"s3://{s3_bucket}/out")
+
+    def attempt(i: int) -> str:
+        barrier.wait()
+        try:
+            return ownership.claim_output(output, run_id=f"r{i}", fingerprint=f"f{i}",
+                                          settings={}).fingerprint
+        except OutputRefused:
+            return "refused"
+
+    for _ in range(3):
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(attempt, range(6)))
+        winners = {o for o in outcomes if o != "refused"}
+        assert len(winners) == 1, outcomes
+        assert output.fs.get_file_info(output.child("_claim.json").path).is_file
+        output.fs.delete_file(output.child("_claim.json").path)
+
+
+def test_a_read_only_output_fails_the_writable_check(tmp_path):
+    if os.geteuid() == 0:
+        # root writes anywhere: a file where the folder should be is refused by everyone
+        (tmp_path / "out").write_text("a file")
+    else:
+        (tmp_path / "out").mkdir(mode=0o500)
+    with pytest.raises(OSError, match=r"cannot write"):
+        ownership.check_writable(local(tmp_path / "out"))
+
+
+@pytest.mark.parametrize(
+    "a, b, overlap",
+    [
+        # the same folder
+        ("data", "data", True),
+        # input kept under the output
+        ("data/crops", "data", True),
+        # output inside the input folder
+        ("data", "data/out", True),
+        # a glob searches its folder
+        ("data/*.parquet", "data/out", True),
+        # siblings with a common prefix of characters, not of folders
+        ("data", "data2", False),
+        ("data/images", "data/out", False),
+        # through '..'
+        ("data/x/../out", "data/out/sub", True),
+    ],
+)
+def test_overlap_of_local_paths(tmp_path, a, b, overlap):
+    assert ownership.overlapping(local(tmp_path / a), local(tmp_path / b)) is overlap
+    assert ownership.overlapping(local(tmp_path / b), local(tmp_path / a)) is overlap
+
+
+def test_overlap_through_a_symlink(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert ownership.overlapping(local(tmp_path / "link" / "out"), local(tmp_path / "real"))
+
+
+def test_overlap_on_object_stores_compares_keys():
+    s3 = pafs.S3FileSystem(anonymous=True, region="us-east-1")
+
+    def at(path):
+        return Location(s3, path, f"s3://{path}")
+
+    assert ownership.overlapping(at("bucket/data/"), at("bucket/data/out"))
+    assert ownership.overlapping(at("bucket//data/images"), at("bucket/data"))
+    assert not ownership.overlapping(at("bucket/data"), at("bucket/data2"))
+    assert not ownership.overlapping(at("bucket/data"), at("other/data"))
+    # different stores never overlap
+    assert not ownership.overlapping(at("tmp/data"), resolve("/tmp/data"))
+
+
+def test_leftovers_removed_are_only_this_runs_temporary_files(tmp_path):
+    other = "f" * 24
+    names = [f"crops/part-{SHARD}.parquet.tmp-{TMP}", f"_shards/{SHARD}.json.tmp-{TMP}",
+             f"crops/part-{SHARD}.parquet", f"crops/part-{other}.parquet.tmp-{TMP}",
+             "crops/notes.parquet.tmp-x"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert ownership.remove_own_leftovers(local(tmp_path), {SHARD}) == 2
+    kept = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert kept == sorted(names[2:])

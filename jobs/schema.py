@@ -286,7 +286,8 @@ _DETECTION_EXPECTED = {
     IMAGE_ID: "string", DETECTION_ID: "string", "x_min": "float64", "y_min": "float64",
     "x_max": "float64", "y_max": "float64", "class_name": "string", "class_id": "int64",
     "confidence": "float64", "mask": "struct<size: list<int32>, counts: string>",
-    "keypoints": "list<struct<x: float64, y: float64, confidence: float64>>", "polygon": "list<list<float64>>",
+    "keypoints": "list<struct<x: float64, y: float64, confidence: float64>>",
+    "polygon": "list<list<float64>>",
     ORIENTED_BOX: "list<list<float64>> (four [x, y] corners)",
 }
 

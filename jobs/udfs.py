@@ -26,9 +26,9 @@ from cropcore.resize import crop_and_resize
 from cropcore.windows import absolute_windows, empty_windows, relative_windows, windows_from_xyxy
 from jobs import convert, schema, steps
 from jobs.exports import with_hf_features
+from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, fetch
 from jobs.schema import IMAGE_ID, ImagesLayout
 from jobs.sinks import read_marker, write_shard
-from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, fetch
 from jobs.storage import MissingObjectError, StorageError, resolve
 
 __all__ = ["JobContext", "crop_units"]

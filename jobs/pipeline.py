@@ -23,6 +23,7 @@ from cropcore.codec import DEFAULT_MAX_PIXELS
 from jobs import ownership, raycompat, steps
 from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, parse_allow_list
 from jobs.plan import Plan, make_plan
+from jobs.progress import Progress, planned_shards
 from jobs.sinks import commit_manifest, committed_shards, read_marker, write_shard
 from jobs.storage import Location, StorageError, resolve
 from jobs.udfs import JobContext, crop_units, now
@@ -257,8 +258,12 @@ def run(job: JobConfig | Prepared) -> Summary:
                                              counts))
     if prepared.plan.units:
         dataset = build_pipeline(prepared)
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            markers += [json.loads(m) for m in batch.column("marker").to_pylist()]
+        # A progress line at a steady interval when stderr is not a terminal (ray job logs).
+        with Progress(planned_shards(prepared.plan.units, config.rows_per_shard)) as progress:
+            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                new = [json.loads(m) for m in batch.column("marker").to_pylist()]
+                markers += new
+                progress.update(new)
         log.info("crop: %d shards written or found committed", len(markers))
     summary.detections = prepared.plan.num_detections
     for marker in markers:

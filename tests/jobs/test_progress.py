@@ -73,3 +73,21 @@ def test_planned_shards_and_durations():
 def test_interval_from_the_environment(monkeypatch):
     monkeypatch.setenv("CROPJOB_PROGRESS_SECONDS", "5")
     assert Progress(1).interval == 5.0
+
+
+@pytest.mark.slow
+def test_the_job_prints_progress_when_stderr_is_not_a_terminal(ray_cluster, tmp_path, capsys):
+    from jobs import steps
+    from jobs.pipeline import JobConfig, run
+    from tests.jobs.builders import images_table, write_parquet
+
+    write_parquet(images_table(4), tmp_path / "images.parquet", row_group_size=2)
+    step = steps.parse_step({"type": "RelativeStaticCrop", "x_center": 0.5, "y_center": 0.5,
+                             "width": 0.5, "height": 0.5})
+    summary = run(JobConfig(images=str(tmp_path / "images.parquet"), output=str(tmp_path / "o"),
+                            step=step, rows_per_shard=1))
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if line.startswith("progress: ")]
+    assert summary.crops == 4
+    assert lines and lines[-1].startswith("progress: 4/4 shards (100%), 4 crops, ")
+    assert lines[-1].endswith(", 0 errors, ETA 0s")

@@ -84,6 +84,14 @@ ERROR_SCHEMA = pa.schema(
         ("source_uri", pa.string()),
     ]
 )
+# Every reason an errors/ row can carry, in pipeline order (plan, read, decode, crop). A reason
+# the job writes must be listed here: tests/jobs/test_error_reasons.py produces each one
+# end to end and fails on a reason in the code that is missing from this list.
+ERROR_REASONS = (
+    "duplicate_image_id", "missing_id", "duplicate_detection_id", "image_missing",
+    "too_many_detections", "fetch_failed", "no_image_bytes", "undecodable", "too_many_pixels",
+    "unsupported", "invalid_parameter", "invalid_box", "empty_window", "invalid_mask",
+)
 RESERVED_COLUMNS = frozenset(CROP_COLUMNS) | frozenset(LINEAGE_COLUMNS) | {"image", "uri",
                                                                              "detections"}
 

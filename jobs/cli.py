@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -217,31 +218,29 @@ def _demo(args) -> int:
     return 0
 
 
-def root_cause(error: BaseException) -> BaseException:
-    """The exception that started it all: through ``__cause__`` chains and Ray's wrappers
-    (``RayTaskError.cause``, ``UserCodeException``), down to the user code's own error."""
-    seen = set()
-    while id(error) not in seen:
-        seen.add(id(error))
-        inner = getattr(error, "cause", None) if type(error).__name__.startswith("RayTaskError") \
-            else None
-        inner = inner or error.__cause__
-        if not isinstance(inner, BaseException):
-            break
-        error = inner
-    return error
+_TRACEBACK_LAST = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)?): ?(.*)$")
 
 
 def describe_failure(error: BaseException) -> str:
-    """``Type: message`` of a failure's root cause, on one line, credentials redacted."""
-    cause = root_cause(error)
-    lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
-    # Ray prefixes wrapped messages with its own advice; the cause's own words come last.
-    lines = [line for line in lines if not line.startswith(("To change retry", "Traceback"))]
+    """``Type: message`` of a failure's root cause, on one line, credentials redacted.
+
+    Ray re-raises a task's error as ``RayTaskError(...)`` around Ray Data's own
+    ``UserCodeException``; the user code's exception survives only as the traceback text at
+    the start of the message, so its last ``Type: message`` line there is the root cause.
+    """
+    while error.__cause__ is not None and not type(error).__name__.startswith("RayTaskError"):
+        error = error.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    if type(error).__name__.startswith("RayTaskError"):
+        original = text.split("The above exception was the direct cause")[0]
+        for line in reversed(original.splitlines()):
+            match = _TRACEBACK_LAST.match(line)
+            if match and not line.startswith(" "):
+                name, message = match.group(1).rsplit(".", 1)[-1], match.group(2).strip()
+                return storage.redact(f"{name}: {message}" if message else name)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     message = lines[-1] if lines else ""
-    name = type(cause).__name__
-    if name.startswith("RayTaskError(") and name.endswith(")"):
-        name = name[len("RayTaskError("):-1]
+    name = type(error).__name__
     return storage.redact(f"{name}: {message}" if message else name)
 
 

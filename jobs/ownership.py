@@ -93,7 +93,7 @@ class OutputState:
     claim: Claim | None
     manifest: dict | None
     foreign: tuple[str, ...]  # files the job did not write (relative paths)
-    own: int  # files with the job's names
+    own_data: int  # files with the job's names, other than a claim being made or a probe
 
 
 def inspect_output(output: Location) -> OutputState:
@@ -113,7 +113,10 @@ def inspect_output(output: Location) -> OutputState:
         except ValueError:
             raise OutputRefused(f"{output.url}/_manifest.json is not valid JSON; choose a new "
                                 f"--output") from None
-    return OutputState(claim, manifest, foreign, len(files) - len(foreign))
+    # A concurrent run's claim in the making (its temporary file) and its writable probe are
+    # not data: they must not make this run think an unclaimed run left files here.
+    own_data = sum(is_own_file(f) and not f.startswith((CLAIM, "_probe-")) for f in files)
+    return OutputState(claim, manifest, foreign, own_data)
 
 
 def check_output(output: Location, state: OutputState, *, run_id: str, fingerprint: str,
@@ -128,10 +131,10 @@ def check_output(output: Location, state: OutputState, *, run_id: str, fingerpri
             f"{output.url} belongs to run {owner.run_id}, {status}, with other "
             f"{difference or 'inputs, step, settings or code version'}; "
             f"write to a new --output (nothing was changed)")
-    if owner is None and state.own and not allow_foreign:
+    if owner is None and state.own_data and not allow_foreign:
         raise OutputRefused(
-            f"{output.url} holds crop files of a run that did not claim it ({state.own} files, "
-            f"no {CLAIM}); write to a new --output (nothing was changed)")
+            f"{output.url} holds crop files of a run that did not claim it "
+            f"({state.own_data} files, no {CLAIM}); write to a new --output (nothing was changed)")
     if state.foreign and not allow_foreign:
         shown = ", ".join(state.foreign[:_SHOWN])
         more = f" and {len(state.foreign) - _SHOWN} more" if len(state.foreign) > _SHOWN else ""

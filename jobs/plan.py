@@ -89,7 +89,7 @@ def read_table(url: str, what: str) -> tuple[pa.Table | None, list[str]]:
     files = list_files(resolve(url))
     tables = []
     for location in files:
-        table = schema.plain_table(_open_parquet(location).read())
+        table = schema.plain_table(_open_parquet(location).read(), schema.DETECTIONS_SCHEMA)
         if table.num_rows or table.num_columns:
             tables.append(table)
     digest = [_file_identity(f) for f in files]

@@ -123,9 +123,16 @@ def plain_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def plain_table(table: pa.Table) -> pa.Table:
-    """``table`` with every column cast to its ``plain_type`` (no copy when already plain)."""
-    target = pa.schema([f.with_type(plain_type(f.type)) for f in table.schema],
+def plain_table(table: pa.Table, known: pa.Schema | None = None) -> pa.Table:
+    """``table`` with every column cast to its ``plain_type`` (no copy when already plain).
+    A column of nulls only (what pandas writes for an all-``None`` column) takes its type
+    from ``known`` when that names it."""
+    def target_type(f: pa.Field) -> pa.DataType:
+        if pa.types.is_null(f.type) and known is not None and f.name in known.names:
+            return known.field(f.name).type
+        return plain_type(f.type)
+
+    target = pa.schema([f.with_type(target_type(f)) for f in table.schema],
                        metadata=table.schema.metadata)
     if target.equals(table.schema):
         return table
@@ -309,7 +316,8 @@ def check_detections_fields(fields: dict[str, pa.DataType], *, nested: bool) -> 
                               f"it has {', '.join(fields) or 'no columns'}")
     fields = {name: plain_type(t) for name, t in fields.items()}
     for name, check in _DETECTION_TYPES.items():
-        if name in fields and not check(fields[name]):
+        # a column of nulls only (pandas writes one for an all-None column) is cast on reading
+        if name in fields and not pa.types.is_null(fields[name]) and not check(fields[name]):
             raise SchemaError(f"{where} column '{name}' must be {_DETECTION_EXPECTED[name]}, "
                               f"got {fields[name]}")
 

@@ -655,3 +655,360 @@ def test_bad_uris_become_error_rows_and_their_credentials_stay_out(ray_cluster, 
         data = output.read(name)
         for secret in secrets:
             assert secret not in data, f"{secret!r} found in {name}"
+
+
+# -- 5. ownership, one writer, what a dataset may read (issue: reliability round 2) ---------------
+def ray_address() -> str:
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+def small_inputs(root: Path, n_images: int = 4) -> tuple[str, str]:
+    root.mkdir(parents=True, exist_ok=True)
+    write_parquet(images_table(n_images), root / "images.parquet")
+    (root / "detections").mkdir(exist_ok=True)
+    write_parquet(detections_table(n_images, 2, masks=False), root / "detections" / "d.parquet")
+    return str(root / "images.parquet"), str(root / "detections")
+
+
+def run_args(images: str, detections: str | None, output: str, *extra: str) -> list[str]:
+    args = ["run", "--images", images, "--output", output, "--step", DYNAMIC_JSON, *extra]
+    return args + (["--detections", detections] if detections else [])
+
+
+def one_line_error(result: subprocess.CompletedProcess, match: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert re.search(match, lines[0]), lines[0]
+    assert "Started a local Ray instance" not in result.stderr  # refused before Ray
+
+
+def test_case_1_an_output_holding_other_data_is_refused_and_never_deleted(ray_cluster, tmp_path):
+    images, detections = small_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    theirs = {"crops/my-photo.jpg": b"photo", "crops/sub/deep.parquet": b"PAR1",
+              "errors/today.log": b"log", "lineage/notes.txt": b"notes"}
+    for name, data in theirs.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    one_line_error(cli(*run_args(images, detections, str(out))),
+                   r"holds files this job did not write \(crops/my-photo.jpg, crops/sub/deep."
+                   r"parquet, errors/today.log and 1 more\).*--allow-foreign-files")
+    one_line_error(cli("validate", *run_args(images, detections, str(out))[1:]),
+                   r"holds files this job did not write")
+    # allowed explicitly: the run commits beside them, and leaves every one as it was
+    result = cli(*run_args(images, detections, str(out), "--allow-foreign-files",
+                           "--address", ray_address()))
+    assert result.returncode == 0, result.stderr
+    for name, data in theirs.items():
+        assert (out / name).read_bytes() == data, name
+    manifest = Output.local(out).manifest()
+    listed = {f["path"] for shard in manifest["shards"] for f in shard["files"]}
+    assert not listed & set(theirs)
+    assert all((out / path).is_file() for path in listed)
+
+
+def test_case_2_and_3_inputs_and_output_may_not_overlap(tmp_path):
+    data = tmp_path / "data"
+    images, detections = small_inputs(data / "crops")
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    # input kept under the output
+    one_line_error(cli(*run_args(images, detections, str(data))),
+                   r"--images .* and --output .* overlap")
+    # output inside the images folder (and through '..')
+    one_line_error(cli(*run_args(str(data / "crops"), detections, str(data / "crops" / "out"))),
+                   r"overlap")
+    one_line_error(cli(*run_args(images, detections,
+                                 str(data / "x" / ".." / "crops" / "detections" / "o"))),
+                   r"--detections .* overlap")
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+
+
+def s3_or_local(where: str, tmp_path: Path, request) -> tuple[Output, str]:
+    if where == "local":
+        return Output.local(tmp_path / "out"), str(tmp_path / "out")
+    server = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    return Output(server.pyarrow_fs(), f"{bucket}/out"), f"s3://{bucket}/out"
+
+
+def start_cli(*arguments: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jobs", *arguments], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def assert_complete(output: Output) -> dict:
+    """The output is one committed run: every file the manifest lists exists, with its sha256."""
+    import hashlib
+
+    manifest = output.manifest()
+    assert manifest["status"] == "committed"
+    for shard in manifest["shards"]:
+        for entry in shard["files"]:
+            assert hashlib.sha256(output.read(entry["path"])).hexdigest() == entry["sha256"]
+    claim = json.loads(output.read("_claim.json"))
+    assert claim["fingerprint"] == manifest["fingerprint"]
+    return manifest
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_case_4_two_runs_with_other_settings_started_together(ray_cluster, tmp_path, where,
+                                                              request):
+    output, url = s3_or_local(where, tmp_path, request)
+    images, detections = small_inputs(tmp_path / "in")
+    runs = [start_cli(*run_args(images, detections, url, "--format", fmt, "--address",
+                                ray_address())) for fmt in ("png", "jpeg")]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in runs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, _, err in results if code == 2)
+    assert re.search(r"(belongs to|was claimed by) run run-\w+", loser), loser
+    manifest = assert_complete(output)
+    winner = "png" if results[0][0] == 0 else "jpeg"
+    assert manifest["format"] == winner
+    # a rerun of the loser is refused, saying what differs; the winner's rerun does nothing
+    loser_format = {"png": "jpeg", "jpeg": "png"}[winner]
+    one_line_error(cli(*run_args(images, detections, url, "--format", loser_format)),
+                   r"committed, with other settings \(format\)")
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_case_4_the_same_run_started_twice_is_idempotent(ray_cluster, tmp_path, where, request):
+    output, url = s3_or_local(where, tmp_path, request)
+    images, detections = small_inputs(tmp_path / "in", n_images=8)
+    runs = [start_cli(*run_args(images, detections, url, "--rows-per-shard", "1", "--address",
+                                ray_address())) for _ in range(2)]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in runs]
+    assert [code for code, _, _ in results] == [0, 0], results
+    manifest = assert_complete(output)
+    assert manifest["counts"]["crops"] == 16
+    crops = output.table("crops")
+    assert crops.num_rows == 16 and len(set(crops["crop_id"].to_pylist())) == 16
+    created = set(output.table("lineage")["created_at"].to_pylist())
+    assert len(created) == 1  # both starts wrote the run's one time, from the claim
+
+
+def test_case_5_a_uri_table_needs_an_allow_list(tmp_path):
+    write_parquet(pa.table({"image_id": ["a"], "uri": ["/etc/passwd"]}),
+                  tmp_path / "images.parquet")
+    for command in ("run", "validate"):
+        one_line_error(cli(command, "--images", str(tmp_path / "images.parquet"), "--output",
+                           str(tmp_path / "out"), "--step", json.dumps(
+                               {"type": STATIC.type, "x_center": 1, "y_center": 1, "width": 2,
+                                "height": 2})),
+                       r"pass --allow-uris with the prefixes the job may read")
+
+
+def test_case_5_uris_outside_the_allow_list_or_not_regular_files_become_rows(ray_cluster,
+                                                                           tmp_path):
+    allowed = tmp_path / "images"
+    allowed.mkdir()
+    (allowed / "good.png").write_bytes(png(image_pixels(0)))
+    os.mkfifo(allowed / "fifo.png")
+    (allowed / "folder.png").mkdir()
+    (allowed / "big.png").write_bytes(png(image_pixels(1)) + b"\0" * 5000)
+    (tmp_path / "secret.txt").write_text("root:x:0:0:secret")
+    cases = {
+        "good": str(allowed / "good.png"),
+        "relative": "good.png",  # resolves against the images file's folder
+        "passwd": "/etc/passwd",
+        "file-url": "file:///etc/passwd",
+        "climb": "../secret.txt",
+        "climb-abs": f"{allowed}/../secret.txt",
+        "loopback-http": "http://127.0.0.1:9/latest/meta-data/",
+        "other-bucket": "s3://other-bucket/a.png",
+        "fifo": str(allowed / "fifo.png"),
+        "dev-zero": "/dev/zero",
+        "folder": str(allowed / "folder.png"),
+        "too-big": str(allowed / "big.png"),
+    }
+    write_parquet(pa.table({"image_id": list(cases), "uri": list(cases.values())}),
+                  allowed / "images.parquet")
+    output = Output.local(tmp_path / "out")
+    summary = run(JobConfig(images=str(allowed / "images.parquet"), output=output.root,
+                            step=STATIC, allow_uris=(str(allowed), "/dev/"),
+                            max_image_bytes=len(png(image_pixels(1))) + 100))
+    found = outcomes(output, "image_id")
+    assert found == Counter({("good", corpus.CROP): 1, ("relative", corpus.CROP): 1} | {
+        (name, "fetch_failed"): 1 for name in cases if name not in ("good", "relative")})
+    assert summary.crops == 2
+    messages = " ".join(output.table("errors")["message"].to_pylist())
+    assert "root:x" not in messages and "secret" not in messages.replace("secret.txt", "")
+
+
+def write_table_with(writer: str, table: pa.Table, path: Path) -> None:
+    """``table`` written as a real writer writes it (their own types: large_string, views...)."""
+    if writer == "pandas":
+        table.to_pandas().to_parquet(path)  # pandas 3: strings are large_string
+    elif writer == "polars":
+        polars = pytest.importorskip("polars")
+        polars.from_arrow(table).write_parquet(path)
+    elif writer == "duckdb":
+        duckdb = pytest.importorskip("duckdb")
+        relation = duckdb.from_arrow(table)  # noqa: F841 - named in the SQL below
+        duckdb.sql(f"COPY (SELECT * FROM relation) TO '{path}' (FORMAT parquet)")
+    elif writer == "datasets":
+        import datasets
+
+        datasets.Dataset(table).to_parquet(str(path))
+    elif writer == "large-types":
+        large = pa.schema([f.with_type(pa.large_string() if pa.types.is_string(f.type) else
+                                       pa.large_binary() if pa.types.is_binary(f.type)
+                                       else f.type) for f in table.schema])
+        pq.write_table(table.cast(large), path)
+    else:
+        raise AssertionError(writer)
+
+
+@pytest.mark.parametrize("writer", ["pandas", "polars", "duckdb", "datasets", "large-types"])
+def test_case_6_tables_written_by_real_writers(ray_cluster, tmp_path, writer):
+    images, detections = images_table(3), detections_table(3, 2, masks=False)
+    write_table_with(writer, images, tmp_path / "images.parquet")
+    (tmp_path / "detections").mkdir()
+    write_table_with(writer, detections, tmp_path / "detections" / "d.parquet")
+    arguments = ["--images", str(tmp_path / "images.parquet"), "--detections",
+                 str(tmp_path / "detections"), "--step", DYNAMIC_JSON]
+    checked = cli("validate", *arguments)
+    assert checked.returncode == 0, checked.stderr
+    summary = run(JobConfig(images=str(tmp_path / "images.parquet"),
+                            detections=str(tmp_path / "detections"),
+                            output=str(tmp_path / "out"), step=DYNAMIC))
+    assert (summary.crops, summary.error_count) == (6, 0)
+
+
+def test_case_7_a_mask_with_a_null_size_is_its_row(ray_cluster, tmp_path):
+    images = images_table(1)
+    detections = detections_table(1, 3)
+    masks = detections["mask"].to_pylist()
+    masks[0] = {"size": None, "counts": masks[0]["counts"]}
+    masks[1] = {"size": [48, 64], "counts": None}
+    detections = detections.set_column(detections.schema.get_field_index("mask"), "mask",
+                                       pa.array(masks, detections.schema.field("mask").type))
+    write_parquet(images, tmp_path / "images.parquet")
+    write_parquet(detections, tmp_path / "detections.parquet")
+    output = Output.local(tmp_path / "out")
+    run(JobConfig(images=str(tmp_path / "images.parquet"),
+                  detections=str(tmp_path / "detections.parquet"), output=output.root,
+                  step=steps.parse_step({"type": DYNAMIC.type, "mask_opacity": 1.0})))
+    reasons = sorted(output.table("errors")["reason"].to_pylist())
+    assert reasons == ["invalid_mask", "invalid_mask"]
+    assert output.table("crops").num_rows == 1
+
+
+@pytest.mark.parametrize(
+    "column, value_type, match",
+    [
+        # a keypoint coordinate as text
+        ("keypoints", pa.list_(pa.struct([("x", pa.string()), ("y", pa.float64())])),
+         r"'keypoints' must be list<struct<x: float64"),
+        # polygon points as text
+        ("polygon", pa.list_(pa.list_(pa.string())), r"'polygon' must be list<list<float64>>"),
+        # RLE counts as a float
+        ("mask", pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.float64())]),
+         r"'mask' must be struct<size"),
+    ],
+)
+def test_case_8_mistyped_nested_fields_fail_before_any_work(tmp_path, column, value_type, match):
+    detections = detections_table(1, 1, masks=False).drop_columns(
+        [c for c in ("keypoints", "polygon", "mask") if c in detections_table(1, 1).schema.names])
+    detections = detections.append_column(column, pa.nulls(1, value_type))
+    write_parquet(images_table(1), tmp_path / "images.parquet")
+    write_parquet(detections, tmp_path / "detections.parquet")
+    for command in ("validate", "run"):
+        one_line_error(cli(command, "--images", str(tmp_path / "images.parquet"),
+                           "--detections", str(tmp_path / "detections.parquet"),
+                           "--output", str(tmp_path / "out"), "--step", DYNAMIC_JSON), match)
+
+
+def test_case_10_a_passing_http_outage_is_retried_not_a_row(ray_cluster, tmp_path):
+    import http.server
+
+    failures = {"/busy.png": 2}
+    body = png(image_pixels(0))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the standard library's name
+            if failures.get(self.path, 0) > 0:
+                failures[self.path] -= 1
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200 if self.path == "/busy.png" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        write_parquet(pa.table({"image_id": ["busy", "gone"],
+                                "uri": [f"{base}/busy.png", f"{base}/gone.png"]}),
+                      tmp_path / "images.parquet")
+        output = Output.local(tmp_path / "out")
+        run(JobConfig(images=str(tmp_path / "images.parquet"), output=output.root, step=STATIC,
+                      allow_uris=(base + "/",)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert failures["/busy.png"] == 0  # the outage happened
+    assert outcomes(output, "image_id") == Counter({("busy", corpus.CROP): 1,
+                                                    ("gone", "fetch_failed"): 1})
+
+
+def test_case_11_the_one_line_names_a_failed_tasks_root_cause(ray_cluster):
+    import ray.data
+
+    from jobs.cli import describe_failure
+
+    def broken(batch):
+        raise TypeError("unsupported operand type(s) for +: 'NoneType' and 'int'")
+
+    with pytest.raises(Exception) as failure:  # noqa: B017 - whatever Ray wraps it in
+        ray.data.range(2).map_batches(broken).materialize()
+    assert describe_failure(failure.value) == (
+        "TypeError: unsupported operand type(s) for +: 'NoneType' and 'int'")
+
+
+def test_case_12_validate_and_run_check_a_read_only_output_before_work(tmp_path):
+    images, detections = small_inputs(tmp_path / "in")
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output folder should be")
+    for command in ("validate", "run"):
+        result = cli(command, *run_args(images, detections, str(blocked / "out"))[1:])
+        one_line_error(result, r"cannot write")
+    ok = cli("validate", *run_args(images, detections, str(tmp_path / "fresh"))[1:])
+    assert ok.returncode == 0 and "can be claimed" in ok.stdout, ok.stderr
+    assert not (tmp_path / "fresh").exists() or not any((tmp_path / "fresh").rglob("*.json"))
+
+
+def test_case_13_crop_ids_do_not_collide_and_temporary_files_are_cleaned(ray_cluster, tmp_path):
+    data = png(image_pixels(0))
+    write_parquet(pa.table({"image_id": ["a\nb", "a"], "image": [data, data]}),
+                  tmp_path / "images.parquet")
+    box = {"x_min": 2.0, "y_min": 2.0, "x_max": 20.0, "y_max": 20.0}
+    write_parquet(pa.table({"image_id": ["a\nb", "a"], "detection_id": ["c", "b\nc"],
+                            **{k: [v, v] for k, v in box.items()}}), tmp_path / "d.parquet")
+    output = Output.local(tmp_path / "out")
+    config = JobConfig(images=str(tmp_path / "images.parquet"),
+                       detections=str(tmp_path / "d.parquet"), output=output.root, step=DYNAMIC)
+    run(config)
+    ids = output.table("crops")["crop_id"].to_pylist()
+    assert len(ids) == 2 and len(set(ids)) == 2
+    # a crash before the commit, with temporary files of failed attempts left behind
+    manifest = output.manifest()
+    shard = manifest["shards"][0]["shard"]
+    leftovers = [f"crops/part-{shard}.parquet.tmp-{uuid.uuid4().hex}",
+                 f"_shards/{shard}.json.tmp-{uuid.uuid4().hex}"]
+    for name in leftovers:
+        (tmp_path / "out" / name).write_bytes(b"partial")
+    (tmp_path / "out" / "_manifest.json").unlink()
+    run(config)
+    assert not any((tmp_path / "out" / name).exists() for name in leftovers)
+    assert_complete(output)

@@ -41,3 +41,8 @@ def test_convention_rgb_in_bgr_out():
 def test_parse_color_rejects(value, message):
     with pytest.raises(ValueError, match=message):
         parse_color(value)
+
+
+def test_parse_color_names_the_type_it_received():
+    with pytest.raises(ValueError, match=r"string or a tuple of 3 ints, got float: 1\.5$"):
+        parse_color(1.5)

@@ -314,9 +314,12 @@ def edge_crop_cases(draw):
     )
     boxes = draw(st.lists(st.tuples(*[coordinate] * 4), min_size=n, max_size=n))
     seed = draw(st.integers(0, 2**32 - 1))
-    opacity = draw(st.one_of(st.sampled_from(EDGE_OPACITIES),
-                             st.sampled_from([0.25, 0.5, 0.3, 0.7])))
-    colour = draw(st.one_of(st.sampled_from(EDGE_COLOURS), st.tuples(*[st.integers(0, 255)] * 3)))
+    # one flat choice per axis: st.one_of would favour its first branch and rarely pair black
+    # with a partial opacity
+    opacity = draw(st.sampled_from([*EDGE_OPACITIES, 0.25, 0.5, 0.3, 0.7]))
+    colour = draw(st.sampled_from([*EDGE_COLOURS, None]))
+    if colour is None:
+        colour = draw(st.tuples(*[st.integers(0, 255)] * 3))
     mask_kind = draw(st.sampled_from(["empty", "full", "random"]))
     return h, w, boxes, seed, opacity, colour, mask_kind
 
@@ -329,13 +332,15 @@ def edge_case_arrays(h, w, n, seed, mask_kind):
     return image, masks
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(edge_crop_cases())
 @example((12, 10, [[0.0, 0.0, 10.0, 12.0], [2.5, 1.5, 7.5, 9.5]], 3, 1.0, (0, 0, 0), "random"))
 @example((12, 10, [[0.0, 0.0, 10.0, 12.0]], 4, 1.0, (0, 0, 0), "empty"))
 @example((12, 10, [[0.0, 0.0, 10.0, 12.0]], 5, 1.0, (0, 0, 0), "full"))
 @example((12, 10, [[1.0, 1.0, 9.0, 11.0]], 6, 1.0, (255, 255, 255), "random"))
 @example((12, 10, [[1.0, 1.0, 9.0, 11.0]], 7, 0.0, (0, 0, 0), "random"))
+@example((12, 10, [[1.0, 1.0, 9.0, 11.0]], 10, 0.5, (0, 0, 0), "random"))
+@example((12, 10, [[1.0, 1.0, 9.0, 11.0]], 11, 0.25, (255, 255, 255), "empty"))
 @example((12, 10, [[-5.0, -5.0, 30.0, 30.0]], 8, 0.5, (255, 255, 255), "empty"))
 @example((12, 10, [], 9, 1.0, (0, 0, 0), "random"))
 def test_dynamic_crop_matches_reference_on_edge_values(case):
@@ -355,3 +360,83 @@ def test_dynamic_crop_matches_reference_on_edge_values(case):
         else:
             np.testing.assert_array_equal(crop.image, reference[0])
             assert crop.offset == reference[1]
+
+
+# --- Behaviour the mutation run found unchecked (issue 16) ------------------------------------
+
+
+def test_remove_background_at_opacity_0_returns_the_same_array():
+    crop = np.full((4, 5, 3), 9, np.uint8)
+    assert remove_background(crop, np.zeros((4, 5), bool), 0.0, (1, 2, 3)) is crop
+
+
+def test_remove_background_of_an_empty_crop_is_that_crop():
+    crop = np.zeros((0, 5, 3), np.uint8)
+    assert remove_background(crop, np.zeros((0, 5), bool), 0.5, (1, 2, 3)) is crop
+
+
+def test_remove_background_keeps_a_single_channel_axis():
+    crop = np.full((3, 4, 1), 100, np.uint8)
+    out = remove_background(crop, np.zeros((3, 4), bool), 0.5, (200, 200, 200))
+    assert out.shape == (3, 4, 1) and (out == 150).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((np.zeros((3, 3, 3), np.uint8), np.zeros((2, 2), bool), 0.5, (0, 0, 0)),
+         r"^mask shape \(2, 2\) does not match crop shape \(3, 3\)$"),
+        ((np.zeros((3, 3, 3), np.uint8), np.zeros((3, 3), bool), 1.5, (0, 0, 0)),
+         r"^mask_opacity must be within \[0, 1\], got 1\.5$"),
+        ((np.zeros((3, 3, 3), np.uint8), np.zeros((3, 3), bool), -0.25, (0, 0, 0)),
+         r"^mask_opacity must be within \[0, 1\], got -0\.25$"),
+        ((np.zeros((3, 3, 2), np.uint8), np.zeros((3, 3), bool), 0.5, (0, 0, 0)),
+         r"^background removal needs 1, 3 or 4 channels, got 2$"),
+    ],
+)
+def test_remove_background_rejects(args, message):
+    with pytest.raises(ValueError, match=message):
+        remove_background(*args)
+
+
+def test_dynamic_crop_default_opacity_leaves_masked_crops_unchanged():
+    image = np.full((6, 6, 3), 80, np.uint8)
+    detections = Detections(xyxy=[[0, 0, 6, 6]], detection_id=["a"],
+                            mask=np.zeros((1, 6, 6), bool))
+    (crop,) = dynamic_crop(image, detections)  # mask_opacity defaults to 0
+    assert (crop.image == 80).all()
+
+
+def test_dynamic_crop_error_messages_say_what_was_received():
+    with pytest.raises(ValueError, match=r"got ndarray with shape \(2, 2, 2, 2\)$"):
+        dynamic_crop(np.zeros((2, 2, 2, 2), np.uint8), Detections.empty())
+    with pytest.raises(ValueError, match=r"^dynamic_crop needs detection ids: "
+                                         r"detections\.detection_id is None$"):
+        dynamic_crop(np.zeros((4, 4, 3), np.uint8), Detections(xyxy=[[0, 0, 1, 1]]))
+
+
+def blend_reference(crop, mask, opacity, colour):
+    fill = np.empty_like(crop)
+    fill[:] = colour
+    return cv2.addWeighted(np.where(mask[..., None], crop, fill), opacity, crop, 1 - opacity, 0)
+
+
+def test_remove_background_reuses_its_cached_background_across_shapes_and_dtypes():
+    """The constant background is cached per (dtype, colour) and grown on demand: a short wide
+    crop, a tall narrow one, then a wider one, and the same colour in another dtype."""
+    from cropcore import dynamic
+
+    dynamic._BACKGROUNDS.clear()
+    rng = np.random.default_rng(5)
+    for shape, dtype in [((2, 50, 3), np.uint8), ((50, 2, 3), np.uint8), ((50, 5, 3), np.uint8),
+                         ((10, 40, 3), np.uint8), ((7, 9, 3), np.uint16),
+                         ((60, 60, 3), np.uint8)]:
+        crop = rng.integers(0, 200, shape).astype(dtype)
+        mask = rng.random(shape[:2]) > 0.5
+        out = remove_background(crop, mask, 0.5, (40, 90, 250))
+        assert out.dtype == crop.dtype and out.shape == crop.shape
+        np.testing.assert_array_equal(out, blend_reference(crop, mask, 0.5, (40, 90, 250)))
+    # the cached canvas is read-only: no caller can corrupt the next crop's background
+    for canvas in dynamic._BACKGROUNDS.values():
+        with pytest.raises(ValueError, match="read-only"):
+            canvas[0, 0, 0] = 1

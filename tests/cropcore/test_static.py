@@ -141,3 +141,12 @@ def test_relative_static_crop_matches_reference(h, w, params):
     else:
         np.testing.assert_array_equal(crop.image, expected[0])
         assert crop.offset == expected[1]
+
+
+def test_crop_window_takes_a_1_by_4_window_row():
+    from cropcore.static import crop_window
+
+    image = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    crop = crop_window(image, np.array([[1, 2, 5, 4]]))
+    assert crop.window == (1, 2, 5, 4)
+    np.testing.assert_array_equal(crop.image, image[2:4, 1:5])

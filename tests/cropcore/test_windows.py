@@ -42,3 +42,32 @@ def test_absolute_and_relative_windows_broadcast():
     np.testing.assert_array_equal(
         relative_windows(0.5, 0.5, 0.5, 0.5, (101, 101)), [[25, 25, 75, 75]]
     )
+
+
+# --- Behaviour the mutation run found unchecked (issue 16) ------------------------------------
+
+
+def test_round_half_even_returns_int64_and_names_the_non_finite_values():
+    rounded = round_half_even(np.array([0.5, 1.5, -0.5, 2.4999], dtype=np.float32))
+    assert rounded.dtype == np.int64
+    np.testing.assert_array_equal(rounded, [0, 2, 0, 2])
+    with pytest.raises(ValueError, match=r"coordinates must be finite, got \[nan\]$"):
+        round_half_even([1.0, np.nan, 2.0])
+    # at most four of them are shown
+    with pytest.raises(ValueError, match=r"got \[ inf -inf  nan  inf\]$"):
+        round_half_even([np.inf, -np.inf, np.nan, np.inf, np.nan, 3.0])
+
+
+def test_clamp_windows_returns_a_new_int64_array_and_leaves_its_input_alone():
+    windows = np.array([[-5, -5, 50, 50]], dtype=np.int64)
+    clamped = clamp_windows(windows, (10, 20))
+    np.testing.assert_array_equal(clamped, [[0, 0, 10, 20]])
+    np.testing.assert_array_equal(windows, [[-5, -5, 50, 50]])  # not clamped in place
+    assert clamp_windows([[1.0, 2.0, 3.0, 4.0]], (10, 10)).dtype == np.int64
+
+
+def test_relative_windows_vectorized_over_several_boxes():
+    np.testing.assert_array_equal(
+        relative_windows([0.5, 0.0], 0.5, [0.5, 0.2], 0.5, (100, 100)),
+        [[25, 25, 75, 75], [0, 25, 10, 75]],
+    )

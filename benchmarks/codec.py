@@ -1,7 +1,7 @@
 """Benchmark cropcore.codec's decode and encode against the OpenCV calls they replaced.
 
 Workload: ``--images`` 1920 x 1080 JPEG q90 views of scikit-image's bundled photographs (the
-benchmark's data generator, ``jobs.datagen``), and 300 x 300 crops of them at random places
+benchmark's data generator, ``jobs.demodata``), and 300 x 300 crops of them at random places
 (three per image). One process, one core (OpenCV limited to one thread). Every case runs in
 short batches interleaved with its peers, round after round, so that load from other processes
 on a shared machine hits all of them alike; times are the best batch per item, ratios are the
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from cropcore.codec import decode_image, encode_image
-from jobs.datagen import _view, sample_photographs
+from jobs.demodata import photo_view, sample_photographs
 
 
 def workload(num_images: int, seed: int = 0) -> tuple[list[bytes], list[np.ndarray]]:
@@ -29,7 +29,7 @@ def workload(num_images: int, seed: int = 0) -> tuple[list[bytes], list[np.ndarr
     photos = sample_photographs()
     jpegs, crops = [], []
     for index in range(num_images):
-        pixels = _view(photos[index % len(photos)], (1920, 1080), rng)
+        pixels = photo_view(photos[index % len(photos)], (1920, 1080), rng)
         data = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
         jpegs.append(data)
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

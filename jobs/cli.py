@@ -26,8 +26,18 @@ PLUGGED_COMMANDS = (
     ("import", "jobs.importers", "turn COCO, YOLO or Roboflow annotations into the job's tables"),
     ("report", "jobs.report", "write a contact sheet and an HTML report of a run's output"),
     ("export", "jobs.exports", "export a run's crops as WebDataset shards or OpenLineage events"),
-    ("bench", "jobs.bench", "measure the job and the kernels against their peers"),
+    # The benchmark is a tool, not part of the package: the command exists when ``benchmarks``
+    # is importable, i.e. when run from a checkout (``python -m jobs bench`` in its root).
+    ("bench", "benchmarks.bench", "measure the job and the kernels against their peers "
+                                  "(from a checkout)"),
 )
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is not there
+        return False
 
 
 def _step_argument(text: str) -> steps.Step:
@@ -120,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands that live in their own modules: each module has add_arguments(parser) and
     # command(args) -> int, and is imported only when its command runs.
     for name, module, summary in PLUGGED_COMMANDS:
-        if importlib.util.find_spec(module) is None:
+        if not _importable(module):
             continue
         sub = commands.add_parser(name, help=summary,
                                   formatter_class=HelpFormatter)
@@ -195,13 +205,13 @@ def _validate(args) -> int:
 
 
 def _demo(args) -> int:
-    from jobs import datagen, pipeline, raycompat
+    from jobs import demodata, pipeline, raycompat
 
     root = Path(args.output).resolve()
     inputs = root / "input"
     print(f"generating {args.images} demo images from scikit-image's photographs in {inputs}")
-    counts = datagen.make_dataset(str(inputs), datagen.DatasetSpec(num_images=args.images,
-                                                                   rows_per_group=8))
+    counts = demodata.make_dataset(str(inputs), demodata.DatasetSpec(num_images=args.images,
+                                                                     rows_per_group=8))
     print(f"  {counts['images']} images, {counts['detections']} detections")
     step = steps.parse_step({"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0,
                              "background_color": "#000000"})

@@ -33,13 +33,12 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cropcore.codec import ImageDecodeError, decode_image, read_image_size
 from cropcore.masks import decode_rle
 from jobs import schema
-from jobs.exports import CommittedRun, ExportError, open_run
-from jobs.storage import StorageError, read_bytes, resolve, write_atomic
+from jobs.runs import CommittedRun, RunError, open_run
+from jobs.storage import StorageError, open_parquet, read_bytes, resolve, write_atomic
 
 __all__ = [
     "CropThumb",
@@ -147,7 +146,7 @@ def _image_bytes(source_uri: str) -> bytes:
     url, row = _split_source_uri(source_uri)
     location = resolve(url)
     try:
-        parquet = pq.ParquetFile(location.fs.open_input_file(location.path))
+        parquet = open_parquet(location)
         layout = schema.images_layout(parquet.schema_arrow, keep_columns=(),
                                       parameter_columns={})
         start = 0
@@ -222,7 +221,7 @@ def _lineage_with_shards(run: CommittedRun) -> pa.Table | None:
         names = set(run.read_schema(entry).names)
         missing = [c for c in columns if c not in names]
         if missing:
-            raise ExportError(f"expected lineage columns {', '.join(missing)} in "
+            raise RunError(f"expected lineage columns {', '.join(missing)} in "
                               f"{run.location(entry).url}; it has {', '.join(sorted(names))}")
         table = run.read(entry, columns)
         tables.append(table.append_column("shard", pa.array([shard] * table.num_rows,
@@ -753,7 +752,7 @@ their crops; masks, polygons, keypoints and oriented boxes are drawn on the thum
 def write_report(output_url: str, max_parents: int = 6, error_sample: int = 25) -> Report:
     """Write ``OUTPUT/report/contact_sheet.png`` and ``OUTPUT/report/index.html``."""
     if max_parents < 0:
-        raise ExportError(f"--max-parents must be 0 or more, got {max_parents}")
+        raise RunError(f"--max-parents must be 0 or more, got {max_parents}")
     run = open_run(output_url)
     manifest = run.manifest
     lineage = _lineage_with_shards(run)
@@ -778,7 +777,7 @@ def write_report(output_url: str, max_parents: int = 6, error_sample: int = 25) 
                                  subtitle, colours, note)
     ok, encoded = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 6])
     if not ok:
-        raise ExportError("OpenCV could not encode the contact sheet as PNG")
+        raise RunError("OpenCV could not encode the contact sheet as PNG")
     sheet_png = encoded.tobytes()
 
     errors = run.read_all("errors")
@@ -812,7 +811,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     try:
         report = write_report(args.output, args.max_parents)
-    except ExportError as error:
+    except RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"contact sheet  {report.sheet_url} ({len(report.parents_drawn)} parent images)")

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 __all__ = [
     "Location",
@@ -32,7 +33,9 @@ __all__ = [
     "join",
     "list_files",
     "list_tree",
+    "open_parquet",
     "read_bytes",
+    "read_parquet",
     "redact",
     "resolve",
     "write_atomic",
@@ -189,6 +192,38 @@ def read_bytes(location: Location, max_bytes: int | None = None) -> bytes:
         raise MissingObjectError(f"cannot read {location.url}: {_clean(error)}") from None
     except OSError as error:
         raise StorageError(f"cannot read {location.url}: {_clean(error)}") from None
+
+
+def open_parquet(location: Location) -> pq.ParquetFile:
+    """The Parquet file at ``location``, open for reading its metadata, schema and row groups.
+
+    The one place that opens Parquet: a missing object raises ``MissingObjectError``, any other
+    failure (unreachable store, a file that is not Parquet) ``StorageError``, each naming the
+    redacted URL and the first line of the cause. Errors while reading row groups later come
+    from pyarrow (``OSError``, ``pa.ArrowInvalid``).
+    """
+    try:
+        return pq.ParquetFile(location.fs.open_input_file(location.path))
+    except (FileNotFoundError, IsADirectoryError) as error:
+        raise MissingObjectError(f"cannot read Parquet file {location.url}: "
+                                 f"{_clean(error)}") from None
+    except (OSError, pa.ArrowInvalid) as error:
+        raise StorageError(f"cannot read Parquet file {location.url}: {_clean(error)}") from None
+
+
+def read_parquet(location: Location, columns: list[str] | None = None,
+                 filters=None) -> pa.Table:
+    """The whole Parquet file at ``location`` (only ``columns`` when given, only the rows that
+    match ``filters``, pyarrow's filter expressions, when given), with ``open_parquet``'s
+    errors."""
+    try:
+        return pq.read_table(location.path, filesystem=location.fs, columns=columns,
+                             filters=filters)
+    except (FileNotFoundError, IsADirectoryError) as error:
+        raise MissingObjectError(f"cannot read Parquet file {location.url}: "
+                                 f"{_clean(error)}") from None
+    except (OSError, pa.ArrowInvalid) as error:
+        raise StorageError(f"cannot read Parquet file {location.url}: {_clean(error)}") from None
 
 
 def write_atomic(location: Location, data: bytes | pa.Buffer) -> None:

@@ -1,4 +1,5 @@
-"""Realistic synthetic inputs for the demo and the benchmark, made from real photographs.
+"""The demo's inputs (``python -m jobs demo``), synthetic but realistic, made from real photographs.
+The benchmark (``benchmarks/``) builds its datasets with the same generator.
 
 The photographs are scikit-image's bundled samples (they ship inside its wheel, so nothing is
 downloaded). Each generated image is a random view of one photograph, scaled and tiled to the
@@ -21,7 +22,7 @@ from cropcore.masks import encode_rle
 from jobs import schema
 from jobs.storage import resolve, write_atomic
 
-__all__ = ["DatasetSpec", "make_dataset", "sample_photographs"]
+__all__ = ["DatasetSpec", "make_dataset", "photo_view", "sample_photographs"]
 
 _SAMPLES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
             "motorcycle_left", "retina", "colorwheel", "cat")
@@ -52,6 +53,10 @@ def sample_photographs() -> list[np.ndarray]:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """What ``make_dataset`` generates: image count and size, detections per image (0 for a
+    ``no_detections_share`` of images), the share with a mask, JPEG quality, row-group size,
+    and the seed."""
+
     num_images: int = 48
     size_wh: tuple[int, int] = (640, 480)
     detections_range: tuple[int, int] = (5, 30)
@@ -62,7 +67,10 @@ class DatasetSpec:
     seed: int = 0
 
 
-def _view(photo: np.ndarray, size_wh: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def photo_view(photo: np.ndarray, size_wh: tuple[int, int],
+               rng: np.random.Generator) -> np.ndarray:
+    """A random view of ``photo`` of ``size_wh`` (width, height): scaled by 0.8-1.6, tiled as
+    needed, and cut at a random place."""
     width, height = size_wh
     scale = rng.uniform(0.8, 1.6)
     scaled = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
@@ -82,7 +90,7 @@ def make_dataset(output: str, spec: DatasetSpec = DatasetSpec()) -> dict[str, in
     image_rows, detection_rows = [], []
     for index in range(spec.num_images):
         image_id = f"img-{index:06d}"
-        pixels = _view(photos[index % len(photos)], spec.size_wh, rng)
+        pixels = photo_view(photos[index % len(photos)], spec.size_wh, rng)
         image_rows.append({schema.IMAGE_ID: image_id,
                            "image": encode_image(pixels, "jpeg", spec.quality),
                            "source": f"skimage:{_SAMPLES[index % len(_SAMPLES)]}",

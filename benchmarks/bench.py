@@ -1,4 +1,4 @@
-"""The benchmark: ``python -m jobs bench``. Kernels and the crop job against their peers.
+"""The benchmark: ``python -m jobs bench`` from a checkout. Kernels and the job vs their peers.
 
 What one run measures (BENCHMARKS.md has the figures and how to read them):
 
@@ -33,10 +33,26 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from benchmarks.datagen import (
+    JPEG_QUALITY,
+    ROWS_PER_GROUP,
+    photo,
+    prepare_datasets,
+    random_boxes,
+    resolution_label,
+)
+from benchmarks.memory import (
+    MemorySampler,
+    PeakOfChild,
+    cpu_seconds_since,
+    cpu_snapshot,
+    foreign_cpu_seconds,
+    machine_busy_seconds,
+)
 
 __all__ = [
     "FULL",
@@ -53,16 +69,12 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parent.parent
+DAFT_JOB = Path(__file__).resolve().parent / "daft_job.py"
 DAFT_PYTHON = REPO / ".bench-venvs" / "daft" / "bin" / "python"
 DAFT_SETUP = ("python3 -m venv .bench-venvs/daft && "
               ".bench-venvs/daft/bin/pip install daft==0.7.26 scikit-image")
 DYNAMIC_STEP = {"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0,
                 "background_color": "#000000"}
-JPEG_QUALITY = 90
-# Images per Parquet row group, the job's unit of work (one Ray task). Hugging Face datasets
-# writes image tables with 100 rows per row group; the demo writes 8. --quick uses 8, so that its
-# small datasets still make several tasks.
-ROWS_PER_GROUP = 32
 QUICK_ROWS_PER_GROUP = 8
 WARMUP_UNITS = 4  # row groups in the warm-up run: enough to start every worker
 RESOLUTIONS = ((1920, 1080), (640, 480))
@@ -192,10 +204,6 @@ def _parse_resolution(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _label(size_wh: tuple[int, int]) -> str:
-    return f"{size_wh[0]}x{size_wh[1]}"
-
-
 # -- the whole run ---------------------------------------------------------------------------------
 def run_benchmark(workdir: Path, sizes: Sizes, parts: list[str], resolutions, cpus: list[int],
                   daft_python: Path, mode: str, rows_per_group: int = ROWS_PER_GROUP) -> dict:
@@ -213,7 +221,7 @@ def run_benchmark(workdir: Path, sizes: Sizes, parts: list[str], resolutions, cp
                                                            "OMP_NUM_THREADS": str(threads)})
     if {"pipeline", "naive", "daft", "profile"} & set(parts):
         for size_wh in resolutions:
-            results["pipeline"][_label(size_wh)] = _run_pipeline_part(
+            results["pipeline"][resolution_label(size_wh)] = _run_pipeline_part(
                 workdir, sizes, parts, size_wh, cpus, daft_python, rows_per_group)
     results["load"]["end"] = _load()
     results["targets"] = evaluate_targets(results)
@@ -221,7 +229,7 @@ def run_benchmark(workdir: Path, sizes: Sizes, parts: list[str], resolutions, cp
 
 
 def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python, rows_per_group):
-    label = _label(size_wh)
+    label = resolution_label(size_wh)
     n = sizes.job_images.get(label, min(sizes.job_images.values()))
     job_counts = (n, sizes.job_factor * n)
     peer_n = sizes.peer_images.get(label, min(sizes.peer_images.values()))
@@ -352,7 +360,8 @@ def machine_info() -> dict:
 
 
 # -- child processes -------------------------------------------------------------------------------
-_CHILD_CODE = "import sys; from jobs.bench import child_main; sys.exit(child_main(sys.argv[1:]))"
+_CHILD_CODE = ("import sys; from benchmarks.bench import child_main; "
+               "sys.exit(child_main(sys.argv[1:]))")
 _child_count = 0
 
 
@@ -395,97 +404,7 @@ def child_main(argv: list[str]) -> int:
     return 0
 
 
-# -- data ------------------------------------------------------------------------------------------
-def dataset_spec(size_wh: tuple[int, int], num_images: int,
-                 rows_per_group: int = ROWS_PER_GROUP):
-    """The generated data: real photographs, 5-50 detections per image, masks on about half,
-    about 10% of images without detections, JPEG q90."""
-    from jobs.datagen import DatasetSpec
-
-    return DatasetSpec(num_images=num_images, size_wh=size_wh, detections_range=(5, 50),
-                       masked_share=0.5, no_detections_share=0.1, quality=JPEG_QUALITY,
-                       rows_per_group=rows_per_group, seed=0)
-
-
-def prepare_datasets(root: Path, size_wh: tuple[int, int], counts: list[int],
-                     rows_per_group: int = ROWS_PER_GROUP) -> dict[int, dict]:
-    """``{n: {"root": path, "counts": {...}}}``: one generated dataset of ``max(counts)`` images,
-    and for every smaller n its first n images (what generating n images with the same seed
-    would give), each with ``images/`` and ``detections/`` Parquet folders. Kept for reruns."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from jobs.datagen import make_dataset
-
-    largest = max(counts)
-    spec = dataset_spec(size_wh, largest, rows_per_group)
-    stem = f"{_label(size_wh)}-rg{rows_per_group}"
-    source = root / f"{stem}-{largest}"
-    source_key = json.dumps(asdict(spec), sort_keys=True)
-    if _marker(source) != source_key:
-        shutil.rmtree(source, ignore_errors=True)
-        make_dataset(str(source), spec)
-        _write_marker(source, source_key)
-    out = {}
-    images = detections = None
-    for n in counts:
-        target = root / f"{stem}-{n}"
-        key = json.dumps({"from": source_key, "first": n}, sort_keys=True)
-        if n != largest and _marker(target) != key:
-            if images is None:
-                images = pq.read_table(source / "images")
-                detections = pq.read_table(source / "detections")
-            shutil.rmtree(target, ignore_errors=True)
-            head = images.slice(0, n)
-            mine = detections.filter(pc.is_in(detections.column("image_id"),
-                                               value_set=head.column("image_id")))
-            for name, table, group in (("images", head, rows_per_group),
-                                       ("detections", mine, 65536)):
-                (target / name).mkdir(parents=True)
-                pq.write_table(table, target / name / "part-00000.parquet", row_group_size=group)
-            _write_marker(target, key)
-        path = source if n == largest else target
-        meta_images = pq.ParquetFile(path / "images" / "part-00000.parquet").metadata
-        meta_detections = pq.ParquetFile(path / "detections" / "part-00000.parquet").metadata
-        out[n] = {"root": path, "counts": {"images": meta_images.num_rows,
-                                           "detections": meta_detections.num_rows}}
-    return out
-
-
-def _marker(root: Path) -> str | None:
-    marker = root / "_bench_spec.json"
-    return marker.read_text() if marker.exists() else None
-
-
-def _write_marker(root: Path, key: str) -> None:
-    (root / "_bench_spec.json").write_text(key)
-
-
 # -- kernels ---------------------------------------------------------------------------------------
-def _photo(size_wh: tuple[int, int]):
-    import cv2
-
-    from jobs.datagen import sample_photographs
-
-    return cv2.resize(sample_photographs()[0], size_wh, interpolation=cv2.INTER_LINEAR)
-
-
-def random_boxes(num_boxes: int, size_wh: tuple[int, int], seed: int = 1):
-    """``(N, 4)`` float32 normalized ``(y1, x1, y2, x2)`` boxes of 64-600 px inside the image,
-    in TensorFlow's convention (pixel ``p`` is ``p / (size - 1)``)."""
-    import numpy as np
-
-    width, height = size_wh
-    rng = np.random.default_rng(seed)
-    box_h = rng.uniform(64, min(600, height), num_boxes)
-    box_w = rng.uniform(64, min(600, width), num_boxes)
-    y0 = rng.uniform(0, height - box_h)
-    x0 = rng.uniform(0, width - box_w)
-    pixels = np.stack([y0, x0, y0 + box_h, x0 + box_w], axis=1)
-    scale = np.array([height - 1, width - 1, height - 1, width - 1], dtype=np.float64)
-    return (pixels / scale).astype(np.float32)
-
-
 def warp_affine_crops(image, boxes, crop_size_hw: tuple[int, int], out=None):
     """The usual OpenCV way: one ``cv2.warpAffine`` per box, sampling the same grid as
     TensorFlow (corner-aligned). Close to TF, not exact: OpenCV interpolates in fixed point.
@@ -576,7 +495,7 @@ def kernel_session(spec: dict) -> dict:
 
     numba.set_num_threads(threads)
     size_wh = (1920, 1080)
-    image = _photo(size_wh)
+    image = photo(size_wh)
     boxes = random_boxes(spec["boxes"], size_wh)
     indices = np.zeros(len(boxes), np.int32)
     batch = image[None]
@@ -650,144 +569,7 @@ def kernel_session(spec: dict) -> dict:
     return result
 
 
-# -- memory ----------------------------------------------------------------------------------------
-class MemorySampler:
-    """Peak memory of this process and all its descendants (the Ray daemons and workers a local
-    ``ray.init`` starts), sampled from a thread every ``interval`` seconds.
-
-    PSS splits shared pages (the object store, shared libraries) between the processes mapping
-    them, so the sum does not count them twice; RSS sums count them once per process. Reports
-    peaks of the sums: ``peak_pss`` (all processes), ``peak_pss_driver_workers`` (the driver and
-    the ``ray::`` workers only) and ``peak_rss``, in bytes.
-    """
-
-    def __init__(self, interval: float = 0.2):
-        self.interval = interval
-        self.peak_pss = self.peak_rss = self.peak_pss_driver_workers = 0
-        self.samples = 0
-        self.sampler_cpu_seconds = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="memory-sampler", daemon=True)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        started = time.thread_time()
-        while True:
-            self.sample(me)
-            if self._stop.wait(self.interval):
-                break
-        self.sample(me)
-        self.sampler_cpu_seconds = time.thread_time() - started
-
-    def sample(self, me) -> None:
-        import psutil
-
-        total_pss = total_rss = driver_workers = 0
-        try:
-            processes = [me, *me.children(recursive=True)]
-        except psutil.Error:
-            return
-        for process in processes:
-            try:
-                rss, pss = _rss_pss(process.pid)
-                name = process.name()
-                worker = process.pid == me.pid or (name.startswith("ray::")
-                                                   and name not in _RAY_AGENTS)
-            except (OSError, psutil.Error):
-                continue  # exited between listing and reading
-            total_pss += pss
-            total_rss += rss
-            driver_workers += pss if worker else 0
-        self.samples += 1
-        self.peak_pss = max(self.peak_pss, total_pss)
-        self.peak_rss = max(self.peak_rss, total_rss)
-        self.peak_pss_driver_workers = max(self.peak_pss_driver_workers, driver_workers)
-
-    def report(self) -> dict:
-        return {"peak_pss": self.peak_pss, "peak_pss_driver_workers":
-                self.peak_pss_driver_workers, "peak_rss": self.peak_rss, "samples": self.samples,
-                "sampler_cpu_seconds": round(self.sampler_cpu_seconds, 3)}
-
-
-_RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
-
-
-def _rss_pss(pid: int) -> tuple[int, int]:
-    # smaps_rollup is one read per process (psutil's memory_full_info walks the whole smaps).
-    rss = pss = 0
-    with open(f"/proc/{pid}/smaps_rollup") as handle:
-        for line in handle:
-            if line.startswith("Rss:"):
-                rss = int(line.split()[1]) * 1024
-            elif line.startswith("Pss:"):
-                pss = int(line.split()[1]) * 1024
-    return rss, pss
-
-
-def _process_kind(process, me_pid: int) -> str:
-    name = process.name()
-    if process.pid == me_pid:
-        return "driver"
-    if name in _RAY_AGENTS or not name.startswith("ray::"):
-        return "ray daemons"
-    if name.startswith("ray::_"):
-        return "ray data actors"  # Ray Data's own _StatsActor, _AutoscalingCoordinatorActor
-    return "workers"
-
-
-def cpu_snapshot() -> dict:
-    """``{pid: (kind, cpu seconds so far)}`` of this process and all its descendants."""
-    import psutil
-
-    me = psutil.Process()
-    snapshot = {}
-    for process in [me, *me.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-            # children_*: processes that exited and were reaped (e.g. short-lived Ray workers)
-            used = times.user + times.system + times.children_user + times.children_system
-            snapshot[process.pid] = (_process_kind(process, me.pid), used)
-        except psutil.Error:
-            continue
-    return snapshot
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes of the machine have used so far (every core, not idle)."""
-    import psutil
-
-    times = psutil.cpu_times()
-    return times.user + times.nice + times.system + getattr(times, "irq", 0.0) \
-        + getattr(times, "softirq", 0.0)
-
-
-def foreign_cpu_seconds(machine_before: float, ours: dict) -> float:
-    """CPU seconds the machine spent outside this process tree since ``machine_before``
-    (``ours`` is the tree's own use, from ``cpu_seconds_since``): other people's work that
-    competed with the measurement, or processes of ours that exited unreaped by the tree."""
-    return round(max(0.0, machine_busy_seconds() - machine_before - sum(ours.values())), 2)
-
-
-def cpu_seconds_since(before: dict) -> dict:
-    """CPU seconds used since ``before`` by kind of process (processes that exited in between
-    are not counted; a local Ray keeps its workers)."""
-    totals: dict[str, float] = {}
-    for pid, (kind, seconds) in cpu_snapshot().items():
-        used = seconds - before.get(pid, (kind, 0.0))[1]
-        totals[kind] = totals.get(kind, 0.0) + used
-    return {kind: round(value, 2) for kind, value in sorted(totals.items())}
-
-
+# -- Ray task gaps --------------------------------------------------------------------------------
 def task_gaps(events: list[dict], since: float) -> dict:
     """The job's Ray tasks after ``since`` (epoch seconds), from ``ray.timeline()``: how many,
     their mean duration, and the mean idle gap between consecutive tasks on one worker (time
@@ -1152,58 +934,14 @@ def _parquet_rows(folder: Path) -> int:
 
 
 # -- Daft ------------------------------------------------------------------------------------------
-DAFT_SCRIPT = r'''
-"""Dynamic crop in Daft, the obvious way: join detections to images, decode, crop, encode."""
-import json, os, sys, time
-
-os.environ.setdefault("DO_NOT_TRACK", "1")
-import daft
-from daft import DataType, col
-from daft.functions import to_list
-
-images_url, detections_url, output_url, result_path, morsel = sys.argv[1:6]
-daft.set_execution_config(default_morsel_size=int(morsel))
-started = time.perf_counter()
-images = daft.read_parquet(images_url).select("image_id", "image")
-detections = daft.read_parquet(detections_url).select(
-    "image_id", "detection_id", "x_min", "y_min", "x_max", "y_max")
-df = detections.join(images, on="image_id")
-df = df.with_column("pixels", col("image").decode_image())
-width = col("pixels").image_width().cast(DataType.float64())
-height = col("pixels").image_height().cast(DataType.float64())
-df = df.with_columns({
-    "x0": col("x_min").round().clip(0, width), "y0": col("y_min").round().clip(0, height),
-    "x1": col("x_max").round().clip(0, width), "y1": col("y_max").round().clip(0, height)})
-df = df.where((col("x1") > col("x0")) & (col("y1") > col("y0")))
-u32 = DataType.uint32()
-bbox = to_list(col("x0").cast(u32), col("y0").cast(u32), (col("x1") - col("x0")).cast(u32),
-               (col("y1") - col("y0")).cast(u32))
-df = df.with_column("crop", col("pixels").crop(bbox).encode_image("JPEG"))
-df = df.select("image_id", "detection_id", "crop", (col("x_min") - col("x0")).alias("x_min"),
-               (col("y_min") - col("y0")).alias("y_min"), (col("x_max") - col("x0")).alias("x_max"),
-               (col("y_max") - col("y0")).alias("y_max"))
-written = df.write_parquet(output_url)
-seconds = time.perf_counter() - started
-import pyarrow.parquet as pq
-crops = sum(pq.ParquetFile(os.path.join(root, name)).metadata.num_rows
-            for root, _, names in os.walk(output_url) for name in names
-            if name.endswith(".parquet"))
-with open(result_path, "w") as handle:
-    json.dump({"crops": crops, "seconds": round(seconds, 3), "daft": daft.__version__}, handle)
-sys.stdout.flush()
-os._exit(0)  # Daft 0.7.26 can crash in interpreter teardown; the result is written
-'''
-
-
 def daft_benchmark(daft_python: Path, roots: list[Path], workdir: Path, morsel: int) -> dict:
     """Daft on the same inputs, in its own venv, one subprocess per dataset size (each timed
     from the first read to the last write, import excluded). Masks are not applied: Daft has
     no mask operation, and its JPEG encoder has no quality setting (q75)."""
     if not daft_python.exists():
         return {"unavailable": f"no Daft venv at {daft_python}; create it with: {DAFT_SETUP}"}
-    script = workdir / "logs" / "daft_crop.py"
-    script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(DAFT_SCRIPT)
+    script = DAFT_JOB
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
     runs = []
     for root in roots:
         output = workdir / "scratch" / f"daft-{root.name}"
@@ -1214,7 +952,7 @@ def daft_benchmark(daft_python: Path, roots: list[Path], workdir: Path, morsel: 
         load = _load()
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         env.update(CHILD_ENV)
-        peak = _PeakOfChild()
+        peak = PeakOfChild()
         with open(log_path, "w") as log:
             process = subprocess.Popen(
                 [str(daft_python), str(script), str(root / "images"), str(root / "detections"),
@@ -1229,22 +967,6 @@ def daft_benchmark(daft_python: Path, roots: list[Path], workdir: Path, morsel: 
         runs.append(result | {"images": int(root.name.rsplit("-", 1)[1]), "load_start": load,
                               "memory": {"peak_rss": peak.peak_rss}})
     return rates(runs) | {"morsel_size": morsel}
-
-
-class _PeakOfChild:
-    """Peak RSS of a subprocess, polled while waiting for it."""
-
-    def __init__(self):
-        self.peak_rss = 0
-
-    def watch(self, process) -> int:
-        while process.poll() is None:
-            try:
-                self.peak_rss = max(self.peak_rss, _rss_pss(process.pid)[0])
-            except OSError:
-                pass
-            time.sleep(0.2)
-        return process.returncode
 
 
 # -- targets and the report ------------------------------------------------------------------------

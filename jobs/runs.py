@@ -1,0 +1,122 @@
+"""Reading a committed run: the output folder as its ``_manifest.json`` describes it.
+
+``jobs.sinks`` writes a run (shards, markers, the manifest); this module reads one back for the
+``export`` and ``report`` commands. It reads only the files the manifest lists, so files of a
+crashed attempt, or foreign files in the folder, are never read. The Hugging Face feature
+metadata that the written crops tables carry is defined here too, beside the reader.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from jobs import schema
+from jobs.sinks import KINDS, read_manifest
+from jobs.storage import Location, open_parquet, read_parquet, resolve
+
+__all__ = [
+    "HF_METADATA_KEY",
+    "CommittedRun",
+    "RunError",
+    "hf_features_metadata",
+    "open_run",
+    "with_hf_features",
+]
+
+HF_METADATA_KEY = b"huggingface"
+
+
+class RunError(ValueError):
+    """The folder is not a committed run, or the run cannot be used as asked (one clear line,
+    no traceback)."""
+
+
+def hf_features_metadata(arrow_schema: pa.Schema) -> dict[bytes, bytes]:
+    """Schema metadata that makes Hugging Face ``datasets`` decode the crops with no cast:
+    ``{b"huggingface": {"info": {"features": {"crop": {"_type": "Image"}}}}}`` when ``crop`` is
+    the ``struct<bytes, path>`` image column. ``datasets`` takes each column's feature from this
+    metadata when its Arrow type matches, and derives the others from their Arrow types, so only
+    the image column is named. Empty for other crop types.
+
+    >>> hf_features_metadata(pa.schema([("crop", schema.HF_IMAGE_TYPE)]))
+    {b'huggingface': b'{"info":{"features":{"crop":{"_type":"Image"}}}}'}
+    >>> hf_features_metadata(pa.schema([("crop", pa.binary())]))
+    {}
+    """
+    if "crop" not in arrow_schema.names or arrow_schema.field("crop").type != schema.HF_IMAGE_TYPE:
+        return {}
+    features = {"crop": {"_type": "Image"}}
+    return {HF_METADATA_KEY: json.dumps({"info": {"features": features}},
+                                        separators=(",", ":")).encode()}
+
+
+def with_hf_features(table: pa.Table) -> pa.Table:
+    """``table`` with ``hf_features_metadata`` merged into its schema metadata (the table itself
+    when there is nothing to add)."""
+    extra = hf_features_metadata(table.schema)
+    if not extra:
+        return table
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+
+
+@dataclass(frozen=True)
+class CommittedRun:
+    """A committed run's output folder and its manifest; reads only the files the manifest lists.
+
+    ``files(kind)`` gives ``(shard, file entry)`` pairs in shard order, where a file entry is the
+    manifest's ``{"kind", "path", "rows", "bytes", "sha256"}``.
+    """
+
+    output: Location
+    manifest: dict
+
+    def files(self, kind: str) -> list[tuple[str, dict]]:
+        """``(shard, file entry)`` of every committed file of ``kind`` (``crops``, ``lineage``
+        or ``errors``), in shard order."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        return [(shard["shard"], entry) for shard in self.manifest.get("shards", [])
+                for entry in shard.get("files", []) if entry.get("kind") == kind]
+
+    def location(self, entry: dict) -> Location:
+        """Where a manifest file entry's file is."""
+        return self.output.child(entry["path"])
+
+    def read(self, entry: dict, columns: list[str] | None = None, filters=None) -> pa.Table:
+        """One committed file as a table (only ``columns`` and the rows matching ``filters``,
+        when given); ``StorageError`` when it cannot be read."""
+        return read_parquet(self.location(entry), columns=columns, filters=filters)
+
+    def read_schema(self, entry: dict) -> pa.Schema:
+        """One committed file's Arrow schema, read from its footer."""
+        return open_parquet(self.location(entry)).schema_arrow
+
+    def read_all(self, kind: str, columns: list[str] | None = None) -> pa.Table | None:
+        """Every committed file of ``kind`` concatenated, or ``None`` when there is none."""
+        tables = []
+        for _, entry in self.files(kind):
+            wanted = columns
+            if columns is not None:
+                names = set(self.read_schema(entry).names)
+                wanted = [c for c in columns if c in names]
+            tables.append(self.read(entry, wanted))
+        if not tables:
+            return None
+        return pa.concat_tables(tables, promote_options="permissive")
+
+
+def open_run(output_url: str) -> CommittedRun:
+    """The committed run at ``output_url``; ``RunError`` when it holds no committed
+    ``_manifest.json``."""
+    output = resolve(output_url)
+    manifest = read_manifest(output)
+    if manifest is None:
+        raise RunError(f"expected a committed run in {output.url}, but it has no "
+                       f"_manifest.json (wrong folder, or the run has not finished)")
+    if manifest.get("status") != "committed" or "shards" not in manifest:
+        raise RunError(f"expected a committed manifest in {output.url}, got status "
+                       f"{manifest.get('status')!r}")
+    return CommittedRun(output, manifest)

@@ -1,0 +1,108 @@
+"""Tests of ``benchmarks/``: a smoke run of ``python -m jobs bench`` (the smallest pipeline
+configuration end to end, slow) and fast checks of the benchmark's data helpers and its wiring.
+
+Behaviour only, never timings: the command succeeds, prints its table, writes the results JSON
+with the expected keys, and the job cuts exactly the crops the codec floor encodes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import datagen, memory
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_is_a_command_of_the_checkout_and_not_of_the_package():
+    from jobs.cli import PLUGGED_COMMANDS, _importable, build_parser
+
+    assert ("bench", "benchmarks.bench") in [(n, m) for n, m, _ in PLUGGED_COMMANDS]
+    assert _importable("benchmarks.bench")
+    assert not _importable("no_such_package.bench")
+    assert "bench" in build_parser().format_help()
+    import tomllib
+
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert not any(p.startswith("benchmarks") for p in packages["packages"]["find"]["include"])
+
+
+def test_random_boxes_are_normalized_boxes_of_64_to_600_pixels_inside_the_image():
+    boxes = datagen.random_boxes(200, (640, 480), seed=3)
+    assert boxes.shape == (200, 4) and boxes.dtype.name == "float32"
+    # pixel p is p / (size - 1), so a box reaching the far edge ends at size / (size - 1)
+    assert (boxes >= 0).all()
+    assert (boxes[:, [0, 2]] * 479 <= 480 + 1e-3).all()
+    assert (boxes[:, [1, 3]] * 639 <= 640 + 1e-3).all()
+    heights = (boxes[:, 2] - boxes[:, 0]) * 479
+    widths = (boxes[:, 3] - boxes[:, 1]) * 639
+    assert heights.min() >= 63.9 and widths.min() >= 63.9 and heights.max() <= 480
+    assert datagen.resolution_label((640, 480)) == "640x480"
+
+
+def test_prepare_datasets_shares_the_first_images_of_the_largest(tmp_path):
+    import pyarrow.parquet as pq
+
+    sets = datagen.prepare_datasets(tmp_path, (96, 64), [2, 5], rows_per_group=2)
+    assert {n: s["counts"]["images"] for n, s in sets.items()} == {2: 2, 5: 5}
+    small = pq.read_table(sets[2]["root"] / "images").column("image_id").to_pylist()
+    large = pq.read_table(sets[5]["root"] / "images").column("image_id").to_pylist()
+    assert small == large[:2]
+    again = datagen.prepare_datasets(tmp_path, (96, 64), [2, 5], rows_per_group=2)
+    assert again == sets  # kept for reruns
+
+
+def test_memory_sampler_sees_this_process():
+    with memory.MemorySampler(interval=0.05) as sampler:
+        pass
+    report = sampler.report()
+    assert report["samples"] >= 1
+    assert report["peak_rss"] >= report["peak_pss_driver_workers"] > 0
+
+
+def test_the_daft_job_is_a_script_file():
+    source = (REPO / "benchmarks" / "daft_job.py").read_text()
+    compile(source, "daft_job.py", "exec")
+    assert "sys.argv[1:6]" in source
+
+
+@pytest.mark.slow
+
+def test_bench_pipeline_part_writes_the_results(tmp_path):
+    results_path = tmp_path / "results.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "jobs", "bench", "--quick", "--parts", "pipeline",
+         "--images", "2", "--resolutions", "640x480", "--workdir", str(tmp_path / "work"),
+         "--json", str(results_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "targets" in completed.stdout
+
+    results = json.loads(results_path.read_text())
+    assert {"mode", "machine", "sizes", "load", "kernels", "pipeline", "targets"} <= set(results)
+    assert results["mode"] == "quick" and results["kernels"] == {}
+    part = results["pipeline"]["640x480"]
+    assert set(part) == {"datasets", "floor", "job"}
+    assert set(part["floor"]) == set(part["job"]) == {"1", "2"}
+    for cpus in ("1", "2"):
+        floor_runs, job_runs = part["floor"][cpus]["runs"], part["job"][cpus]["runs"]
+        assert [r["images"] for r in job_runs] == [r["images"] for r in floor_runs] == [2, 8]
+        # The job and the floor cut the same windows: every non-empty box, once.
+        assert [r["crops"] for r in job_runs] == [r["crops"] for r in floor_runs]
+        assert all(r["crops"] > 0 and r["seconds"] > 0 for r in job_runs)
+        assert "marginal_crops_per_s" in part["job"][cpus]
+    for run in part["job"]["2"]["runs"]:
+        assert {"peak_pss", "peak_pss_driver_workers", "peak_rss"} <= set(run["memory"])
+        assert run["memory"]["peak_pss"] >= run["memory"]["peak_pss_driver_workers"] > 0
+
+    names = [t["target"] for t in results["targets"]]
+    assert "640x480: job vs codec floor, 1 CPU(s)" in names
+    assert "640x480: job scaling 1 -> 2 CPUs" in names
+    assert any(name.startswith("640x480: peak PSS at 4x data") for name in names)
+    assert all(t["pass"] in (True, False, None) for t in results["targets"])

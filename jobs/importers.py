@@ -6,8 +6,9 @@ Each importer writes::
     OUTPUT/detections/part-00000.parquet                         (schema.DETECTIONS_SCHEMA)
 
 Image files are split so that each holds at most ``max_file_bytes`` of encoded images (one image
-larger than that gets a file of its own). Every path is an fsspec URL (a local path, ``file://``,
-``s3://`` through s3fs, ...); credentials come from the environment as usual for each filesystem.
+larger than that gets a file of its own). Every path is a URL that ``jobs.storage`` resolves (a
+local path, ``file://``, ``s3://``, or any fsspec protocol), and all reading, listing and writing
+goes through ``jobs.storage``; credentials come from the environment as usual for each store.
 An importer refuses an output that already holds tables, and removes what it wrote if it fails.
 
 Convention (all formats):
@@ -36,13 +37,26 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow.fs import FileType
 
 from cropcore import ImageDecodeError, read_image_size
 from jobs.schema import DETECTIONS_SCHEMA, IMAGE_ID, IMAGES_SCHEMA
+from jobs.storage import (
+    Location,
+    MissingObjectError,
+    StorageError,
+    atomic_output,
+    delete,
+    file_info,
+    list_tree,
+    read_bytes,
+    redact,
+    resolve,
+    same_filesystem,
+)
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
@@ -138,7 +152,7 @@ def import_coco(
             )
     categories = _coco_categories(document["categories"], annotations)
     coco_images = _coco_images(document["images"], annotations)
-    images_fs, images_root = fsspec.core.url_to_fs(images)
+    images_store, images_root = _root(images)
 
     # Sizes first (decoding only images the JSON gives none for), so that all annotations are
     # converted, and every error found, before any image is copied.
@@ -146,7 +160,7 @@ def import_coco(
         if record.size_hw is None:
             path = _join(images_root, record.file_name)
             record.size_hw = _decoded_size_hw(
-                _read_file_bytes(images_fs, path), _shown(images_fs, path)
+                _read_file_bytes(images_store, path), _shown(images_store, path)
             )
     rows_by_image: dict[str, list[dict[str, Any]]] = {image_id: [] for image_id in coco_images}
     for index, annotation in enumerate(document["annotations"]):
@@ -169,7 +183,7 @@ def import_coco(
 
     def image_rows() -> Iterator[tuple[str, bytes, str, int, int]]:
         for image_id, record in coco_images.items():
-            data = _read_file_bytes(images_fs, _join(images_root, record.file_name))
+            data = _read_file_bytes(images_store, _join(images_root, record.file_name))
             height, width = record.size_hw
             yield image_id, data, record.file_name, width, height
 
@@ -393,21 +407,21 @@ def import_yolo(
     """
     _check_max_file_bytes(max_file_bytes)
     class_names, kpt_shape = _yolo_names(names)
-    images_fs, images_root = fsspec.core.url_to_fs(images)
-    labels_fs, labels_root = fsspec.core.url_to_fs(labels)
-    image_paths = _list_images(images_fs, images_root, images)
+    images_store, images_root = _root(images)
+    labels_store, labels_root = _root(labels)
+    image_paths = _list_images(images_store, images_root, images)
     # A names file kept among the labels (LabelImg writes classes.txt there) is not a label.
-    names_fs, names_path = fsspec.core.url_to_fs(names)
-    if type(names_fs) is not type(labels_fs):
+    names_store, names_path = _root(names)
+    if not same_filesystem(names_store, labels_store):
         names_path = None
     label_paths: dict[str, str] = {}
-    for path in _find_files(labels_fs, labels_root, labels):
+    for path in _find_files(labels_store, labels_root, labels):
         if not path.endswith(".txt") or path == names_path:
             continue
         key = _relative_stem(path, labels_root)
         if key not in image_paths:
             raise ValueError(
-                f"{_shown(labels_fs, path)}: no image for this label file (expected "
+                f"{_shown(labels_store, path)}: no image for this label file (expected "
                 f"{key} with one of {', '.join(IMAGE_SUFFIXES)} under {images})"
             )
         label_paths[key] = path
@@ -416,14 +430,14 @@ def import_yolo(
 
     def image_rows() -> Iterator[tuple[str, bytes, str, int, int]]:
         for image_id, path in image_paths.items():
-            data = _read_file_bytes(images_fs, path)
-            height, width = _decoded_size_hw(data, _shown(images_fs, path))
+            data = _read_file_bytes(images_store, path)
+            height, width = _decoded_size_hw(data, _shown(images_store, path))
             if image_id in label_paths:
                 label_path = label_paths[image_id]
                 detection_rows.extend(
                     _yolo_label_rows(
-                        _read_file_text(labels_fs, label_path),
-                        _shown(labels_fs, label_path),
+                        _read_file_text(labels_store, label_path),
+                        _shown(labels_store, label_path),
                         image_id,
                         (height, width),
                         class_names,
@@ -637,13 +651,13 @@ def import_roboflow(
         An :class:`ImportSummary`.
     """
     _check_max_file_bytes(max_file_bytes)
-    images_fs, images_root = fsspec.core.url_to_fs(images)
+    images_store, images_root = _root(images)
     listed: dict[str, str] | None = None
 
     def image_by_key(key: str, where: str) -> str:
         nonlocal listed
         if listed is None:
-            listed = _list_images(images_fs, images_root, images)
+            listed = _list_images(images_store, images_root, images)
         if key not in listed:
             raise ValueError(
                 f"{where}: no image {key} with one of {', '.join(IMAGE_SUFFIXES)} under {images}"
@@ -692,9 +706,9 @@ def import_roboflow(
 
     def image_rows() -> Iterator[tuple[str, bytes, str, int, int]]:
         for image_id, (path, size_hw) in plan.items():
-            data = _read_file_bytes(images_fs, path)
+            data = _read_file_bytes(images_store, path)
             if size_hw is None:
-                size_hw = _decoded_size_hw(data, _shown(images_fs, path))
+                size_hw = _decoded_size_hw(data, _shown(images_store, path))
             yield image_id, data, _relative_path(path, images_root), size_hw[1], size_hw[0]
 
     return _write_output(output, image_rows(), detection_rows, max_file_bytes)
@@ -702,16 +716,16 @@ def import_roboflow(
 
 def _roboflow_results(url: str) -> Iterator[tuple[Any, str, bool, str]]:
     """Yield (result, where, alone_in_its_file, file URL) for every result under ``url``."""
-    fs, root = fsspec.core.url_to_fs(url)
-    if fs.isdir(root):
-        files = [p for p in _find_files(fs, root, url) if p.lower().endswith(".json")]
+    store, root = _root(url)
+    if _is_dir(store, root):
+        files = [p for p in _find_files(store, root, url) if p.lower().endswith(".json")]
         if not files:
             raise ValueError(f"{url}: no .json files in this directory")
     else:
         files = [root]
     for path in files:
-        file_url = _shown(fs, path) if len(files) > 1 else url
-        text = _read_file_text(fs, path)
+        file_url = _shown(store, path) if len(files) > 1 else url
+        text = _read_file_text(store, path)
         if path.lower().endswith((".jsonl", ".ndjson")):
             lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
             for number, line in lines:
@@ -794,19 +808,17 @@ def _write_output(
     max_file_bytes: int,
 ) -> ImportSummary:
     """Write both tables; on any error remove the files written so far and re-raise."""
-    fs, root = fsspec.core.url_to_fs(output)
+    store, root = _root(output)
     root = root.rstrip("/")
     images_dir, detections_dir = f"{root}/images", f"{root}/detections"
     for directory in (images_dir, detections_dir):
-        if fs.exists(directory) and fs.find(directory):
+        if _holds_files(store, directory):
             raise ValueError(
-                f"{_shown(fs, directory)}: output already holds files; import into a "
+                f"{_shown(store, directory)}: output already holds files; import into a "
                 "new or empty output directory"
             )
     written: list[str] = []
     try:
-        fs.makedirs(images_dir, exist_ok=True)
-        fs.makedirs(detections_dir, exist_ok=True)
         image_ids: set[str] = set()
         batch: list[tuple[str, bytes, str, int, int]] = []
         batch_bytes = 0
@@ -816,14 +828,14 @@ def _write_output(
             image_ids.add(row[0])
             if batch and batch_bytes + len(row[1]) > max_file_bytes:
                 written.append(f"{images_dir}/part-{len(written):05d}.parquet")
-                _write_images_part(fs, written[-1], batch)
+                _write_images_part(store, written[-1], batch)
                 batch, batch_bytes = [], 0
             batch.append(row)
             batch_bytes += len(row[1])
         # Always at least one file, so that an empty dataset still has a readable schema.
         if batch or not written:
             written.append(f"{images_dir}/part-{len(written):05d}.parquet")
-            _write_images_part(fs, written[-1], batch)
+            _write_images_part(store, written[-1], batch)
         missing = {row[IMAGE_ID] for row in detection_rows} - image_ids
         if missing:
             raise ValueError(
@@ -832,30 +844,32 @@ def _write_output(
         detections = pa.Table.from_pylist(detection_rows, schema=DETECTIONS_SCHEMA)
         detections_path = f"{detections_dir}/part-00000.parquet"
         written.append(detections_path)
-        with fs.open(detections_path, "wb") as f:
+        with atomic_output(store.sibling(detections_path)) as f:
             pq.write_table(detections, f)
     except BaseException:
         for path in written:
             try:
-                fs.rm(path)
+                delete(store.sibling(path))
             except OSError:
                 pass
         raise
     return ImportSummary(
         images=len(image_ids),
         detections=detections.num_rows,
-        image_files=tuple(fs.unstrip_protocol(p) for p in written[:-1]),
-        detections_file=fs.unstrip_protocol(detections_path),
+        image_files=tuple(_url(store, p) for p in written[:-1]),
+        detections_file=_url(store, detections_path),
     )
 
 
-def _write_images_part(fs: Any, path: str, rows: list[tuple[str, bytes, str, int, int]]) -> None:
+def _write_images_part(
+    store: Location, path: str, rows: list[tuple[str, bytes, str, int, int]]
+) -> None:
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in IMPORTED_IMAGES_SCHEMA]
     table = pa.Table.from_arrays(
         [pa.array(c, type=f.type) for c, f in zip(columns, IMPORTED_IMAGES_SCHEMA, strict=True)],
         schema=IMPORTED_IMAGES_SCHEMA,
     )
-    with fs.open(path, "wb") as f:
+    with atomic_output(store.sibling(path)) as f:
         # Encoded images do not compress; skipping it saves CPU on write and on every read.
         compression = {field.name: "SNAPPY" for field in IMPORTED_IMAGES_SCHEMA}
         pq.write_table(table, f, compression={**compression, "image": "NONE"})
@@ -890,16 +904,44 @@ def _relative_stem(path: str, root: str) -> str:
     return posixpath.splitext(_relative_path(path, root))[0]
 
 
-def _find_files(fs: Any, root: str, url: str) -> list[str]:
-    if not fs.isdir(root):
+def _root(url: str) -> tuple[Location, str]:
+    """The location of ``url`` and its path: the store that the other paths of one input are
+    on (``Location.sibling`` gives each its own location)."""
+    try:
+        location = resolve(url)
+    except StorageError as error:
+        raise ValueError(str(error)) from None
+    return location, location.path
+
+
+def _is_dir(store: Location, path: str) -> bool:
+    return file_info(store.sibling(path)).type == FileType.Directory
+
+
+def _holds_files(store: Location, directory: str) -> bool:
+    location = store.sibling(directory)
+    info = file_info(location)
+    return info.type == FileType.File or (info.type == FileType.Directory
+                                          and bool(list_tree(location)))
+
+
+def _url(store: Location, path: str) -> str:
+    """The URL of a written file: ``file://`` and the absolute path on a local disk."""
+    location = store.sibling(path)
+    return f"file://{location.path}" if location.is_local else location.url
+
+
+def _find_files(store: Location, root: str, url: str) -> list[str]:
+    if not _is_dir(store, root):
         raise ValueError(f"{url}: expected a directory, found none")
-    return sorted(fs.find(root))
+    base = root.rstrip("/")
+    return [f"{base}/{relative}" for relative in list_tree(store.sibling(base))]
 
 
-def _list_images(fs: Any, root: str, url: str) -> dict[str, str]:
+def _list_images(store: Location, root: str, url: str) -> dict[str, str]:
     """Image files under ``root`` by relative path minus suffix, sorted."""
     images: dict[str, str] = {}
-    for path in _find_files(fs, root, url):
+    for path in _find_files(store, root, url):
         if not path.lower().endswith(IMAGE_SUFFIXES):
             continue
         key = _relative_stem(path, root)
@@ -912,31 +954,30 @@ def _list_images(fs: Any, root: str, url: str) -> dict[str, str]:
     return images
 
 
-def _shown(fs: Any, path: str) -> str:
+def _shown(store: Location, path: str) -> str:
     """``path`` as a user would write it: a plain local path, or a URL with its protocol."""
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
-    return path if "file" in protocols else fs.unstrip_protocol(path)
+    location = store.sibling(path)
+    return location.path if location.is_local else location.url
 
 
-def _read_file_bytes(fs: Any, path: str) -> bytes:
+def _read_file_bytes(store: Location, path: str) -> bytes:
     try:
-        with fs.open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise ValueError(f"{_shown(fs, path)}: file not found") from None
+        return read_bytes(store.sibling(path))
+    except MissingObjectError:
+        raise ValueError(f"{_shown(store, path)}: file not found") from None
 
 
-def _read_file_text(fs: Any, path: str) -> str:
-    data = _read_file_bytes(fs, path)
+def _read_file_text(store: Location, path: str) -> str:
+    data = _read_file_bytes(store, path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{_shown(fs, path)}: not UTF-8 text ({error})") from None
+        raise ValueError(f"{_shown(store, path)}: not UTF-8 text ({error})") from None
 
 
 def _read_text(url: str) -> str:
-    fs, path = fsspec.core.url_to_fs(url)
-    return _read_file_text(fs, path)
+    store, path = _root(url)
+    return _read_file_text(store, path)
 
 
 def _parse_json(text: str, url: str) -> Any:
@@ -1063,8 +1104,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Run ``python -m jobs import``; returns the exit code (2 for invalid input)."""
-    from jobs.storage import redact
-
     max_file_bytes = args.max_file_mb * 1024 * 1024
     try:
         if args.format == "coco":
@@ -1079,7 +1118,7 @@ def command(args: argparse.Namespace) -> int:
             summary = import_roboflow(
                 args.predictions, args.images, args.output, max_file_bytes=max_file_bytes
             )
-    except ValueError as error:
+    except (ValueError, StorageError) as error:
         print(f"error: {redact(str(error))}", file=sys.stderr)
         return 2
     print(

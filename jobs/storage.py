@@ -15,6 +15,8 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -26,6 +28,7 @@ __all__ = [
     "Location",
     "MissingObjectError",
     "StorageError",
+    "atomic_output",
     "create_exclusive",
     "delete",
     "exists",
@@ -38,6 +41,7 @@ __all__ = [
     "read_parquet",
     "redact",
     "resolve",
+    "same_filesystem",
     "write_atomic",
 ]
 
@@ -71,7 +75,15 @@ class Location:
         return isinstance(self.fs, pafs.S3FileSystem)
 
     def child(self, *parts: str) -> Location:
+        """The location ``parts`` below this one."""
         return Location(self.fs, join(self.path, *parts), join(self.url, *parts))
+
+    def sibling(self, path: str) -> Location:
+        """Another ``path`` on the same filesystem (a path as this filesystem spells it, such as
+        one ``list_tree`` led to), with a URL in the same style as this location's."""
+        if self.url.endswith(self.path):
+            return Location(self.fs, path, self.url[: len(self.url) - len(self.path)] + path)
+        return Location(self.fs, path, path)
 
 
 def redact(url: str) -> str:
@@ -226,26 +238,52 @@ def read_parquet(location: Location, columns: list[str] | None = None,
         raise StorageError(f"cannot read Parquet file {location.url}: {_clean(error)}") from None
 
 
-def write_atomic(location: Location, data: bytes | pa.Buffer) -> None:
+def write_atomic(location: Location, data: bytes | pa.Buffer, tag: str = "") -> None:
     """Write ``data`` (bytes or an Arrow buffer) so that readers see the whole object or nothing.
 
     Object stores publish an object only when its upload completes; on a local or mounted
-    filesystem we write a temporary sibling and rename it over the target.
+    filesystem we write a temporary sibling (``<name>.tmp-<tag><uuid>``) and rename it over the
+    target. A writer that dies in between leaves the sibling; ``tag`` (the job passes its run's
+    fingerprint prefix) lets a later attempt prove the sibling is its own before deleting it.
+    """
+    with atomic_output(location) as stream:
+        stream.write(data)
+
+
+@contextmanager
+def atomic_output(location: Location) -> Iterator[pa.NativeFile]:
+    """A stream to write the object at ``location`` in pieces (``pq.write_table(table, stream)``),
+    published as ``write_atomic`` publishes: whole when the block ends, never half.
+
+    On a local disk the data goes to a temporary sibling, renamed over the target at the end
+    and removed if the block raises. An object store publishes the object when the stream
+    closes, so an upload cut short by an error in the block is published as far as it got:
+    delete it (the importers do). Filesystem errors raise ``StorageError``.
     """
     fs, path = location.fs, location.path
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}" if location.is_local else None
     try:
-        parent = path.rsplit("/", 1)[0]
-        if location.is_local:
-            fs.create_dir(parent, recursive=True)
-            temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-            with fs.open_output_stream(temporary) as stream:
-                stream.write(data)
-            os.replace(temporary, path)
-        else:
-            with fs.open_output_stream(path) as stream:
-                stream.write(data)
-    except OSError as error:
-        raise StorageError(f"cannot write {location.url}: {_clean(error)}") from None
+        try:
+            if temporary is not None:
+                fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            with fs.open_output_stream(temporary or path) as stream:
+                yield stream
+            if temporary is not None:
+                os.replace(temporary, path)
+        except OSError as error:
+            raise StorageError(f"cannot write {location.url}: {_clean(error)}") from None
+    except BaseException:
+        if temporary is not None:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+        raise
+
+
+def same_filesystem(a: Location, b: Location) -> bool:
+    """Whether two locations are on the same kind of filesystem (so their paths compare)."""
+    return type(a.fs) is type(b.fs)
 
 
 def exists(location: Location) -> bool:

@@ -674,8 +674,9 @@ def _table(headers: list[str], rows: list[list], classes: list[str] | None = Non
 
 def render_html(manifest: dict, sheet_png: bytes, widths, heights, error_rows: list[dict],
                 error_total: int, class_counts: dict, skipped: list[tuple[str, str]],
-                parents_drawn: int) -> str:
-    """The self-contained report page (inline CSS and SVG, the sheet as a data URI, no script)."""
+                parents_drawn: int, shard_count: int | None = None) -> str:
+    """The self-contained report page (inline CSS and SVG, the sheet as a data URI, no script).
+    ``shard_count`` defaults to the shards the manifest lists inline."""
     counts = manifest.get("counts") or {}
     step = manifest.get("step") or {}
     run_id = str(manifest.get("run_id", ""))
@@ -685,7 +686,8 @@ def render_html(manifest: dict, sheet_png: bytes, widths, heights, error_rows: l
             ("step", f"<code>{esc(json.dumps(step, sort_keys=True))}</code>"),
             ("code version", f"<code>{esc(str(manifest.get('code_version', '')))}</code>"),
             ("format", esc(str(manifest.get("format", "")))),
-            ("shards", str(len(manifest.get("shards", []))))]
+            ("shards", str(len(manifest.get("shards", [])) if shard_count is None
+                           else shard_count))]
     for key, url in (manifest.get("inputs") or {}).items():
         if url:
             meta.append((f"input: {key}", f"<code>{esc(str(url))}</code>"))
@@ -790,7 +792,7 @@ def write_report(output_url: str, max_parents: int = 6, error_sample: int = 25) 
     heights = crops.column("height").to_numpy() if crops is not None else np.zeros(0)
     page = render_html(manifest, sheet_png, widths, heights, error_rows,
                        0 if errors is None else errors.num_rows, Counter(class_names), skipped,
-                       len(panels))
+                       len(panels), shard_count=len(run.shards))
     folder = run.output.child("report")
     write_atomic(folder.child("contact_sheet.png"), sheet_png)
     write_atomic(folder.child("index.html"), page.encode("utf-8"))

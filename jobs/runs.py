@@ -9,11 +9,11 @@ metadata that the written crops tables carry is defined here too, beside the rea
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from jobs import schema
+from jobs import schema, sinks
 from jobs.sinks import KINDS, read_manifest
 from jobs.storage import Location, open_parquet, read_parquet, resolve
 
@@ -67,18 +67,21 @@ class CommittedRun:
     """A committed run's output folder and its manifest; reads only the files the manifest lists.
 
     ``files(kind)`` gives ``(shard, file entry)`` pairs in shard order, where a file entry is the
-    manifest's ``{"kind", "path", "rows", "bytes", "sha256"}``.
+    manifest's ``{"kind", "path", "rows", "bytes", "sha256"}``. ``shards`` are the committed
+    shards (``shard``, ``files``, ``counts``): listed inline in older manifests, else read from
+    the shard index the manifest names.
     """
 
     output: Location
     manifest: dict
+    shards: tuple = field(default=(), repr=False)
 
     def files(self, kind: str) -> list[tuple[str, dict]]:
         """``(shard, file entry)`` of every committed file of ``kind`` (``crops``, ``lineage``
         or ``errors``), in shard order."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        return [(shard["shard"], entry) for shard in self.manifest.get("shards", [])
+        return [(shard["shard"], entry) for shard in self.shards
                 for entry in shard.get("files", []) if entry.get("kind") == kind]
 
     def location(self, entry: dict) -> Location:
@@ -116,7 +119,14 @@ def open_run(output_url: str) -> CommittedRun:
     if manifest is None:
         raise RunError(f"expected a committed run in {output.url}, but it has no "
                        f"_manifest.json (wrong folder, or the run has not finished)")
-    if manifest.get("status") != "committed" or "shards" not in manifest:
+    if manifest.get("status") != "committed" or not ("shards" in manifest or "index" in manifest):
         raise RunError(f"expected a committed manifest in {output.url}, got status "
                        f"{manifest.get('status')!r}")
-    return CommittedRun(output, manifest)
+    return CommittedRun(output, manifest, _committed_shards(output, manifest))
+
+
+def _committed_shards(output: Location, manifest: dict) -> tuple:
+    if "shards" in manifest:
+        return tuple(manifest["shards"])
+    # the Parquet shard index beside the manifest (jobs.sinks writes and reads it)
+    return tuple(sinks.read_shard_index(output, manifest))

@@ -29,6 +29,8 @@ import numpy as np
 import simplejpeg
 from fpng import fpng_ext
 
+from cropcore._checks import is_int as _is_int
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageDecodeError",
@@ -558,7 +560,3 @@ def _as_bytes_view(data) -> memoryview:
         view = memoryview(data)
         return view if view.format == "B" and view.ndim == 1 else view.cast("B")
     raise TypeError(f"data must be bytes, bytearray or memoryview, got {type(data).__name__}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))

@@ -22,6 +22,7 @@ import numpy as np
 import pycocotools.mask
 
 from cropcore import _rle_kernels
+from cropcore._checks import is_int as _is_int
 
 __all__ = ["POLYGON_STYLES", "cut_rle", "decode_rle", "encode_rle", "polygon_to_mask"]
 
@@ -263,9 +264,6 @@ def _validate_window(window, height: int, width: int) -> tuple[int, int, int, in
     return x_min, y_min, x_max, y_max
 
 
-def _is_int(value) -> bool:
-    return type(value) is int or (  # the common case first: this runs for every window
-        isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)))
 
 
 def _rle_counts(rle: Mapping, height: int, width: int) -> np.ndarray:

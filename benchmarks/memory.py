@@ -56,6 +56,7 @@ class MemorySampler:
         self.sampler_cpu_seconds = time.thread_time() - started
 
     def sample(self, me) -> None:
+        """One sample of the process tree below ``me`` (a ``psutil.Process``)."""
         import psutil
 
         total_pss = total_rss = driver_workers = 0
@@ -80,6 +81,7 @@ class MemorySampler:
         self.peak_pss_driver_workers = max(self.peak_pss_driver_workers, driver_workers)
 
     def report(self) -> dict:
+        """The peaks in bytes, the number of samples and the sampler's own CPU seconds."""
         return {"peak_pss": self.peak_pss, "peak_pss_driver_workers":
                 self.peak_pss_driver_workers, "peak_rss": self.peak_rss, "samples": self.samples,
                 "sampler_cpu_seconds": round(self.sampler_cpu_seconds, 3)}
@@ -162,6 +164,7 @@ class PeakOfChild:
         self.peak_rss = 0
 
     def watch(self, process) -> int:
+        """Wait for ``process`` (a ``subprocess.Popen``), sampling its RSS; its exit code."""
         while process.poll() is None:
             try:
                 self.peak_rss = max(self.peak_rss, rss_pss(process.pid)[0])

@@ -801,6 +801,7 @@ def write_report(output_url: str, max_parents: int = 6, error_sample: int = 25) 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``report`` command's arguments."""
     parser.description = ("Write OUTPUT/report/contact_sheet.png (parent images with their crop\n"
                           "windows, crops with their masks) and OUTPUT/report/index.html (counts,\n"
                           "errors, crop size histograms, the sheet).")
@@ -811,6 +812,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    """Run ``python -m jobs report``; returns the exit code (2 for a folder that is not a
+    committed run or a bad argument)."""
     try:
         report = write_report(args.output, args.max_parents)
     except RunError as error:

@@ -68,10 +68,12 @@ class Location:
 
     @property
     def is_local(self) -> bool:
+        """On a local (or mounted) disk."""
         return isinstance(self.fs, pafs.LocalFileSystem)
 
     @property
     def is_s3(self) -> bool:
+        """On S3 or an S3-compatible store."""
         return isinstance(self.fs, pafs.S3FileSystem)
 
     def child(self, *parts: str) -> Location:
@@ -92,6 +94,11 @@ def redact(url: str) -> str:
 
 
 def join(base: str, *parts: str) -> str:
+    """``base`` and ``parts`` joined with single slashes.
+
+    >>> join("s3://bucket/out/", "/crops", "a.parquet")
+    's3://bucket/out/crops/a.parquet'
+    """
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts if p)])
 
 
@@ -287,6 +294,7 @@ def same_filesystem(a: Location, b: Location) -> bool:
 
 
 def exists(location: Location) -> bool:
+    """Whether an object (or folder) is at ``location``."""
     try:
         return location.fs.get_file_info(location.path).type != pafs.FileType.NotFound
     except OSError as error:
@@ -294,6 +302,7 @@ def exists(location: Location) -> bool:
 
 
 def delete(location: Location) -> None:
+    """Delete the object at ``location``; nothing there is not an error."""
     try:
         location.fs.delete_file(location.path)
     except FileNotFoundError:

@@ -56,6 +56,7 @@ then read the shards with webdataset:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``export`` command's arguments: OUTPUT and the formats to write."""
     parser.description = ("Export a committed run's output: WebDataset tar shards of its crops\n"
                           "(predictions and lineage as JSON beside each crop) and OpenLineage\n"
                           "run events.")
@@ -73,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    """Run ``python -m jobs export``; returns the exit code (2 for nothing to export or a
+    folder that is not a committed run)."""
     if not (args.webdataset or args.openlineage):
         print("error: nothing to export: expected --webdataset and/or --openlineage",
               file=sys.stderr)

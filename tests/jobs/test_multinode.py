@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -62,6 +63,8 @@ START_TIMEOUT_S = 90.0
 JOB_TIMEOUT_S = 150.0
 STOP_TIMEOUT_S = 15.0
 POLL_S = 0.2
+# The name of the job's crop task (Ray Data titles it ``MapBatches(crop_units)``).
+CROP_TASK = "crop_units"
 # Custom resources name each worker node, so a node id from Ray maps back to our processes.
 NODE_RESOURCE = "cropcore_multinode_{}"
 
@@ -326,7 +329,7 @@ def job_arguments(bucket: str, output: str) -> list[str]:
 
 
 def crop_task_nodes(cluster: MultiNodeCluster, job_id: str) -> dict[str, int]:
-    """``{node_id: number of crop_units tasks}`` of one job, from Ray's state API (task events
+    """``{node_id: number of crop tasks}`` of one job, from Ray's state API (task events
     reach it about a second after the tasks run, so this waits a little for both nodes)."""
     from ray.util.state import list_tasks
 
@@ -337,7 +340,7 @@ def crop_task_nodes(cluster: MultiNodeCluster, job_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}
         for task in tasks:
             task = task if isinstance(task, dict) else task.__dict__
-            if "crop_units" in task["name"] and task.get("node_id"):
+            if CROP_TASK in task["name"] and task.get("node_id"):
                 counts[task["node_id"]] = counts.get(task["node_id"], 0) + 1
         if len(counts) >= len(WORKERS) or time.monotonic() > deadline:
             return counts
@@ -354,6 +357,19 @@ def undisturbed(multinode, s3_server, bucket) -> dict:
             "nodes": crop_task_nodes(multinode, info["job_id"]), "logs": info["logs"]}
 
 
+def assert_summary(logs: str) -> None:
+    """The CLI's summary, printed by the job's driver, is in ``ray job logs``."""
+    assert re.search(rf"^run\s+{RUN_ID} \(committed\)$", logs, re.M), logs
+    assert re.search(rf"^crops\s+{FAULT_CROPS}$", logs, re.M), logs
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 # -- tests ---------------------------------------------------------------------------------------
 def test_job_on_two_worker_nodes(multinode, undisturbed):
     snapshot: Snapshot = undisturbed["snapshot"]
@@ -363,7 +379,7 @@ def test_job_on_two_worker_nodes(multinode, undisturbed):
     assert len(manifest["shards"]) == FAULT_SHARDS
     assert snapshot.crops.num_rows == FAULT_CROPS == manifest["counts"]["crops"]
     assert undisturbed["output"].table("errors") is None
-    assert f"{FAULT_CROPS} crops" in undisturbed["logs"], undisturbed["logs"]
+    assert_summary(undisturbed["logs"])
     # Work ran on both worker nodes and nowhere else (the head has no CPUs).
     workers = multinode.worker_node_ids()
     nodes = undisturbed["nodes"]
@@ -388,8 +404,8 @@ def test_worker_node_killed_mid_job(multinode, s3_server, bucket, undisturbed):
                     titles.append(" ".join(process.cmdline()))
                 except psutil.Error:
                     continue
-            if not any("crop_units" in title for title in titles):
-                continue
+            if not any(CROP_TASK in title for title in titles):
+                continue  # this node is not cropping right now
             markers, manifest = output.count_markers(), output.has_manifest()
             for process in tree:
                 try:
@@ -409,9 +425,9 @@ def test_worker_node_killed_mid_job(multinode, s3_server, bucket, undisturbed):
         logs = multinode.logs(submission_id)
     assert fault.result is not None, f"no node was killed: the job finished first\n{logs}"
     assert fault.result["markers"] < FAULT_SHARDS and not fault.result["manifest"], fault.result
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                   for pid in fault.result["pids"])
+    assert not any(alive(pid) for pid in fault.result["pids"]), fault.result
     survivors = multinode.worker_node_ids()
     assert fault.result["node"] not in survivors.values(), survivors
     assert len(survivors) == len(WORKERS) - 1, survivors
+    assert_summary(logs)
     assert_same_output(output, undisturbed["snapshot"])

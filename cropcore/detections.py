@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-__all__ = ["ORIENTED_BOX_COORDINATES", "Detections"]
+__all__ = ["ORIENTED_BOX_COORDINATES", "Detections", "to_crop_frame"]
 
 #: The ``data`` key of oriented boxes, ``(N, 4, 2)`` float corners; the same key as
 #: ``supervision.config.ORIENTED_BOX_COORDINATES``.
@@ -217,3 +217,39 @@ class Detections:
         if x1 > x0 and y1 > y0:
             canvas[:, y0:y1, x0:x1] = self.mask[:, y0 - dy : y1 - dy, x0 - dx : x1 - dx]
         return replace(moved, mask=canvas)
+
+
+def to_crop_frame(values: np.ndarray, owners: np.ndarray, axes: np.ndarray | int,
+                  offsets_xy: np.ndarray) -> np.ndarray:
+    """Coordinates of many detections moved into their crops' frames at once.
+
+    The flat form of ``Detections.moved`` for ragged geometry (keypoints, polygons, oriented
+    boxes of a whole shard, each detection with its own crop).
+
+    Args:
+        values (ndarray[M] float): coordinates, NaN allowed (it stays NaN).
+        owners (ndarray[M] int): the crop (row of ``offsets_xy``) each value belongs to.
+        axes (ndarray[M] int or int): 0 where a value is an x, 1 where it is a y.
+        offsets_xy (ndarray[N, 2] float): each crop's window origin ``(x_min, y_min)``.
+
+    Returns:
+        ndarray[M] float64: ``values - offsets_xy[owners, axes]``.
+
+    Convention:
+        Coordinates are translated, never clipped: they may lie outside the crop.
+
+    Example:
+        >>> to_crop_frame(np.array([5.0, 7.0, 5.0]), np.array([0, 0, 1]), np.array([0, 1, 0]),
+        ...               np.array([[1.0, 2.0], [4.0, 0.0]])).tolist()
+        [4.0, 5.0, 1.0]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    owners = np.asarray(owners, dtype=np.int64)
+    offsets = np.asarray(offsets_xy, dtype=np.float64).reshape(-1, 2)
+    if owners.shape != values.shape:
+        raise ValueError(f"owners must have shape {values.shape}, got {owners.shape}")
+    if len(owners) and (owners.min() < 0 or owners.max() >= len(offsets)):
+        raise ValueError(f"owners must index the {len(offsets)} offsets, got values from "
+                         f"{owners.min()} to {owners.max()}")
+    return values - offsets[owners, np.broadcast_to(np.asarray(axes, dtype=np.int64),
+                                                    values.shape)]

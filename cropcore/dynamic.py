@@ -13,11 +13,30 @@ import cv2
 import numpy as np
 
 from cropcore.color import parse_color
-from cropcore.crops import Crop
+from cropcore.crops import Crop, CropBatch
 from cropcore.detections import Detections
-from cropcore.windows import empty_windows, windows_from_xyxy
+from cropcore.masks import POLYGON_STYLES, cut_rle, polygon_to_mask
+from cropcore.resize import crop_and_resize
+from cropcore.windows import NOT_FINITE, box_faults, empty_windows, windows_from_xyxy
 
-__all__ = ["background_fill", "dynamic_crop", "remove_background"]
+__all__ = [
+    "MASK_RLE",
+    "POLYGON_STYLE",
+    "background_fill",
+    "crop_and_resize_batch",
+    "detection_windows",
+    "dynamic_crop",
+    "dynamic_crop_batch",
+    "invalid_boxes",
+    "remove_background",
+]
+
+#: ``Detections.data`` key of COCO RLE masks (``dict`` or ``None`` per detection), decoded only
+#: inside each window (``cut_rle``) instead of a dense ``(N, H, W)`` ``mask``.
+MASK_RLE = "mask_rle"
+#: ``Detections.data`` key of each detection's polygon style (``"coco"`` or ``"roboflow"``,
+#: ``None`` for the call's default), used when a polygon stands in for a missing mask.
+POLYGON_STYLE = "polygon_style"
 
 
 def background_fill(color_bgr: tuple[int, int, int], channels: int) -> tuple[float, ...]:
@@ -114,7 +133,8 @@ def dynamic_crop(
         image (ndarray[H, W] or ndarray[H, W, C]): C in 1, 3, 4 when masks are applied.
         detections: boxes in image pixels; ``detection_id`` is required.
         mask_opacity: in [0, 1]; above 0, pixels outside a detection's mask blend towards
-            ``background_color`` (detections without masks are left unchanged).
+            ``background_color``; a detection without mask uses its polygon (Roboflow style),
+            and one with neither is left unchanged (see ``dynamic_crop_batch``).
         background_color: an RGB colour in any form ``parse_color`` accepts.
 
     Returns:
@@ -136,18 +156,283 @@ def dynamic_crop(
         raise ValueError(
             f"masks must match the image size {(height, width)}, got {detections.mask.shape[1:]}"
         )
-    color_bgr = parse_color(background_color)
-    windows = windows_from_xyxy(detections.xyxy, (width, height))
-    empty = empty_windows(windows)
+    windows_from_xyxy(detections.xyxy, (width, height))  # non-finite boxes raise here
+    batch = dynamic_crop_batch(image, detections, mask_opacity, background_color)
     crops: list[Crop | None] = []
-    for i, window in enumerate(windows.tolist()):
-        if empty[i]:
+    for i, window in enumerate(batch.windows.tolist()):
+        if batch.reasons[i] is not None:
             crops.append(None)
             continue
-        x_min, y_min, x_max, y_max = window
         own = detections[i].in_window(window)
-        pixels = image[y_min:y_max, x_min:x_max]
-        if mask_opacity > 0 and own.mask is not None:
-            pixels = remove_background(pixels, own.mask[0], float(mask_opacity), color_bgr)
-        crops.append(Crop(pixels, window, (width, height), detections=own))
+        crops.append(Crop(batch.crops[i], window, (width, height), detections=own))
     return crops
+
+
+def invalid_boxes(boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reason (``"invalid_box"``) and its message for each box that no image can crop.
+
+    Known before any pixel is read, so a caller may skip fetching and decoding.
+
+    Args:
+        boxes_xyxy (ndarray[N, 4] float): pixel boxes; NaN stands for a null coordinate.
+
+    Returns:
+        ``(reasons, messages)``: ndarray[N] object each, ``None`` for a valid box.
+
+    Convention:
+        ``box_faults``: a coordinate not finite, or ``x_max < x_min`` or ``y_max < y_min``.
+
+    Example:
+        >>> invalid_boxes(np.array([[0.0, 0, 1, 1], [2.0, 0, 1, 1]]))[1].tolist()
+        [None, 'box [2.0, 0.0, 1.0, 1.0] has x_max < x_min or y_max < y_min']
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    faults = box_faults(boxes)
+    reasons = np.full(len(boxes), None, dtype=object)
+    messages = np.full(len(boxes), None, dtype=object)
+    for i in np.flatnonzero(faults != ""):
+        reasons[i] = "invalid_box"
+        messages[i] = (f"box {boxes[i].tolist()} has a null, NaN or infinite coordinate"
+                       if faults[i] == NOT_FINITE
+                       else f"box {boxes[i].tolist()} has x_max < x_min or y_max < y_min")
+    return reasons, messages
+
+
+def detection_windows(
+    boxes_xyxy: np.ndarray, size_wh: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every box's window and, for boxes that give no crop, the reason, in one call.
+
+    Args:
+        boxes_xyxy (ndarray[N, 4] float): pixel boxes; NaN stands for a null coordinate, and
+            coordinates may be huge (see ``windows_from_xyxy``).
+        size_wh: the image's ``(width, height)``.
+
+    Returns:
+        ``(windows, reasons, messages)``: ndarray[N, 4] int64 clamped windows (zeros for an
+        invalid box), ndarray[N] object reasons (``None``, ``"invalid_box"`` or
+        ``"empty_window"``) and ndarray[N] object messages saying why, with the box.
+
+    Convention:
+        ``invalid_box``: a coordinate is not finite, or ``x_max < x_min`` or ``y_max < y_min``
+        (``box_faults``); ``empty_window``: a valid box whose rounded, clamped window holds no
+        pixel (zero area, or outside the image).
+
+    Example:
+        >>> windows, reasons, _ = detection_windows(
+        ...     np.array([[1.4, 2.5, 6.5, 9.0], [20.0, 0, 30, 5], [5.0, 0, 1, 5]]), (10, 10))
+        >>> windows.tolist(), reasons.tolist()
+        ([[1, 2, 6, 9], [10, 0, 10, 5], [0, 0, 0, 0]], [None, 'empty_window', 'invalid_box'])
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    width, height = size_wh
+    reasons, messages = invalid_boxes(boxes)
+    valid = np.equal(reasons, None)
+    windows = windows_from_xyxy(np.where(valid[:, None], boxes, 0.0), size_wh)
+    windows[~valid] = 0
+    empty = valid & empty_windows(windows)
+    for i in np.flatnonzero(empty):
+        reasons[i] = "empty_window"
+        messages[i] = (f"box {boxes[i].tolist()} covers no pixel of the {width}x{height} "
+                       f"image")
+    return windows, reasons, messages
+
+
+def _rle_in_window(rle, size_wh: tuple[int, int], window) -> tuple[np.ndarray, dict]:
+    """The RLE mask under ``window`` and its RLE in the crop frame; ``ValueError`` says why
+    the mask cannot be used."""
+    if not hasattr(rle, "get"):
+        raise ValueError(f"mask must be a COCO RLE dict, got {type(rle).__name__}")
+    size, counts = rle.get("size"), rle.get("counts")
+    if size is None or counts is None or len(size) != 2 or any(v is None for v in size):
+        raise ValueError(f"mask needs size [height, width] and counts, got size={size!r} "
+                         f"and {'no counts' if counts is None else 'counts'}")
+    height, width = size
+    if (width, height) != tuple(size_wh):
+        raise ValueError(f"mask size {[height, width]} does not match the image "
+                         f"({size_wh[1]}x{size_wh[0]})")
+    return cut_rle(rle, window)
+
+
+def _polygon_in_window(vertices: np.ndarray, style: str, size_wh: tuple[int, int],
+                       window) -> np.ndarray:
+    """``polygon_to_mask(vertices, (H, W), style=style)[window]``, rasterized only where it
+    matters: Roboflow style on the canvas of the truncated vertices' extent (OpenCV clips only
+    at the image's own edges there, so the pixels are the full image's), COCO style (one
+    test per pixel centre) on the image's top-left part that ends at the window."""
+    width, height = size_wh
+    x0, y0, x1, y1 = (int(v) for v in window)
+    if style == "coco":
+        return polygon_to_mask(vertices, (y1, x1), style="coco")[y0:y1, x0:x1]
+    if not np.isfinite(vertices).all():
+        raise ValueError("polygon vertices must be finite, got NaN or infinity")
+    truncated = np.trunc(vertices)
+    cx0, cx1 = (int(np.clip(v, 0, width)) for v in (truncated[:, 0].min(),
+                                                    truncated[:, 0].max() + 1))
+    cy0, cy1 = (int(np.clip(v, 0, height)) for v in (truncated[:, 1].min(),
+                                                     truncated[:, 1].max() + 1))
+    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    lx0, ly0, lx1, ly1 = max(x0, cx0), max(y0, cy0), min(x1, cx1), min(y1, cy1)
+    if lx1 <= lx0 or ly1 <= ly0:
+        return out
+    canvas = polygon_to_mask(truncated - (cx0, cy0), (cy1 - cy0, cx1 - cx0), style="roboflow")
+    out[ly0 - y0 : ly1 - y0, lx0 - x0 : lx1 - x0] = canvas[ly0 - cy0 : ly1 - cy0,
+                                                           lx0 - cx0 : lx1 - cx0]
+    return out
+
+
+def dynamic_crop_batch(
+    image: np.ndarray,
+    detections: Detections,
+    mask_opacity: float = 0.0,
+    background_color=(0, 0, 0),
+    *,
+    polygon_style: str = "roboflow",
+) -> CropBatch:
+    """All crops of one image's detections in one call: windows, reasons and pixels.
+
+    The batched form of ``dynamic_crop`` the crop job calls. It takes boxes the job has not
+    checked (null, inverted or huge coordinates) and says why a detection gives no crop
+    instead of raising.
+
+    Args:
+        image (ndarray[H, W] or ndarray[H, W, C]): C in 1, 3, 4 when backgrounds are removed.
+        detections: boxes in image pixels (NaN for null coordinates). A mask is taken from,
+            in order: ``data[MASK_RLE]`` (COCO RLE per detection, decoded only inside the
+            window), ``mask`` (dense), and, only for background removal, ``polygons``
+            rasterized inside the window in ``data[POLYGON_STYLE]`` style (else
+            ``polygon_style``).
+        mask_opacity: in [0, 1]; above 0 the pixels outside the detection's mask blend towards
+            ``background_color`` (``remove_background``).
+        background_color: an RGB colour in any form ``parse_color`` accepts.
+        polygon_style: the default ``polygon_to_mask`` style of polygons standing in for masks.
+
+    Returns:
+        a ``CropBatch`` of ``len(detections)`` rows: ``reasons`` are ``invalid_box``,
+        ``empty_window`` (``detection_windows``) or ``invalid_mask`` (an RLE mask that does not
+        fit the image, or an unusable polygon); ``masks`` hold each RLE mask cut to its window;
+        ``unmasked`` marks crops that kept their background for lack of mask and polygon.
+
+    Convention:
+        As Roboflow's pipeline does, a polygon stands in for a missing mask (Roboflow
+        rasterizes prediction polygons before Dynamic Crop); a polygon with fewer than 3
+        vertices is no polygon. The polygon's mask inside the window equals
+        ``polygon_to_mask(polygon, (H, W), style=...)`` cut to the window. An invalid RLE
+        mask gives ``invalid_mask`` whatever the opacity; an invalid polygon only when it is
+        needed (opacity above 0).
+
+    Raises:
+        ValueError: for a malformed image, an opacity outside [0, 1], a bad colour, dense masks
+            of another size than the image, or an unknown polygon style.
+    """
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
+        raise ValueError(f"image must be an H x W or H x W x C array, got "
+                         f"{type(image).__name__} with shape {getattr(image, 'shape', None)}")
+    if not isinstance(detections, Detections):
+        raise ValueError(f"detections must be a Detections, got {type(detections).__name__}")
+    opacity = float(mask_opacity)
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"mask_opacity must be within [0, 1], got {mask_opacity}")
+    if polygon_style not in POLYGON_STYLES:
+        raise ValueError(f"polygon_style must be one of {POLYGON_STYLES}, got {polygon_style!r}")
+    height, width = image.shape[:2]
+    size_wh = (width, height)
+    if detections.mask is not None and detections.mask.shape[1:] != (height, width):
+        raise ValueError(
+            f"masks must match the image size {(height, width)}, got {detections.mask.shape[1:]}"
+        )
+    color_bgr = parse_color(background_color)
+    windows, reasons, messages = detection_windows(detections.xyxy, size_wh)
+    n = len(detections)
+    crops: list = [None] * n
+    masks: list = [None] * n
+    unmasked = np.zeros(n, dtype=bool)
+    rles = detections.data.get(MASK_RLE)
+    styles = detections.data.get(POLYGON_STYLE)
+    for i in np.flatnonzero(np.equal(reasons, None)).tolist():
+        window = windows[i].tolist()
+        x0, y0, x1, y1 = window
+        crop = image[y0:y1, x0:x1]
+        window_mask = None
+        rle = rles[i] if rles is not None else None
+        try:
+            if rle is not None:
+                window_mask, masks[i] = _rle_in_window(rle, size_wh, window)
+            elif detections.mask is not None:
+                window_mask = detections.mask[i, y0:y1, x0:x1]
+            if opacity > 0 and window_mask is None:
+                polygon = detections.polygons[i] if detections.polygons is not None else None
+                if polygon is not None and len(polygon) >= 3:
+                    style = styles[i] if styles is not None and styles[i] is not None \
+                        else polygon_style
+                    if style not in POLYGON_STYLES:
+                        raise ValueError(f"polygon style must be one of {POLYGON_STYLES}, "
+                                         f"got {style!r}")
+                    try:
+                        window_mask = _polygon_in_window(polygon, style, size_wh, window)
+                    except ValueError as error:
+                        raise ValueError(f"polygon: {error}") from None
+        except ValueError as error:
+            reasons[i], messages[i], masks[i] = "invalid_mask", str(error), None
+            continue
+        if opacity > 0:
+            if window_mask is None:
+                unmasked[i] = True
+            else:
+                crop = remove_background(crop, window_mask, opacity, color_bgr)
+        crops[i] = crop
+    return CropBatch(windows, reasons, messages, crops, masks, unmasked)
+
+
+def crop_and_resize_batch(
+    image: np.ndarray,
+    boxes_xyxy: np.ndarray,
+    size_wh: tuple[int, int],
+    crop_size: tuple[int, int],
+    method: str = "bilinear",
+    extrapolation_value: float = 0.0,
+    reduce: int = 1,
+) -> CropBatch:
+    """Every box of one image cut and resized to ``crop_size``, windows and reasons included.
+
+    Args:
+        image (ndarray[h, w] or ndarray[h, w, C]): the decoded pixels: the full image, or with
+            ``reduce`` > 1 a JPEG decoded at ``1 / reduce`` of its size (DCT scaling).
+        boxes_xyxy (ndarray[N, 4] float): pixel boxes in the full image, as
+            ``detection_windows`` takes them.
+        size_wh: the full image's ``(width, height)``: windows and reasons refer to it.
+        crop_size, method, extrapolation_value: as ``crop_and_resize``.
+        reduce: the decode's scale factor (1, 2, 4 or 8).
+
+    Returns:
+        a ``CropBatch`` whose crops are float32 ``(crop_h, crop_w, C)`` arrays and whose windows
+        are the boxes' windows in the full image (what lineage records).
+
+    Convention:
+        Boxes are sampled as TensorFlow does, a pixel box mapping to ``p / (H - 1)``. On a
+        reduced decode a reduced pixel ``i`` averages full pixels ``[i * r, (i + 1) * r)``:
+        box coordinates move to ``(p + 0.5) / r - 0.5``, and coordinates inside the full image
+        stay inside the reduced one.
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    windows, reasons, messages = detection_windows(boxes, size_wh)
+    selected = np.flatnonzero(np.equal(reasons, None))
+    crops: list = [None] * len(boxes)
+    if len(selected):
+        height, width = image.shape[:2]
+        pixel_boxes = boxes[selected]
+        if reduce > 1:
+            full = np.array([size_wh[0] - 1, size_wh[1] - 1] * 2, dtype=np.float64)
+            small = np.array([width - 1, height - 1] * 2, dtype=np.float64)
+            inside = (pixel_boxes >= 0) & (pixel_boxes <= full)
+            mapped = (pixel_boxes + 0.5) / reduce - 0.5
+            pixel_boxes = np.where(inside, np.clip(mapped, 0, small), mapped)
+        scale = np.array([max(height - 1, 1), max(width - 1, 1)] * 2, dtype=np.float64)
+        normalized = (pixel_boxes[:, [1, 0, 3, 2]] / scale).astype(np.float32)
+        pixels = image if image.ndim == 3 else image[:, :, None]
+        resized = crop_and_resize(pixels[None], normalized, np.zeros(len(selected), np.int32),
+                                  crop_size, method, extrapolation_value)
+        for k, i in enumerate(selected.tolist()):
+            crops[i] = resized[k]
+    return CropBatch(windows, reasons, messages, crops, [None] * len(boxes),
+                     np.zeros(len(boxes), dtype=bool))

@@ -11,7 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "INVERTED",
+    "NOT_FINITE",
     "absolute_windows",
+    "box_faults",
     "clamp_windows",
     "empty_windows",
     "relative_windows",
@@ -48,18 +51,61 @@ def empty_windows(windows: np.ndarray) -> np.ndarray:
     return (windows[:, 2] <= windows[:, 0]) | (windows[:, 3] <= windows[:, 1])
 
 
+#: ``box_faults`` values: a coordinate is null, NaN or infinite / ``x_max < x_min`` or
+#: ``y_max < y_min``. Both make the detection's reason ``invalid_box``.
+NOT_FINITE = "not_finite"
+INVERTED = "inverted"
+
+
+def box_faults(boxes_xyxy: np.ndarray) -> np.ndarray:
+    """Why each box cannot be cropped at all, whatever the image: ``""`` for a valid box.
+
+    Args:
+        boxes_xyxy (ndarray[N, 4] float): pixel boxes; NaN stands for a null coordinate.
+
+    Returns:
+        ndarray[N] str: ``NOT_FINITE`` where a coordinate is NaN or infinite, else ``INVERTED``
+        where ``x_max < x_min`` or ``y_max < y_min``, else ``""``.
+
+    Convention:
+        A zero-area box (``x_max == x_min``) is not a fault: it gives an empty window, which is
+        a fact about the box and the image together (see ``empty_windows``).
+
+    Example:
+        >>> box_faults(np.array([[0, 0, 1, 1], [2, 0, 1, 1], [np.nan, 0, 1, 1.0]])).tolist()
+        ['', 'inverted', 'not_finite']
+    """
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    finite = np.isfinite(boxes).all(axis=1)
+    inverted = finite & ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    return np.where(~finite, NOT_FINITE, np.where(inverted, INVERTED, ""))
+
+
 def windows_from_xyxy(boxes_xyxy: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """Clamped integer windows of float pixel boxes: each coordinate rounded half to even.
 
     Args:
-        boxes_xyxy (ndarray[N, 4] float): ``x_min, y_min, x_max, y_max`` in parent pixels.
+        boxes_xyxy (ndarray[N, 4] float): ``x_min, y_min, x_max, y_max`` in parent pixels;
+            finite, of any magnitude.
         size_wh: the parent's ``(width, height)``.
 
     Returns:
         ndarray[N, 4] int64, clamped; empty windows are left in place (see ``empty_windows``).
+
+    Convention:
+        Coordinates beyond ``2 * max(width, height) + 2`` pixels from the origin are limited to
+        that first: the clamped window is the same, and rounding stays exact (``1e300`` does
+        not overflow int64).
+
+    Raises:
+        ValueError: for a NaN or infinite coordinate.
     """
     boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    return clamp_windows(round_half_even(boxes_xyxy), size_wh)
+    if not np.all(np.isfinite(boxes_xyxy)):
+        raise ValueError(f"coordinates must be finite, got "
+                         f"{boxes_xyxy[~np.isfinite(boxes_xyxy)][:4]}")
+    limit = float(2 * max(int(size_wh[0]), int(size_wh[1])) + 2)
+    return clamp_windows(round_half_even(np.clip(boxes_xyxy, -limit, limit)), size_wh)
 
 
 def absolute_windows(

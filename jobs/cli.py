@@ -165,6 +165,8 @@ def format_summary(summary) -> str:
                    f"{summary.images_without_detections} without detections)"),
         ("detections", f"{summary.detections}"),
         ("crops", f"{summary.crops}"),
+        *((("unmasked", f"{summary.unmasked} (background removal asked, no mask or polygon)"),)
+          if getattr(summary, "unmasked", 0) else ()),
         ("errors", f"{summary.error_count}"),
         *((f"  {reason}", f"{n}") for reason, n in sorted(summary.errors.items())),
         ("seconds", f"{summary.seconds:.1f} ({rate:.0f} crops/s)"),

@@ -1,6 +1,9 @@
-"""Between Arrow columns and the NumPy arrays the kernels take: the job's only translation layer.
+"""Between Arrow and cropcore's ``Detections``/``CropBatch``: the job's only translation layer.
 
-Everything here is vectorized over a whole chunk of detections; nothing loops per pixel.
+Arrow in: ``detections_from_arrow`` (one image's rows as ``Detections``). Arrow out:
+``predictions_in_crops`` (the emitted detections' predictions in their crops' frames, a whole
+shard at once). The geometry itself (what "into the crop frame" means) is cropcore's
+``to_crop_frame``; here are only the Arrow buffers around it. Nothing loops per pixel.
 """
 
 from __future__ import annotations
@@ -9,15 +12,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cropcore import MASK_RLE, POLYGON_STYLE, Detections, to_crop_frame
 from jobs import schema
 
 __all__ = [
+    "PASSED_THROUGH",
     "boxes_xyxy",
+    "detections_from_arrow",
     "flatten_nested_detections",
+    "polygons_from_arrow",
+    "predictions_in_crops",
     "translate_keypoints",
     "translate_oriented_boxes",
     "translate_polygons",
 ]
+
+#: Detection columns a crop carries unchanged from its detection (no geometry).
+PASSED_THROUGH = ("class_name", "class_id", "confidence", "iscrowd")
 
 
 def boxes_xyxy(detections: pa.Table) -> np.ndarray:
@@ -47,9 +58,10 @@ def _offsets(lists: pa.Array) -> pa.Array:
     return pc.subtract(offsets, offsets[0])
 
 
-def _shift_list_values(values: pa.Array, offsets: np.ndarray, parents: np.ndarray) -> pa.Array:
+def _shift_list_values(values: pa.Array, offsets: np.ndarray, parents: np.ndarray,
+                       axis: int) -> pa.Array:
     data = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-    return pa.array(data - offsets[parents], pa.float64())
+    return pa.array(to_crop_frame(data, parents, axis, offsets), pa.float64())
 
 
 def translate_keypoints(keypoints: pa.Array, offsets_xy: np.ndarray) -> pa.Array:
@@ -60,10 +72,8 @@ def translate_keypoints(keypoints: pa.Array, offsets_xy: np.ndarray) -> pa.Array
     names = [points.type.field(i).name for i in range(points.type.num_fields)]
     children = []
     for name, child in zip(names, points.flatten(), strict=True):
-        if name == "x":
-            child = _shift_list_values(child, offsets_xy[:, 0], parents)
-        elif name == "y":
-            child = _shift_list_values(child, offsets_xy[:, 1], parents)
+        if name in ("x", "y"):
+            child = _shift_list_values(child, offsets_xy, parents, "xy".index(name))
         children.append(child)
     moved = pa.StructArray.from_arrays(children, names=names, mask=pc.invert(points.is_valid()))
     valid = pc.invert(keypoints.is_valid())
@@ -82,8 +92,8 @@ def translate_polygons(polygons: pa.Array, offsets_xy: np.ndarray) -> pa.Array:
     position = np.arange(len(coordinates)) - np.repeat(starts[:-1], np.diff(starts))
     rows = point_parents[coordinate_parents]
     # [x, y] pairs: even positions are x, odd are y
-    shift = np.where(position % 2 == 0, offsets_xy[rows, 0], offsets_xy[rows, 1])
-    values = pc.cast(coordinates, pa.float64()).to_numpy(zero_copy_only=False) - shift
+    values = to_crop_frame(pc.cast(coordinates, pa.float64()).to_numpy(zero_copy_only=False),
+                           rows, position % 2, offsets_xy)
     inner = pa.ListArray.from_arrays(point_offsets, pa.array(values, pa.float64()),
                                      mask=pc.invert(points.is_valid()))
     return pa.ListArray.from_arrays(_offsets(polygons), inner, mask=pc.invert(polygons.is_valid()))
@@ -98,3 +108,90 @@ def translate_oriented_boxes(boxes: pa.Array, offsets_xy: np.ndarray) -> pa.Arra
     if boxes.type != schema.ORIENTED_BOX_TYPE:
         boxes = pc.cast(boxes, schema.ORIENTED_BOX_TYPE)
     return translate_polygons(boxes, offsets_xy)
+
+
+def polygons_from_arrow(polygons: pa.Array) -> list[np.ndarray]:
+    """``list<list<float64>>`` polygons as one ``(P_i, 2)`` float64 array per row.
+
+    A null polygon is ``(0, 2)``; a null or malformed point (not two numbers) becomes
+    ``[nan, nan]``, which makes the polygon unusable (``invalid_mask`` where it is needed).
+    """
+    polygons = polygons.combine_chunks() if isinstance(polygons, pa.ChunkedArray) else polygons
+    points = polygons.flatten()
+    starts = _offsets(polygons).to_numpy()
+    lengths = pc.list_value_length(points).to_numpy(zero_copy_only=False)
+    if len(points) and (points.null_count or not np.all(lengths == 2)):
+        xy = np.array([p if p is not None and len(p) == 2 and None not in p else [np.nan] * 2
+                       for p in points.to_pylist()], dtype=np.float64).reshape(-1, 2)
+    else:
+        xy = pc.cast(points.flatten(), pa.float64()).to_numpy(zero_copy_only=False).reshape(-1, 2)
+    return np.split(xy, starts[1:-1]) if len(polygons) else []
+
+
+def detections_from_arrow(detections: pa.Table, *, polygons: bool = False) -> Detections:
+    """One image's detection rows (the job's detections schema) as a ``cropcore.Detections``.
+
+    Args:
+        detections: rows with ``detection_id`` and the box columns; optional ``mask`` (COCO
+            RLE), ``polygon``, ``polygon_style``, ``class_name``, ``confidence``.
+        polygons: also convert ``polygon`` (needed only when polygons may stand in for masks).
+
+    Returns:
+        ``Detections`` with ``xyxy`` (NaN for null coordinates), ``detection_id`` (object, None
+        for null), ``class_name`` and ``confidence`` when present, RLE masks in
+        ``data[MASK_RLE]`` (decoded later, only inside each window), ``polygons`` when asked and
+        ``data[POLYGON_STYLE]`` when the table has that column.
+    """
+    names = detections.column_names
+    n = detections.num_rows
+    data = {}
+    if "mask" in names and detections.column("mask").null_count < n:
+        rle = np.empty(n, dtype=object)
+        rle[:] = detections.column("mask").to_pylist()
+        data[MASK_RLE] = rle
+    if POLYGON_STYLE in names:
+        data[POLYGON_STYLE] = detections.column(POLYGON_STYLE).to_numpy(zero_copy_only=False)
+    values = {}
+    for name in ("class_name", "confidence"):
+        if name in names:
+            values[name] = detections.column(name).to_numpy(zero_copy_only=False)
+    return Detections(
+        xyxy=boxes_xyxy(detections),
+        detection_id=detections.column(schema.DETECTION_ID).to_numpy(zero_copy_only=False),
+        polygons=(polygons_from_arrow(detections.column("polygon"))
+                  if polygons and "polygon" in names else None),
+        data=data,
+        **values,
+    )
+
+
+def predictions_in_crops(detections: pa.Table, positions: np.ndarray,
+                         offsets_xy: np.ndarray) -> pa.Table:
+    """The predictions of ``detections.take(positions)``, each moved into its crop's frame.
+
+    Args:
+        detections: a shard's detections (job schema).
+        positions (ndarray[M] int): the rows that became crops, in crop order.
+        offsets_xy (ndarray[M, 2] float): each crop's window origin in its image.
+
+    Returns:
+        A table of M rows: the box columns, ``keypoints``, ``polygon`` and ``xyxyxyxy`` in the
+        crop frame (``cropcore.to_crop_frame``: translated, not clipped), and the
+        ``PASSED_THROUGH`` columns present in ``detections``, unchanged.
+    """
+    part = detections.take(pa.array(np.asarray(positions, dtype=np.int64)))
+    m = part.num_rows
+    boxes = to_crop_frame(boxes_xyxy(part).ravel(), np.repeat(np.arange(m), 4),
+                          np.tile([0, 1, 0, 1], m), offsets_xy).reshape(-1, 4)
+    columns = {name: pa.array(boxes[:, k]) for k, name in enumerate(schema.BOX_COLUMNS)}
+    for name in PASSED_THROUGH:
+        if name in part.column_names:
+            columns[name] = part.column(name).combine_chunks()
+    if "keypoints" in part.column_names:
+        columns["keypoints"] = translate_keypoints(part.column("keypoints"), offsets_xy)
+    if "polygon" in part.column_names:
+        columns["polygon"] = translate_polygons(part.column("polygon"), offsets_xy)
+    if schema.ORIENTED_BOX in part.column_names:
+        columns[schema.ORIENTED_BOX] = translate_oriented_boxes(part.column(schema.ORIENTED_BOX),
+                                                                offsets_xy)
+    return pa.table(columns)

@@ -3,7 +3,7 @@
 Each importer writes::
 
     OUTPUT/images/part-00000.parquet, part-00001.parquet, ...   (IMPORTED_IMAGES_SCHEMA)
-    OUTPUT/detections/part-00000.parquet                         (schema.DETECTIONS_SCHEMA)
+    OUTPUT/detections/part-00000.parquet                (schema.IMPORTED_DETECTIONS_SCHEMA)
 
 Image files are split so that each holds at most ``max_file_bytes`` of encoded images (one image
 larger than that gets a file of its own). Every path is a URL that ``jobs.storage`` resolves (a
@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from pyarrow.fs import FileType
 
 from cropcore import ImageDecodeError, read_image_size
-from jobs.schema import DETECTIONS_SCHEMA, IMAGE_ID, IMAGES_SCHEMA
+from jobs.schema import IMAGE_ID, IMAGES_SCHEMA, IMPORTED_DETECTIONS_SCHEMA
 from jobs.storage import (
     Location,
     MissingObjectError,
@@ -288,6 +288,8 @@ def _coco_detection(
         "mask": mask,
         "keypoints": keypoints,
         "polygon": polygon,
+        "iscrowd": bool(annotation.get("iscrowd", 0)),  # COCO's crowd flag, carried to crops
+        "polygon_style": "coco",  # polygons rasterize as pycocotools does (crop-semantics.md)
     }
 
 
@@ -606,6 +608,7 @@ def _yolo_label_rows(
                 "keypoints": keypoints,
                 "polygon": polygon,
                 "xyxyxyxy": corners,
+                "polygon_style": "roboflow",  # prediction polygons: Roboflow's rasterization
             }
         )
     return rows
@@ -794,6 +797,7 @@ def _roboflow_detection(prediction: Any, where: str, image_id: str, index: int) 
         "mask": None,
         "keypoints": keypoints,
         "polygon": polygon,
+        "polygon_style": "roboflow",  # prediction polygons: Roboflow's rasterization
     }
 
 
@@ -841,7 +845,7 @@ def _write_output(
             raise ValueError(
                 f"detections refer to images that were not imported: {sorted(missing)[:5]}"
             )
-        detections = pa.Table.from_pylist(detection_rows, schema=DETECTIONS_SCHEMA)
+        detections = pa.Table.from_pylist(detection_rows, schema=IMPORTED_DETECTIONS_SCHEMA)
         detections_path = f"{detections_dir}/part-00000.parquet"
         written.append(detections_path)
         with atomic_output(store.sibling(detections_path)) as f:

@@ -63,15 +63,15 @@ class JobConfig:
     allow_foreign_files: bool = False  # write beside files the job did not write (never deleted)
 
     def __post_init__(self):
-        fmt = self.image_format or ("npy" if isinstance(self.step, steps.CropAndResize) else "png")
+        fmt = self.image_format or self.step.default_format  # steps.STEPS: per step type
         object.__setattr__(self, "image_format", fmt)
         if fmt not in FORMATS:
             raise JobError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        if fmt == "npy" and not isinstance(self.step, steps.CropAndResize):
+        if fmt == "npy" and not self.step.fixed_shape:
             raise JobError("--format npy needs the crop_and_resize step (fixed-shape crops)")
         if self.quality is not None and not (1 <= self.quality <= 100):
             raise JobError(f"--quality must be within 1..100, got {self.quality}")
-        if self.reduced_decode and not isinstance(self.step, steps.CropAndResize):
+        if self.reduced_decode and not self.step.fixed_shape:
             raise JobError("--reduced-decode applies to the crop_and_resize step only")
         if self.quality is not None and fmt in ("png", "npy"):
             raise JobError(f"--quality applies to jpeg and webp, not {fmt}")
@@ -96,6 +96,7 @@ class Summary:
     errors: dict[str, int] = field(default_factory=dict)
     images_decoded: int = 0
     images_without_detections: int = 0
+    unmasked: int = 0  # background removal asked, but a crop had neither mask nor polygon
     shards: int = 0
     shards_skipped: int = 0
     seconds: float = 0.0
@@ -272,6 +273,7 @@ def run(job: JobConfig | Prepared) -> Summary:
         summary.images_decoded += counts.get("images_decoded", 0)
         summary.images_without_detections += counts.get("images_without_detections", 0)
         summary.crops += counts.get("crops", 0)
+        summary.unmasked += counts.get("unmasked", 0)
         if prepared.plan.nested_detections:
             summary.detections += counts.get("detections", 0)
         for reason, n in counts.get("errors", {}).items():

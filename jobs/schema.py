@@ -14,7 +14,11 @@ detections  ``image_id, detection_id: string``, ``x_min, y_min, x_max, y_max: fl
             RLE, column-major; integer-list counts are accepted too), ``keypoints:
             list<struct<x, y, confidence: float64>>``, ``polygon: list<list<float64>>`` ([x, y]
             pairs), ``xyxyxyxy: list<list<float64>>`` (an oriented box: its four [x, y] corners,
-            as supervision's ``data["xyxyxyxy"]``; translated into the crop frame like polygons).
+            as supervision's ``data["xyxyxyxy"]``; translated into the crop frame like polygons),
+            ``iscrowd: bool`` (COCO's crowd flag, carried onto crops when the column exists),
+            ``polygon_style: string`` (``coco`` or ``roboflow``: how a polygon rasterizes when
+            it stands in for a missing mask; ``roboflow`` when absent). The importers write
+            both (``IMPORTED_DETECTIONS_SCHEMA``).
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ DETECTIONS_SCHEMA = pa.schema(
         (ORIENTED_BOX, ORIENTED_BOX_TYPE),
     ]
 )
+
+# What the importers write: COCO sets iscrowd and polygon_style "coco", YOLO and Roboflow
+# polygon_style "roboflow" (docs/crop-semantics.md, "Polygons standing in for masks").
+IMPORTED_DETECTIONS_SCHEMA = DETECTIONS_SCHEMA.append(pa.field("iscrowd", pa.bool_())).append(
+    pa.field("polygon_style", pa.string()))
 
 IMAGES_SCHEMA = pa.schema([(IMAGE_ID, pa.string()), ("image", pa.binary())])
 
@@ -92,8 +101,8 @@ ERROR_REASONS = (
     "too_many_detections", "fetch_failed", "no_image_bytes", "undecodable", "too_many_pixels",
     "unsupported", "invalid_parameter", "invalid_box", "empty_window", "invalid_mask",
 )
-RESERVED_COLUMNS = frozenset(CROP_COLUMNS) | frozenset(LINEAGE_COLUMNS) | {"image", "uri",
-                                                                             "detections"}
+RESERVED_COLUMNS = frozenset(CROP_COLUMNS) | frozenset(LINEAGE_COLUMNS) | {
+    "image", "uri", "detections", "iscrowd"}  # iscrowd: carried from COCO detections
 
 
 class SchemaError(ValueError):
@@ -293,6 +302,8 @@ _DETECTION_TYPES = {
     "mask": _is_rle,
     "keypoints": _is_keypoints,
     "polygon": _is_polygon,
+    "iscrowd": pa.types.is_boolean,
+    "polygon_style": _is_string,
     # numpy (N, 4, 2) arrays reach Arrow as fixed-size lists: accepted, cast on translation
     ORIENTED_BOX: lambda t: (pa.types.is_list(t) or pa.types.is_fixed_size_list(t))
     and (pa.types.is_list(t.value_type) or pa.types.is_fixed_size_list(t.value_type)),
@@ -304,6 +315,7 @@ _DETECTION_EXPECTED = {
     "keypoints": "list<struct<x: float64, y: float64, confidence: float64>>",
     "polygon": "list<list<float64>>",
     ORIENTED_BOX: "list<list<float64>> (four [x, y] corners)",
+    "iscrowd": "bool", "polygon_style": "string ('coco' or 'roboflow')",
 }
 
 

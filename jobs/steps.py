@@ -28,7 +28,16 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
-from cropcore import parse_color
+import numpy as np
+
+from cropcore import (
+    CropBatch,
+    Detections,
+    crop_and_resize_batch,
+    dynamic_crop_batch,
+    parse_color,
+    static_crop_batch,
+)
 
 __all__ = [
     "AbsoluteStaticCrop",
@@ -36,6 +45,7 @@ __all__ = [
     "CropAndResize",
     "DynamicCrop",
     "RelativeStaticCrop",
+    "STEPS",
     "Step",
     "StepError",
     "TYPE_NAMES",
@@ -50,19 +60,6 @@ RELATIVE = "roboflow_core/relative_statoic_crop@v1"
 RELATIVE_ALIAS = "roboflow_core/relative_static_crop@v1"
 DYNAMIC = "roboflow_core/dynamic_crop@v1"
 CROP_AND_RESIZE = "cropcore/crop_and_resize@v1"
-# Every type name Roboflow's manifests accept (their ``type: Literal[...]``), to the canonical id.
-TYPE_NAMES = {
-    ABSOLUTE: ABSOLUTE, "AbsoluteStaticCrop": ABSOLUTE,
-    RELATIVE: RELATIVE, RELATIVE_ALIAS: RELATIVE, "RelativeStaticCrop": RELATIVE,
-    DYNAMIC: DYNAMIC, "DynamicCrop": DYNAMIC, "Crop": DYNAMIC,
-    CROP_AND_RESIZE: CROP_AND_RESIZE,
-}
-_PARAMETERS = {
-    ABSOLUTE: ("x_center", "y_center", "width", "height"),
-    RELATIVE: ("x_center", "y_center", "width", "height"),
-    DYNAMIC: ("mask_opacity", "background_color"),
-    CROP_AND_RESIZE: ("crop_size", "method", "extrapolation_value"),
-}
 # Workflow fields: accepted, checked, not parameters. Pairs are a field and its alias.
 _IMAGES_FIELDS = ("images", "image")
 _PREDICTIONS_FIELDS = ("predictions", "detections")
@@ -85,24 +82,83 @@ class ColumnRef:
         return f"$inputs.{self.column}"
 
 
+# A step class holds, besides its dataclass fields (the parameters, in canonical JSON):
+#   names             every type name Roboflow's manifests accept (``type: Literal[...]``)
+#   needs_detections  one crop per detection (else one static window per image)
+#   fixed_shape       every crop has one shape: ``--format npy`` and ``--reduced-decode`` apply
+#   parse(raw)        the validated step from its JSON object
+#   and the cropcore operation it applies: ``crop`` (with ``check``/``resolve`` for per-image
+#   values). Adding a step type is one class here, one entry in STEPS and one kernel.
+
+_CENTRE_AND_SIZE = ("x_center", "y_center", "width", "height")
+
+
+class _StaticStep:
+    """Shared by the static crops: one window per image from centre and size."""
+
+    needs_detections = False
+    fixed_shape = False
+    default_format = "png"
+    parameters = _CENTRE_AND_SIZE
+    relative = False
+
+    def check(self, per_image: dict) -> tuple[dict, str | None]:
+        """The four values used for one image (per-image columns over literals), and why they
+        cannot be used (``None`` when they can): a null or non-finite value, or a per-image
+        value outside the step's domain."""
+        values = {name: per_image.get(name, getattr(self, name)) for name in _CENTRE_AND_SIZE}
+        if not all(np.isfinite(float(v)) for v in values.values()):
+            return values, f"a per-image step parameter is null or not finite: {values}"
+        outside = [name for name in per_image
+                   if (not 0.0 <= values[name] <= 1.0 if self.relative
+                       else name in ("width", "height") and values[name] <= 0)]
+        if outside:  # the step's domains: relative fields in [0, 1], absolute sizes positive
+            return values, (f"per-image {outside[0]} {values[outside[0]]} is outside the step's "
+                            f"domain ({'[0.0, 1.0]' if self.relative else '> 0'})")
+        return values, None
+
+    def crop(self, pixels: np.ndarray, values: dict) -> CropBatch:
+        """``cropcore.static_crop_batch`` of one image with the values ``check`` returned."""
+        return static_crop_batch(pixels, *(values[name] for name in _CENTRE_AND_SIZE),
+                                 relative=self.relative)
+
+
 @dataclass(frozen=True)
-class AbsoluteStaticCrop:
+class AbsoluteStaticCrop(_StaticStep):
     x_center: int | ColumnRef
     y_center: int | ColumnRef
     width: int | ColumnRef
     height: int | ColumnRef
     type: str = ABSOLUTE
-    needs_detections = False
+    names = (ABSOLUTE, "AbsoluteStaticCrop")
+    integer_parameters = True  # lineage records per-image values as integers
+
+    @classmethod
+    def parse(cls, raw: dict) -> AbsoluteStaticCrop:
+        big = float(2**31)
+        return cls(
+            x_center=_number(raw, "x_center", integer=True, low=-big, high=big),
+            y_center=_number(raw, "y_center", integer=True, low=-big, high=big),
+            width=_number(raw, "width", integer=True, low=0, high=big, low_open=True),
+            height=_number(raw, "height", integer=True, low=0, high=big, low_open=True),
+        )
 
 
 @dataclass(frozen=True)
-class RelativeStaticCrop:
+class RelativeStaticCrop(_StaticStep):
     x_center: float | ColumnRef
     y_center: float | ColumnRef
     width: float | ColumnRef
     height: float | ColumnRef
     type: str = RELATIVE
-    needs_detections = False
+    names = (RELATIVE, RELATIVE_ALIAS, "RelativeStaticCrop")
+    integer_parameters = False
+    relative = True
+
+    @classmethod
+    def parse(cls, raw: dict) -> RelativeStaticCrop:
+        return cls(**{f: _number(raw, f, integer=False, low=0.0, high=1.0)
+                      for f in _CENTRE_AND_SIZE})
 
 
 @dataclass(frozen=True)
@@ -110,7 +166,49 @@ class DynamicCrop:
     mask_opacity: float | ColumnRef = 0.0
     background_color: tuple[int, int, int] | ColumnRef = (0, 0, 0)  # RGB, as given
     type: str = DYNAMIC
+    names = (DYNAMIC, "DynamicCrop", "Crop")
+    parameters = ("mask_opacity", "background_color")
     needs_detections = True
+    fixed_shape = False
+    default_format = "png"
+    integer_parameters = False
+
+    @classmethod
+    def parse(cls, raw: dict) -> DynamicCrop:
+        return cls(
+            mask_opacity=_number(raw, "mask_opacity", integer=False, low=0.0, high=1.0,
+                                 default=0.0),
+            background_color=_colour(raw),
+        )
+
+    def resolve(self, per_image: dict) -> dict:
+        """``{"mask_opacity", "background_color" (RGB)}`` for one image: the literals, or the
+        per-image column values checked against the step's domains (``ValueError`` says why)."""
+        opacity = per_image.get("mask_opacity", self.mask_opacity)
+        if not (np.isfinite(opacity) and 0.0 <= opacity <= 1.0):
+            raise ValueError(f"per-image mask_opacity must be within [0.0, 1.0], got {opacity}")
+        colour = per_image.get("background_color", self.background_color)
+        if "background_color" in per_image:
+            try:
+                b, g, r = parse_color(colour)
+            except ValueError as error:
+                raise ValueError(f"per-image background_color: {error}") from None
+            colour = (r, g, b)
+        return {"mask_opacity": float(opacity), "background_color": tuple(colour)}
+
+    def shrink(self, boxes_xyxy: np.ndarray) -> float:
+        """How much every crop shrinks from the image (1: crops keep full resolution)."""
+        return 1.0
+
+    def needs_polygons(self, resolved: dict) -> bool:
+        """Whether polygons may stand in for missing masks (background removal is asked)."""
+        return resolved["mask_opacity"] > 0
+
+    def crop(self, pixels: np.ndarray, detections: Detections, size_wh, reduce: int,
+             resolved: dict) -> CropBatch:
+        """``cropcore.dynamic_crop_batch`` of one image's detections."""
+        return dynamic_crop_batch(pixels, detections, resolved["mask_opacity"],
+                                  resolved["background_color"])
 
 
 @dataclass(frozen=True)
@@ -119,10 +217,61 @@ class CropAndResize:
     method: str = "bilinear"
     extrapolation_value: float = 0.0
     type: str = CROP_AND_RESIZE
+    names = (CROP_AND_RESIZE,)
+    parameters = ("crop_size", "method", "extrapolation_value")
     needs_detections = True
+    fixed_shape = True
+    default_format = "npy"
+    integer_parameters = False
+
+    @classmethod
+    def parse(cls, raw: dict) -> CropAndResize:
+        size = raw.get("crop_size", [224, 224])
+        if (
+            not isinstance(size, (list, tuple))
+            or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+        ):
+            raise StepError(f"step field 'crop_size' must be [height, width] of two positive "
+                            f"integers, got {size!r}")
+        method = raw.get("method", "bilinear")
+        if method not in ("bilinear", "nearest"):
+            raise StepError(f"step field 'method' must be 'bilinear' or 'nearest', "
+                            f"got {method!r}")
+        extrapolation = raw.get("extrapolation_value", 0.0)
+        if not _is_number(extrapolation) or not math.isfinite(extrapolation):
+            raise StepError(f"step field 'extrapolation_value' must be a finite number, "
+                            f"got {extrapolation!r}")
+        return cls(crop_size=(size[0], size[1]), method=method,
+                   extrapolation_value=float(extrapolation))
+
+    def resolve(self, per_image: dict) -> dict:
+        """No per-image parameters."""
+        return {}
+
+    def shrink(self, boxes_xyxy: np.ndarray) -> float:
+        """The smallest factor by which a box shrinks to ``crop_size`` (``--reduced-decode``
+        decodes a JPEG at 1/2, 1/4 or 1/8 size when every crop shrinks that much)."""
+        crop_h, crop_w = self.crop_size
+        return float(min(np.min(boxes_xyxy[:, 3] - boxes_xyxy[:, 1]) / crop_h,
+                         np.min(boxes_xyxy[:, 2] - boxes_xyxy[:, 0]) / crop_w))
+
+    def needs_polygons(self, resolved: dict) -> bool:
+        return False
+
+    def crop(self, pixels: np.ndarray, detections: Detections, size_wh, reduce: int,
+             resolved: dict) -> CropBatch:
+        """``cropcore.crop_and_resize_batch`` of one image's detections."""
+        return crop_and_resize_batch(pixels, detections.xyxy, size_wh, self.crop_size,
+                                     self.method, self.extrapolation_value, reduce)
 
 
 Step = AbsoluteStaticCrop | RelativeStaticCrop | DynamicCrop | CropAndResize
+#: The step registry: canonical type id -> step class.
+STEPS: dict[str, type] = {cls.names[0]: cls for cls in
+                          (AbsoluteStaticCrop, RelativeStaticCrop, DynamicCrop, CropAndResize)}
+#: Every type name Roboflow's manifests accept (their ``type: Literal[...]``), to the canonical id.
+TYPE_NAMES = {name: canonical for canonical, cls in STEPS.items() for name in cls.names}
 
 
 def _json_value(value):
@@ -155,7 +304,7 @@ def resolved_json(step: Step, values: dict) -> str:
             value = list(value)
         elif hasattr(value, "item"):  # a NumPy scalar
             value = value.item()
-        if isinstance(step, AbsoluteStaticCrop) and isinstance(value, float) \
+        if step.integer_parameters and isinstance(value, float) \
                 and value.is_integer():
             value = int(value)
         resolved[name] = value
@@ -270,44 +419,10 @@ def parse_step(step: str | dict) -> Step:
     if kind is None:
         raise StepError(f"step field 'type' must be one of {', '.join(sorted(TYPE_NAMES))}; "
                         f"got {given!r}")
-    allowed = {"type", "name", *_IMAGES_FIELDS, *_PREDICTIONS_FIELDS, *_PARAMETERS[kind]}
+    cls = STEPS[kind]
+    allowed = {"type", "name", *_IMAGES_FIELDS, *_PREDICTIONS_FIELDS, *cls.parameters}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise StepError(f"step field '{unknown[0]}' is not a parameter of {given}")
     _check_workflow_fields(raw, kind)
-    big = float(2**31)
-    if kind == ABSOLUTE:
-        return AbsoluteStaticCrop(
-            x_center=_number(raw, "x_center", integer=True, low=-big, high=big),
-            y_center=_number(raw, "y_center", integer=True, low=-big, high=big),
-            width=_number(raw, "width", integer=True, low=0, high=big, low_open=True),
-            height=_number(raw, "height", integer=True, low=0, high=big, low_open=True),
-        )
-    if kind == RELATIVE:
-        return RelativeStaticCrop(
-            **{f: _number(raw, f, integer=False, low=0.0, high=1.0)
-               for f in ("x_center", "y_center", "width", "height")}
-        )
-    if kind == DYNAMIC:
-        return DynamicCrop(
-            mask_opacity=_number(raw, "mask_opacity", integer=False, low=0.0, high=1.0,
-                                 default=0.0),
-            background_color=_colour(raw),
-        )
-    size = raw.get("crop_size", [224, 224])
-    if (
-        not isinstance(size, (list, tuple))
-        or len(size) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-    ):
-        raise StepError(f"step field 'crop_size' must be [height, width] of two positive "
-                        f"integers, got {size!r}")
-    method = raw.get("method", "bilinear")
-    if method not in ("bilinear", "nearest"):
-        raise StepError(f"step field 'method' must be 'bilinear' or 'nearest', got {method!r}")
-    extrapolation = raw.get("extrapolation_value", 0.0)
-    if not _is_number(extrapolation) or not math.isfinite(extrapolation):
-        raise StepError(f"step field 'extrapolation_value' must be a finite number, "
-                        f"got {extrapolation!r}")
-    return CropAndResize(crop_size=(size[0], size[1]), method=method,
-                         extrapolation_value=float(extrapolation))
+    return cls.parse(raw)

@@ -18,12 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cropcore import parse_color
+from cropcore import CropBatch, box_faults, invalid_boxes, root_windows
 from cropcore.codec import ImageDecodeError, decode_image, encode_image, read_image_size
-from cropcore.dynamic import remove_background
-from cropcore.masks import cut_rle
-from cropcore.resize import crop_and_resize
-from cropcore.windows import absolute_windows, empty_windows, relative_windows, windows_from_xyxy
+from cropcore.windows import INVERTED, NOT_FINITE
 from jobs import convert, schema, steps
 from jobs.exports import with_hf_features
 from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, fetch
@@ -213,6 +210,7 @@ class ShardBuilder:
         self.errors: list[dict] = []
         self.counts = {"images": 0, "images_decoded": 0, "images_without_detections": 0,
                        "detections": 0, "crops": 0, "errors": {}}
+        # + "unmasked": crops that kept their background for lack of mask and polygon
         # Emitted detections (positions in the chunk's detections) and their crops' origins:
         # their predictions are moved into the crop frames once per shard, in ``tables``.
         self.chunk_detections: pa.Table | None = None
@@ -314,41 +312,24 @@ class ShardBuilder:
         return pixels, hashlib.sha256(data).hexdigest(), size_wh, reduce
 
     def _crop_static(self, row: int, image_id, sources, parameters: dict) -> None:
+        """The step's static window of one image (``step.crop``: cropcore's static crop)."""
         step = self.context.step
-        values = {name: parameters.get(name, getattr(step, name))
-                  for name in ("x_center", "y_center", "width", "height")}
-        if not all(np.isfinite(float(v)) for v in values.values()):
-            self.error(image_id, None, "crop", "invalid_parameter",
-                       f"a per-image step parameter is null or not finite: {values}", row)
-            return
-        relative = isinstance(step, steps.RelativeStaticCrop)
-        outside = [name for name in parameters
-                   if (not 0.0 <= values[name] <= 1.0 if relative
-                       else name in ("width", "height") and values[name] <= 0)]
-        if outside:  # the step's domains: relative fields in [0, 1], absolute sizes positive
-            self.error(image_id, None, "crop", "invalid_parameter",
-                       f"per-image {outside[0]} {values[outside[0]]} is outside the step's "
-                       f"domain ({'[0.0, 1.0]' if relative else '> 0'})", row)
+        values, problem = step.check(parameters)
+        if problem is not None:
+            self.error(image_id, None, "crop", "invalid_parameter", problem, row)
             return
         decoded = self._image(row, image_id, sources, [None])
         if decoded is None:
             return
         pixels, source_sha, size_wh, _ = decoded
-        make = absolute_windows if isinstance(step, steps.AbsoluteStaticCrop) else relative_windows
-        window = make(*values.values(), size_wh)[0]
-        if empty_windows(window)[0]:
-            self.error(image_id, None, "crop", "empty_window",
-                       f"the window {window.tolist()} is empty inside a {size_wh[0]}x"
-                       f"{size_wh[1]} image", row)
-            return
-        x0, y0, x1, y1 = (int(v) for v in window)
-        self._emit(row, image_id, None, pixels[y0:y1, x0:x1], (x0, y0, x1, y1), size_wh,
-                   source_sha)
+        batch = step.crop(pixels, values)
+        self._record(row, image_id, np.array([None], dtype=object), batch, size_wh, source_sha)
 
     def _crop_detections(self, row: int, image_id, sources, detections: pa.Table,
                          first: int, values: dict | None = None) -> None:
-        """Crops of one image's ``detections`` (rows ``first ..`` of the chunk's detections)."""
-        context = self.context
+        """Crops of one image's ``detections`` (rows ``first ..`` of the chunk's detections):
+        the job's checks (ids, ``--max-detections``), then the step's cropcore operation."""
+        context, step = self.context, self.context.step
         detection_ids = detections.column(schema.DETECTION_ID).to_pylist()
         keep = np.ones(len(detection_ids), dtype=bool)
         if any(d is None for d in detection_ids):
@@ -364,127 +345,61 @@ class ShardBuilder:
                            f"the image has more than --max-detections "
                            f"{context.max_detections} detections", row)
         boxes = convert.boxes_xyxy(detections)
-        finite = np.isfinite(boxes).all(axis=1)
-        inverted = finite & ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
-        for i in np.flatnonzero(keep & ~finite):
-            self.error(image_id, detection_ids[i], "crop", "invalid_box",
-                       f"box {boxes[i].tolist()} has a null, NaN or infinite coordinate", row)
-        for i in np.flatnonzero(keep & inverted):
-            self.error(image_id, detection_ids[i], "crop", "invalid_box",
-                       f"box {boxes[i].tolist()} has x_max < x_min or y_max < y_min", row)
-        keep &= finite & ~inverted
+        # invalid boxes are known before any pixel is read: reported, never fetched or decoded
+        reasons, messages = invalid_boxes(boxes)
+        faults = box_faults(boxes)
+        for fault in (NOT_FINITE, INVERTED):  # non-finite boxes first, then inverted ones
+            for i in np.flatnonzero(keep & (faults == fault)):
+                self.error(image_id, detection_ids[i], "crop", reasons[i], messages[i], row)
+        keep &= np.equal(reasons, None)
         if not keep.any():
             return
-        opacity = colour = None
-        if isinstance(context.step, steps.DynamicCrop):
-            try:
-                opacity, colour = _dynamic_parameters(context.step, values or {})
-            except ValueError as error:
-                for i in np.flatnonzero(keep):
-                    self.error(image_id, detection_ids[i], "crop", "invalid_parameter",
-                               str(error), row)
-                return
-            if values:
-                values.update({k: v for k, v in (("mask_opacity", opacity),
-                                                 ("background_color", colour)) if k in values})
-        shrink = 1.0
-        if isinstance(context.step, steps.CropAndResize):
-            kept = boxes[keep]
-            crop_h, crop_w = context.step.crop_size
-            shrink = float(min(np.min(kept[:, 3] - kept[:, 1]) / crop_h,
-                               np.min(kept[:, 2] - kept[:, 0]) / crop_w))
-        decoded = self._image(row, image_id, sources,
-                              [detection_ids[i] for i in np.flatnonzero(keep)], shrink)
+        try:
+            resolved = step.resolve(values or {})
+        except ValueError as error:
+            for i in np.flatnonzero(keep):
+                self.error(image_id, detection_ids[i], "crop", "invalid_parameter",
+                           str(error), row)
+            return
+        if values:  # lineage records the values used
+            values.update({k: v for k, v in resolved.items() if k in values})
+        kept = np.flatnonzero(keep)
+        decoded = self._image(row, image_id, sources, [detection_ids[i] for i in kept],
+                              step.shrink(boxes[kept]))
         if decoded is None:
             return
         pixels, source_sha, size_wh, reduce = decoded
-        # Enormous coordinates are clamped anyway; limit them first so rounding stays exact.
-        limit = float(2 * max(size_wh) + 2)
-        windows = windows_from_xyxy(np.clip(np.where(finite[:, None], boxes, 0), -limit, limit),
-                                    size_wh)
-        empty = empty_windows(windows)
-        for i in np.flatnonzero(keep & empty):
-            self.error(image_id, detection_ids[i], "crop", "empty_window",
-                       f"box {boxes[i].tolist()} covers no pixel of the {size_wh[0]}x{size_wh[1]} "
-                       f"image", row)
-        keep &= ~empty
-        selected = np.flatnonzero(keep)
-        if not len(selected):
-            return
-        if isinstance(context.step, steps.CropAndResize):
-            self._crop_and_resize(row, image_id, detection_ids, selected, boxes, windows, pixels,
-                                  size_wh, source_sha, reduce, first)
-            return
-        masks = (detections.column("mask").to_pylist() if "mask" in detections.column_names
-                 else None)
-        colour_bgr = tuple(reversed(colour))
-        emitted = []
-        for i, window in zip(selected.tolist(), windows[selected].tolist(), strict=True):
-            x0, y0, x1, y1 = window
-            crop = pixels[y0:y1, x0:x1]
-            rle = masks[i] if masks is not None else None
-            window_rle = None
-            if rle is not None:
-                try:
-                    window_mask, window_rle = _cut_mask(rle, size_wh, window)
-                except ValueError as error:
-                    self.error(image_id, detection_ids[i], "crop", "invalid_mask", str(error), row)
-                    continue
-                if opacity > 0:
-                    crop = remove_background(crop, window_mask, opacity, colour_bgr)
-            self._emit(row, image_id, detection_ids[i], crop, window, size_wh, source_sha,
-                       window_rle)
-            emitted.append(i)
-        self._translate(first, np.asarray(emitted, dtype=np.int64), windows)
+        image_detections = convert.detections_from_arrow(
+            detections.take(pa.array(kept)), polygons=step.needs_polygons(resolved))
+        batch = step.crop(pixels, image_detections, size_wh, reduce, resolved)
+        emitted = self._record(row, image_id, image_detections.detection_id, batch, size_wh,
+                               source_sha)
+        if batch.unmasked.any():
+            self.counts["unmasked"] = self.counts.get("unmasked", 0) + int(batch.unmasked.sum())
+        # their predictions move into the crop frames once per shard, in ``tables``
+        self.emitted_positions.append(first + kept[emitted])
+        self.emitted_offsets.append(batch.offsets[emitted])
 
-    def _crop_and_resize(self, row, image_id, detection_ids, selected, boxes, windows, pixels,
-                         size_wh, source_sha, reduce, first) -> None:
-        step = self.context.step
-        pixel_boxes = boxes[selected]
-        height, width = pixels.shape[:2]
-        if reduce > 1:
-            # A DCT-scaled pixel i averages full pixels [i * r, (i + 1) * r): move the centres,
-            # keeping coordinates that were inside the full image inside the reduced one.
-            full = np.array([size_wh[0] - 1, size_wh[1] - 1] * 2, dtype=np.float64)
-            small = np.array([width - 1, height - 1] * 2, dtype=np.float64)
-            inside = (pixel_boxes >= 0) & (pixel_boxes <= full)
-            mapped = (pixel_boxes + 0.5) / reduce - 0.5
-            pixel_boxes = np.where(inside, np.clip(mapped, 0, small), mapped)
-        # TF maps normalized y to y * (H - 1); a pixel box maps back by p / (H - 1).
-        scale = np.array([max(height - 1, 1), max(width - 1, 1)] * 2, dtype=np.float64)
-        normalized = (pixel_boxes[:, [1, 0, 3, 2]] / scale).astype(np.float32)
-        image = pixels if pixels.ndim == 3 else pixels[:, :, None]
-        resized = crop_and_resize(image[None], normalized, np.zeros(len(selected), np.int32),
-                                  step.crop_size, step.method, step.extrapolation_value)
-        for k, (i, window) in enumerate(zip(selected.tolist(), windows[selected].tolist(),
-                                            strict=True)):
-            self._emit(row, image_id, detection_ids[i], resized[k], window, size_wh, source_sha)
-        self._translate(first, selected, windows)
-
-    def _translate(self, first: int, selected: np.ndarray, windows: np.ndarray) -> None:
-        """Remember which detections became crops, and where those crops start."""
-        self.emitted_positions.append(first + selected)
-        self.emitted_offsets.append(windows[selected][:, :2].astype(np.float64))
+    def _record(self, row: int, image_id, detection_ids, batch: CropBatch, size_wh,
+                source_sha) -> np.ndarray:
+        """Error rows for the batch's reasons (all empty windows, then all invalid masks, in
+        detection order), every crop emitted; returns the positions that became crops."""
+        for reason in ("empty_window", "invalid_mask"):
+            for i in np.flatnonzero(np.equal(batch.reasons, reason)):
+                self.error(image_id, detection_ids[i], "crop", reason, batch.messages[i], row)
+        emitted = np.flatnonzero(batch.cropped)
+        for i in emitted.tolist():
+            self._emit(row, image_id, detection_ids[i], batch.crops[i],
+                       tuple(batch.windows[i].tolist()), size_wh, source_sha, batch.masks[i])
+        return emitted
 
     def _predictions(self) -> pa.Table | None:
         """The emitted detections' predictions in their crops' frames, in crop order."""
         if not self.emitted_positions:
             return None
-        part = self.chunk_detections.take(pa.array(np.concatenate(self.emitted_positions)))
-        offsets = np.concatenate(self.emitted_offsets)
-        boxes = convert.boxes_xyxy(part) - np.tile(offsets, 2)
-        columns = {name: pa.array(boxes[:, k]) for k, name in enumerate(schema.BOX_COLUMNS)}
-        for name in ("class_name", "class_id", "confidence"):
-            if name in part.column_names:
-                columns[name] = part.column(name).combine_chunks()
-        if "keypoints" in part.column_names:
-            columns["keypoints"] = convert.translate_keypoints(part.column("keypoints"), offsets)
-        if "polygon" in part.column_names:
-            columns["polygon"] = convert.translate_polygons(part.column("polygon"), offsets)
-        if schema.ORIENTED_BOX in part.column_names:
-            columns[schema.ORIENTED_BOX] = convert.translate_oriented_boxes(
-                part.column(schema.ORIENTED_BOX), offsets)
-        return pa.table(columns)
+        return convert.predictions_in_crops(self.chunk_detections,
+                                            np.concatenate(self.emitted_positions),
+                                            np.concatenate(self.emitted_offsets))
 
     def _emit(self, row, image_id, detection_id, crop, window, size_wh, source_sha,
               mask: dict | None = None) -> None:
@@ -543,6 +458,9 @@ class ShardBuilder:
                     crop_columns[name] = pc.cast(predictions.column(name), kind)
                 else:
                     crop_columns[name] = pa.nulls(n, kind)
+            if "iscrowd" in self.chunk_detections.column_names:  # COCO's flag, carried as is
+                crop_columns["iscrowd"] = (pc.cast(predictions.column("iscrowd"), pa.bool_())
+                                           if predictions is not None else pa.nulls(n, pa.bool_()))
         crop_columns.update(self._root_columns(image_ids, windows, parents))
         carried = {}
         if context.layout.carried and self.images is not None:
@@ -586,18 +504,20 @@ class ShardBuilder:
     def _root_columns(self, image_ids: list, windows: np.ndarray, parents: np.ndarray) -> dict:
         """Where each crop lies in its root image: the image itself, or, for an input that is
         an earlier run's crops, that crop's root window moved by this crop's window."""
-        root_ids, root_windows = list(image_ids), windows.copy()
+        root_ids = list(image_ids)
         widths, heights = parents[:, 0].tolist(), parents[:, 1].tolist()
+        offsets = np.zeros((len(windows), 2), dtype=np.int64)
         if self.roots is not None:
             for k, row in enumerate(self.crop_rows):
                 root = self.roots[row]
                 if root["root_image_id"] is not None:
-                    rx, ry = root["root_window_x_min"], root["root_window_y_min"]
+                    offsets[k] = root["root_window_x_min"], root["root_window_y_min"]
                     root_ids[k] = root["root_image_id"]
-                    root_windows[k] += (rx, ry, rx, ry)
                     widths[k], heights[k] = root["root_width"], root["root_height"]
+        windows_in_root = root_windows(windows, offsets)
         return {"root_image_id": pa.array(root_ids, pa.string()),
-                **{name: root_windows[:, k] for k, name in enumerate(schema.ROOT_COLUMNS[1:5])},
+                **{name: windows_in_root[:, k]
+                   for k, name in enumerate(schema.ROOT_COLUMNS[1:5])},
                 "root_width": pa.array(widths, pa.int64()),
                 "root_height": pa.array(heights, pa.int64())}
 
@@ -640,35 +560,6 @@ def _binary_arrays(blobs: list[bytes]) -> list[tuple[int, int, pa.Array]]:
         pieces.append((start, stop, pa.Array.from_buffers(
             pa.binary(), len(part), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(part))])))
     return pieces
-
-
-def _dynamic_parameters(step: steps.DynamicCrop, values: dict) -> tuple[float, tuple]:
-    """The ``(mask_opacity, RGB background_color)`` for one image: the step's literals, or its
-    per-image column values checked against the step's domains (``ValueError`` says why)."""
-    opacity = values.get("mask_opacity", step.mask_opacity)
-    if not (np.isfinite(opacity) and 0.0 <= opacity <= 1.0):
-        raise ValueError(f"per-image mask_opacity must be within [0.0, 1.0], got {opacity}")
-    colour = values.get("background_color", step.background_color)
-    if "background_color" in values:
-        try:
-            b, g, r = parse_color(colour)
-        except ValueError as error:
-            raise ValueError(f"per-image background_color: {error}") from None
-        colour = (r, g, b)
-    return float(opacity), tuple(colour)
-
-
-def _cut_mask(rle: dict, size_wh: tuple[int, int], window) -> tuple[np.ndarray, dict]:
-    """The mask under ``window`` and its RLE in the crop's frame."""
-    size, counts = rle.get("size"), rle.get("counts")
-    if size is None or counts is None or len(size) != 2 or any(v is None for v in size):
-        raise ValueError(f"mask needs size [height, width] and counts, got size={size!r} "
-                         f"and {'no counts' if counts is None else 'counts'}")
-    height, width = size
-    if (width, height) != size_wh:
-        raise ValueError(f"mask size {[height, width]} does not match the image "
-                         f"({size_wh[1]}x{size_wh[0]})")
-    return cut_rle(rle, window)
 
 
 def _length_prefixed(*parts: str | None) -> bytes:

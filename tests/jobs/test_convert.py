@@ -97,3 +97,76 @@ def test_translations_of_no_rows_are_empty(translate):
     kind = KEYPOINTS if translate is convert.translate_keypoints else POLYGON
     moved = translate(pa.array([], kind), np.zeros((0, 2), np.int64))
     assert len(moved) == 0
+
+
+# --- Arrow <-> cropcore.Detections ---------------------------------------------------------------
+
+
+def _detections(**columns) -> pa.Table:
+    base = {"detection_id": ["a", "b", None], "x_min": [1.0, None, 3.0], "y_min": [2.0, 2.0, 3.0],
+            "x_max": [5.0, 6.0, 9.0], "y_max": [7.0, 8.0, 9.0]}
+    return pa.table({**base, **columns})
+
+
+def test_detections_from_arrow_keeps_rows_aligned_and_nulls_as_nan_and_none():
+    rle = {"size": [10, 10], "counts": "0T2"}
+    table = _detections(
+        class_name=["x", None, "z"], confidence=[0.5, None, 1.0],
+        mask=pa.array([rle, None, None], schema.RLE_TYPE),
+        polygon_style=["coco", None, "roboflow"],
+    )
+    detections = convert.detections_from_arrow(table)
+    np.testing.assert_array_equal(detections.xyxy, [[1, 2, 5, 7], [np.nan, 2, 6, 8],
+                                                    [3, 3, 9, 9]])
+    assert detections.detection_id.tolist() == ["a", "b", None]
+    assert detections.class_name.tolist() == ["x", None, "z"]
+    assert detections.data["mask_rle"].tolist() == [rle, None, None]
+    assert detections.data["polygon_style"].tolist() == ["coco", None, "roboflow"]
+    assert detections.polygons is None  # only converted when asked for
+
+
+def test_detections_from_arrow_skips_an_all_null_mask_column():
+    table = _detections(mask=pa.nulls(3, schema.RLE_TYPE))
+    assert "mask_rle" not in convert.detections_from_arrow(table).data
+
+
+def test_polygons_from_arrow_gives_p_by_2_arrays_null_as_empty_and_bad_points_as_nan():
+    polygons = pa.array([[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], None, [[1.0, 2.0], [7.0], None]],
+                        POLYGON)
+    out = convert.polygons_from_arrow(polygons.slice(0))
+    np.testing.assert_array_equal(out[0], [[1, 2], [3, 4], [5, 6]])
+    assert out[1].shape == (0, 2)
+    np.testing.assert_array_equal(out[2], [[1, 2], [np.nan, np.nan], [np.nan, np.nan]])
+    assert convert.polygons_from_arrow(pa.array([], POLYGON)) == []
+
+
+def test_detections_from_arrow_with_polygons_takes_a_sliced_table():
+    table = _detections(polygon=pa.array([None, [[0.0, 0.0], [4.0, 0.0], [4.0, 4.0]], None],
+                                         POLYGON)).slice(1, 2)
+    detections = convert.detections_from_arrow(table, polygons=True)
+    assert len(detections) == 2 and [len(p) for p in detections.polygons] == [3, 0]
+
+
+def test_predictions_in_crops_moves_every_geometry_by_its_crops_origin_and_passes_the_rest():
+    table = _detections(
+        class_name=["x", "y", "z"], class_id=[1, 2, 3], iscrowd=[True, None, False],
+        keypoints=pa.array([[{"x": 10.0, "y": 20.0, "confidence": 0.5}], None, []], KEYPOINTS),
+        polygon=pa.array([[[1.0, 2.0]], None, [[3.0, 4.0]]], POLYGON),
+        xyxyxyxy=pa.array([[[1.0, 1.0], [2.0, 1.0], [2.0, 2.0], [1.0, 2.0]], None, None],
+                          schema.ORIENTED_BOX_TYPE),
+    )
+    offsets = np.array([[3.0, 1.0], [1.0, 2.0]])
+    out = convert.predictions_in_crops(table, np.array([2, 0]), offsets).to_pylist()
+    assert [(r["x_min"], r["y_min"], r["x_max"], r["y_max"]) for r in out] == [
+        (0.0, 2.0, 6.0, 8.0), (0.0, 0.0, 4.0, 5.0)]
+    assert [r["class_name"] for r in out] == ["z", "x"]
+    assert [r["iscrowd"] for r in out] == [False, True]
+    assert out[1]["keypoints"] == [{"x": 9.0, "y": 18.0, "confidence": 0.5}]
+    assert [r["polygon"] for r in out] == [[[0.0, 3.0]], [[0.0, 0.0]]]
+    assert out[1]["xyxyxyxy"] == [[0.0, -1.0], [1.0, -1.0], [1.0, 0.0], [0.0, 0.0]]
+    assert out[0]["xyxyxyxy"] is None
+
+
+def test_predictions_in_crops_of_no_crops_has_the_columns_and_no_rows():
+    out = convert.predictions_in_crops(_detections(), np.array([], np.int64), np.zeros((0, 2)))
+    assert out.num_rows == 0 and out.column_names == list(schema.BOX_COLUMNS)

@@ -20,7 +20,7 @@ from jobs.importers import (
     import_roboflow,
     import_yolo,
 )
-from jobs.schema import DETECTIONS_SCHEMA, IMAGES_SCHEMA
+from jobs.schema import IMAGES_SCHEMA, IMPORTED_DETECTIONS_SCHEMA
 
 BOX_KEYS = ("x_min", "y_min", "x_max", "y_max")
 
@@ -47,7 +47,7 @@ def read_output(output: Path) -> tuple[list[dict], list[dict]]:
     images = pq.read_table(output / "images")
     detections = pq.read_table(output / "detections" / "part-00000.parquet")
     assert images.schema.equals(IMPORTED_IMAGES_SCHEMA)
-    assert detections.schema.equals(DETECTIONS_SCHEMA)
+    assert detections.schema.equals(IMPORTED_DETECTIONS_SCHEMA)
     return images.to_pylist(), detections.to_pylist()
 
 
@@ -114,6 +114,8 @@ def test_convention_coco_bbox_is_top_left_xywh(tmp_path):
             "keypoints": None,
             "polygon": None,
             "xyxyxyxy": None,
+            "iscrowd": False,
+            "polygon_style": "coco",
         }
     ]
     assert images == [
@@ -803,6 +805,8 @@ def test_convention_roboflow_box_is_pixel_centre_and_size(tmp_path):
         "keypoints": None,
         "polygon": [[20.0, 16.0], [40.0, 16.0], [30.0, 25.0]],
         "xyxyxyxy": None,
+        "iscrowd": None,
+        "polygon_style": "roboflow",
     }
     # No detection_id: the image id and the prediction's index.
     assert detections[1]["detection_id"] == "cars:1"

@@ -67,10 +67,14 @@ def test_dynamic_crop_job_matches_the_kernel(ray_cluster, tmp_path):
         expected = dynamic_crop(
             image_pixels(i), Detections(xyxy=boxes, detection_id=table["detection_id"].to_pylist(),
                                         mask=masks), 1.0, "#102030")
-        unmasked = dynamic_crop(image_pixels(i), Detections(
-            xyxy=boxes, detection_id=table["detection_id"].to_pylist()))
+        # no mask: the polygon stands in for it, rasterized as Roboflow does (crop-semantics.md)
+        polygons = [np.array(p or [], dtype=np.float64).reshape(-1, 2)
+                    for p in table["polygon"].to_pylist()]
+        from_polygons = dynamic_crop(image_pixels(i), Detections(
+            xyxy=boxes, detection_id=table["detection_id"].to_pylist(), polygons=polygons),
+            1.0, "#102030")
         for k, detection_id in enumerate(table["detection_id"].to_pylist()):
-            reference = expected[k] if has_mask[k] else unmasked[k]
+            reference = expected[k] if has_mask[k] else from_polygons[k]
             if reference is None:
                 assert errors is not None and detection_id in errors["detection_id"].to_pylist()
                 continue

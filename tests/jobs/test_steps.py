@@ -348,3 +348,76 @@ def test_per_image_values_outside_the_domain_are_error_rows(tmp_path):
     error = out["errors"].to_pylist()[0]
     assert (error["image_id"], error["reason"]) == ("im1", "invalid_parameter")
     assert error["message"] == "per-image width 1.5 is outside the step's domain ([0.0, 1.0])"
+
+
+# --- the step registry ----------------------------------------------------------------------
+
+
+def test_registry_maps_each_canonical_type_to_its_class_and_every_name_to_a_type():
+    from jobs.steps import STEPS
+
+    assert STEPS == {ABSOLUTE: AbsoluteStaticCrop, RELATIVE: RelativeStaticCrop,
+                     DYNAMIC: DynamicCrop, CROP_AND_RESIZE: CropAndResize}
+    for canonical, cls in STEPS.items():
+        assert cls.names[0] == canonical and cls.type == canonical
+        assert all(TYPE_NAMES[name] == canonical for name in cls.names)
+    assert set(TYPE_NAMES) == {name for cls in STEPS.values() for name in cls.names}
+
+
+def test_each_step_class_knows_its_parameters_shape_and_format():
+    from dataclasses import fields
+
+    from jobs.steps import STEPS
+
+    for cls in STEPS.values():
+        assert set(cls.parameters) == {f.name for f in fields(cls)} - {"type"}
+    assert [cls.fixed_shape for cls in STEPS.values()] == [False, False, False, True]
+    assert [cls.default_format for cls in STEPS.values()] == ["png", "png", "png", "npy"]
+    assert [cls.needs_detections for cls in STEPS.values()] == [False, False, True, True]
+
+
+def test_static_steps_check_per_image_values_against_their_domains():
+    absolute = parse_step({"type": ABSOLUTE, "x_center": "$inputs.cx", "y_center": 5,
+                           "width": "$inputs.w", "height": 4})
+    assert absolute.check({"x_center": 3.0, "width": 2.0}) == (
+        {"x_center": 3.0, "y_center": 5, "width": 2.0, "height": 4}, None)
+    assert absolute.check({"x_center": 3.0, "width": -1.0})[1] == (
+        "per-image width -1.0 is outside the step's domain (> 0)")
+    assert absolute.check({"x_center": float("nan"), "width": 1.0})[1].startswith(
+        "a per-image step parameter is null or not finite: ")
+    relative = parse_step({"type": RELATIVE, "x_center": "$inputs.cx", "y_center": 0.5,
+                           "width": 0.5, "height": 0.5})
+    assert relative.check({"x_center": 1.5})[1] == (
+        "per-image x_center 1.5 is outside the step's domain ([0.0, 1.0])")
+
+
+def test_static_steps_crop_with_cropcore():
+    image = np.arange(100).reshape(10, 10)
+    absolute = parse_step({"type": ABSOLUTE, "x_center": 5, "y_center": 5, "width": 4,
+                           "height": 2})
+    batch = absolute.crop(image, absolute.check({})[0])
+    assert batch.windows.tolist() == [[3, 4, 7, 6]]
+    np.testing.assert_array_equal(batch.crops[0], image[4:6, 3:7])
+    relative = parse_step({"type": RELATIVE, "x_center": 0.5, "y_center": 0.5, "width": 0.4,
+                           "height": 0.2})
+    assert relative.crop(image, relative.check({})[0]).windows.tolist() == [[3, 4, 7, 6]]
+
+
+def test_dynamic_step_resolves_per_image_values_and_refuses_bad_ones():
+    step = parse_step({"type": DYNAMIC, "mask_opacity": "$inputs.o",
+                       "background_color": "$inputs.c"})
+    assert step.resolve({"mask_opacity": 0.5, "background_color": "#ff0000"}) == {
+        "mask_opacity": 0.5, "background_color": (255, 0, 0)}
+    with pytest.raises(ValueError, match=r"^per-image mask_opacity must be within \[0\.0, 1\.0\], "
+                                         r"got 2\.0$"):
+        step.resolve({"mask_opacity": 2.0, "background_color": "#ff0000"})
+    with pytest.raises(ValueError, match=r"^per-image background_color: "):
+        step.resolve({"mask_opacity": 0.5, "background_color": "bad"})
+    assert parse_step({"type": DYNAMIC}).resolve({}) == {"mask_opacity": 0.0,
+                                                         "background_color": (0, 0, 0)}
+
+
+def test_crop_and_resize_step_shrink_is_the_smallest_box_to_crop_ratio():
+    step = parse_step({"type": CROP_AND_RESIZE, "crop_size": [10, 20]})
+    assert step.shrink(np.array([[0.0, 0, 80, 40], [0, 0, 200, 100]])) == 4.0
+    assert parse_step({"type": DYNAMIC}).shrink(np.zeros((1, 4))) == 1.0

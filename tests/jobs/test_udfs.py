@@ -66,3 +66,140 @@ def test_prepare_worker_limits_numba_threads_in_every_calling_thread():
     thread.start()
     thread.join()
     assert seen == [1] and numba.get_num_threads() == 1
+
+
+# --- ShardBuilder on cropcore's batched kernels: polygons for missing masks, unmasked, iscrowd --
+
+
+def _shard(step_json: dict, images: pa.Table, detections: pa.Table) -> udfs.ShardBuilder:
+    """One chunk through a real ShardBuilder (no Ray, no storage): detections get ``__row``."""
+    from datetime import UTC, datetime
+
+    from jobs import schema
+
+    step = steps.parse_step(step_json)
+    refs = steps.column_refs(step)
+    context = udfs.JobContext(
+        step=step, step_json=steps.step_to_json(step),
+        layout=schema.images_layout(images.schema, None, refs), output_url="",
+        image_format="png", quality=None, max_pixels=10**8, max_detections=100,
+        rows_per_shard=32, reduced_decode=False, run_id="r", fingerprint="f", code_version="c",
+        created_at=datetime(2020, 1, 1, tzinfo=UTC), parameter_columns=refs)
+    ids = images.column("image_id").to_pylist()
+    rows = [ids.index(i) for i in detections.column("image_id").to_pylist()]
+    builder = udfs.ShardBuilder(context, "file:///in/images.parquet", list(range(len(ids))))
+    builder.crop_chunk(images, detections.append_column("__row", pa.array(rows, pa.int64())),
+                       set())
+    return builder
+
+
+def _decoded_crops(builder: udfs.ShardBuilder) -> list:
+    import cv2
+    import numpy as np
+
+    return [cv2.imdecode(np.frombuffer(c["bytes"], np.uint8), cv2.IMREAD_UNCHANGED)
+            for c in builder.tables()["crops"].column("crop").to_pylist()]
+
+
+SQUARE = [[10.0, 10.0], [20.0, 10.0], [20.0, 20.0], [10.0, 20.0]]
+
+
+def _one_detection(**columns) -> pa.Table:
+    return pa.table({"image_id": ["im0"], "detection_id": ["d0"], "x_min": [5.0],
+                     "y_min": [5.0], "x_max": [25.0], "y_max": [25.0],
+                     **{k: pa.array(v[0], v[1]) for k, v in columns.items()}})
+
+
+def test_background_removal_rasterizes_a_polygon_when_the_detection_has_no_mask():
+    import numpy as np
+
+    from cropcore import polygon_to_mask
+    from jobs import schema
+    from tests.jobs.builders import image_pixels
+
+    images = images_table(1)
+    source = image_pixels(0)[5:25, 5:25]
+    for style, kept in ((None, 121), ("roboflow", 121), ("coco", 100)):
+        extra = {"polygon_style": ([style], pa.string())} if style else {}
+        builder = _shard(DYNAMIC, images,
+                         _one_detection(polygon=([SQUARE], schema.POLYGON_TYPE), **extra))
+        (crop,) = _decoded_crops(builder)
+        inside = polygon_to_mask(np.array(SQUARE), (48, 64), style=style or "roboflow")[5:25, 5:25]
+        assert inside.sum() == kept
+        np.testing.assert_array_equal(crop[inside], source[inside])
+        assert (crop[~inside] == 0).all()
+        assert "unmasked" not in builder.counts
+        # the crop's own mask column stays the input's (none); its polygon is in the crop frame
+        row = builder.tables()["crops"].to_pylist()[0]
+        assert row["mask"] is None and row["polygon"][0] == [5.0, 5.0]
+
+
+def test_background_removal_without_mask_or_polygon_crops_unmasked_and_counts_it():
+    import numpy as np
+
+    from tests.jobs.builders import image_pixels
+
+    images = images_table(1)
+    builder = _shard(DYNAMIC, images, _one_detection())
+    (crop,) = _decoded_crops(builder)
+    np.testing.assert_array_equal(crop, image_pixels(0)[5:25, 5:25])
+    assert builder.counts["unmasked"] == 1 and builder.counts["crops"] == 1
+    kept = _shard({**DYNAMIC, "mask_opacity": 0.0}, images, _one_detection())
+    assert "unmasked" not in kept.counts  # nothing was asked: nothing is missing
+
+
+def test_unmasked_is_in_the_summary_and_its_printout():
+    from jobs.cli import format_summary
+    from jobs.pipeline import Summary
+
+    assert Summary(run_id="r", output="o").unmasked == 0
+    text = format_summary(Summary(run_id="r", output="o", crops=3, unmasked=2))
+    assert "unmasked" in text and "2 (background removal asked, no mask or polygon)" in text
+    assert "unmasked" not in format_summary(Summary(run_id="r", output="o"))
+
+
+def test_coco_iscrowd_and_polygon_style_are_imported_and_iscrowd_reaches_the_crops(tmp_path):
+    from jobs.importers import import_coco
+    from tests.jobs.test_importers import coco_dataset
+
+    annotations = coco_dataset(tmp_path, [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "iscrowd": 1},
+        {"id": 2, "image_id": 1, "category_id": 3, "bbox": [5, 5, 10, 10], "iscrowd": 0},
+        {"id": 3, "image_id": 1, "category_id": 3, "bbox": [5, 5, 10, 10]},
+    ])
+    import_coco(str(annotations), str(tmp_path / "images"), str(tmp_path / "out"))
+    detections = pq.read_table(tmp_path / "out" / "detections")
+    assert detections.column("iscrowd").to_pylist() == [True, False, False]
+    assert set(detections.column("polygon_style").to_pylist()) == {"coco"}
+    images = pq.read_table(tmp_path / "out" / "images").select(["image_id", "image"])
+    builder = _shard({"type": "roboflow_core/dynamic_crop@v1"}, images, detections)
+    crops = builder.tables()["crops"]
+    assert crops.column("iscrowd").to_pylist() == [True, False, False]
+    assert crops.schema.field("iscrowd").type == pa.bool_()
+
+
+def test_detections_without_iscrowd_give_crops_without_the_column():
+    builder = _shard(DYNAMIC, images_table(1), _one_detection())
+    assert "iscrowd" not in builder.tables()["crops"].column_names
+
+
+def test_yolo_segmentation_import_then_background_removal_uses_its_polygon(tmp_path):
+    import numpy as np
+
+    from cropcore import polygon_to_mask
+    from tests.jobs.test_importers import run_yolo, yolo_dataset
+
+    names = yolo_dataset(tmp_path, {"a.txt": "1 0.125 0.125 0.875 0.125 0.5 0.875\n"},
+                         {"a.jpg": (16, 16)})
+    run_yolo(tmp_path, names)
+    detections = pq.read_table(tmp_path / "out" / "detections")
+    assert detections.column("polygon_style").to_pylist() == ["roboflow"]
+    assert detections.column("mask").to_pylist() == [None]
+    images = pq.read_table(tmp_path / "out" / "images").select(["image_id", "image"])
+    builder = _shard(DYNAMIC, images, detections)
+    (crop,) = _decoded_crops(builder)
+    polygon = np.array(detections.column("polygon").to_pylist()[0])
+    x0, y0 = 2, 2  # the polygon's extent [2, 14] x [2, 14]
+    inside = polygon_to_mask(polygon, (16, 16), style="roboflow")[y0:14, x0:14]
+    assert (crop[~inside] == 0).all() and inside.sum() < inside.size
+    assert "unmasked" not in builder.counts

@@ -421,16 +421,24 @@ def blend_reference(crop, mask, opacity, colour):
     return cv2.addWeighted(np.where(mask[..., None], crop, fill), opacity, crop, 1 - opacity, 0)
 
 
-def test_remove_background_reuses_its_cached_background_across_shapes_and_dtypes():
-    """The constant background is cached per (dtype, colour) and grown on demand: a short wide
-    crop, a tall narrow one, then a wider one, and the same colour in another dtype."""
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        # each crop after the first needs the cached canvas to grow in one direction
+        [((2, 50, 3), np.uint8), ((50, 2, 3), np.uint8), ((60, 60, 3), np.uint8)],
+        [((50, 2, 3), np.uint8), ((10, 3, 3), np.uint8)],  # 1 column wider, fewer rows
+        [((50, 5, 3), np.uint8), ((10, 40, 3), np.uint8)],  # much wider, fewer rows
+        [((5, 50, 3), np.uint8), ((6, 10, 3), np.uint8)],  # 1 row taller, narrower
+        [((7, 9, 3), np.uint8), ((7, 9, 3), np.uint16)],  # same colour, another dtype
+    ],
+)
+def test_remove_background_reuses_its_cached_background_across_shapes_and_dtypes(sequence):
+    """The constant background is cached per (dtype, colour) and grown on demand."""
     from cropcore import dynamic
 
     dynamic._BACKGROUNDS.clear()
     rng = np.random.default_rng(5)
-    for shape, dtype in [((2, 50, 3), np.uint8), ((50, 2, 3), np.uint8), ((50, 5, 3), np.uint8),
-                         ((10, 40, 3), np.uint8), ((7, 9, 3), np.uint16),
-                         ((60, 60, 3), np.uint8)]:
+    for shape, dtype in sequence:
         crop = rng.integers(0, 200, shape).astype(dtype)
         mask = rng.random(shape[:2]) > 0.5
         out = remove_background(crop, mask, 0.5, (40, 90, 250))

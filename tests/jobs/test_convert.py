@@ -170,3 +170,31 @@ def test_predictions_in_crops_moves_every_geometry_by_its_crops_origin_and_passe
 def test_predictions_in_crops_of_no_crops_has_the_columns_and_no_rows():
     out = convert.predictions_in_crops(_detections(), np.array([], np.int64), np.zeros((0, 2)))
     assert out.num_rows == 0 and out.column_names == list(schema.BOX_COLUMNS)
+
+
+def test_translate_oriented_boxes_moves_every_corner_and_keeps_nulls():
+    corners = [[10.0, 20.0], [30.0, 20.0], [30.0, 40.0], [10.0, 40.0]]
+    boxes = pa.array([corners, None, corners], schema.ORIENTED_BOX_TYPE)
+    offsets = np.array([[10, 20], [5, 5], [-1, 2]], dtype=np.int64)
+    moved = convert.translate_oriented_boxes(pa.chunked_array([boxes]), offsets)
+    assert moved.type == schema.ORIENTED_BOX_TYPE
+    assert moved.to_pylist() == [
+        [[0.0, 0.0], [20.0, 0.0], [20.0, 20.0], [0.0, 20.0]],
+        None,
+        [[11.0, 18.0], [31.0, 18.0], [31.0, 38.0], [11.0, 38.0]],  # not clipped
+    ]
+
+
+def test_translate_oriented_boxes_casts_fixed_size_lists_first():
+    # what a NumPy (N, 4, 2) array becomes in Arrow
+    fixed = pa.array([[[1.0, 2.0], [3.0, 2.0], [3.0, 4.0], [1.0, 4.0]]],
+                     pa.list_(pa.list_(pa.float64(), 2), 4))
+    moved = convert.translate_oriented_boxes(fixed, np.array([[1, 2]]))
+    assert moved.type == schema.ORIENTED_BOX_TYPE
+    assert moved.to_pylist() == [[[0.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 2.0]]]
+
+
+def test_translate_polygons_turns_a_null_coordinate_into_nan_instead_of_failing():
+    polygons = pa.array([[[1.0, None], [4.0, 6.0]]], POLYGON)
+    (moved,) = convert.translate_polygons(polygons, np.array([[1, 2]])).to_pylist()
+    assert moved[0][0] == 0.0 and np.isnan(moved[0][1]) and moved[1] == [3.0, 4.0]

@@ -134,7 +134,8 @@ def detections_from_arrow(detections: pa.Table, *, polygons: bool = False) -> De
     Args:
         detections: rows with ``detection_id`` and the box columns; optional ``mask`` (COCO
             RLE), ``polygon``, ``polygon_style``, ``class_name``, ``confidence``.
-        polygons: also convert ``polygon`` (needed only when polygons may stand in for masks).
+        polygons: also convert ``polygon`` (needed only when polygons may stand in for masks);
+            skipped when every row has a mask, since no polygon can be used then.
 
     Returns:
         ``Detections`` with ``xyxy`` (NaN for null coordinates), ``detection_id`` (object, None
@@ -145,7 +146,9 @@ def detections_from_arrow(detections: pa.Table, *, polygons: bool = False) -> De
     names = detections.column_names
     n = detections.num_rows
     data = {}
-    if "mask" in names and detections.column("mask").null_count < n:
+    mask_nulls = detections.column("mask").null_count if "mask" in names else n
+    polygons = polygons and mask_nulls > 0
+    if mask_nulls < n:
         rle = np.empty(n, dtype=object)
         rle[:] = detections.column("mask").to_pylist()
         data[MASK_RLE] = rle

@@ -370,7 +370,8 @@ class ShardBuilder:
             return
         pixels, source_sha, size_wh, reduce = decoded
         image_detections = convert.detections_from_arrow(
-            detections.take(pa.array(kept)), polygons=step.needs_polygons(resolved))
+            detections if len(kept) == len(keep) else detections.take(pa.array(kept)),
+            polygons=step.needs_polygons(resolved))
         batch = step.crop(pixels, image_detections, size_wh, reduce, resolved)
         emitted = self._record(row, image_id, image_detections.detection_id, batch, size_wh,
                                source_sha)

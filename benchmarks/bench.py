@@ -695,32 +695,24 @@ def profile_session(spec: dict) -> dict:
 
 
 def _udf_pass(root: Path, output: Path, profiler=None) -> tuple[int, float]:
-    """Every planned unit through ``crop_units`` in this process; ``(crops, seconds)``."""
-    import pyarrow as pa
-
-    from jobs import steps, udfs
-    from jobs.pipeline import JobConfig, asdict_shallow, prepare
+    """Pairing, then every planned unit through ``crop_units``, in this process (the job's own
+    ``crop_in_process``); ``(crops, seconds)``."""
+    from jobs import steps
+    from jobs.pipeline import JobConfig, crop_in_process, prepare
 
     shutil.rmtree(output, ignore_errors=True)
     config = JobConfig(images=str(root / "images"), detections=str(root / "detections"),
                        output=str(output), step=steps.parse_step(DYNAMIC_STEP),
                        image_format="jpeg", quality=JPEG_QUALITY)
     prepared = prepare(config)
-    # crop_units fetches the broadcast detections with ray.get; seed its cache instead.
-    udfs._DETECTIONS_CACHE.clear()
-    udfs._DETECTIONS_CACHE[prepared.context.fingerprint] = prepared.plan.detections
-    context = udfs.JobContext(**{**asdict_shallow(prepared.context), "detections": "in-process"})
-    units = [pa.Table.from_pylist([asdict(u) | {"skip_rows": list(u.skip_rows)}])
-             for u in prepared.plan.units]
     started = time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    markers = [udfs.crop_units(unit, context) for unit in units]
+    markers = crop_in_process(prepared)
     if profiler is not None:
         profiler.disable()
     seconds = time.perf_counter() - started
-    crops = sum(json.loads(m)["counts"]["crops"] for batch in markers
-                for m in batch.column("marker").to_pylist())
+    crops = sum(marker["counts"].get("crops", 0) for marker in markers)
     shutil.rmtree(output, ignore_errors=True)
     return crops, seconds
 

@@ -201,7 +201,7 @@ def _validate(args) -> int:
                   else f"; output {prepared.output.url} can be claimed")
     plan = prepared.plan
     print(f"ok: {plan.num_images} images in {len(plan.units)} row groups, "
-          f"{plan.num_detections} detections, {plan.errors.num_rows} rows rejected by planning; "
+          f"{plan.num_detections} detections in {len(plan.detection_parts)} row groups; "
           f"step {prepared.context.step.type}{output}")
     return 0
 

@@ -45,12 +45,13 @@ __all__ = [
 ]
 
 CLAIM = "_claim.json"
-_HEX24, _TMP = r"[0-9a-f]{24}", r"(?:\.tmp-[0-9a-f]{32})?"
+_HEX24, _TMP = r"[0-9a-f]{24}", r"(?:\.tmp-(?:[0-9a-f]{16})?[0-9a-f]{32})?"
 # Every name the job and its tools (export, report) write under an output folder.
 _OWN_FILE = re.compile(
     rf"(?:_manifest\.json|{CLAIM.replace('.', '[.]')}|_probe-[0-9a-f]{{32}}"
     rf"|_shards/{_HEX24}\.json|(?:crops|lineage|errors)/part-{_HEX24}\.parquet"
-    rf"|_index/part-{_HEX24}\.parquet"
+    rf"|_index/[0-9a-f]{{16}}-{_HEX24}\.parquet"
+    rf"|_work/[0-9a-f]{{16}}/(?:_paired\.json|units/unit-\d+\.parquet)"
     rf"|webdataset/shard-\d{{6}}\.tar|openlineage/events\.jsonl"
     rf"|report/(?:contact_sheet\.png|index\.html)){_TMP}"
 )
@@ -198,15 +199,16 @@ def _comparable(location: Location) -> str:
     return "/".join(p for p in path.split("/") if p not in ("", "."))
 
 
-def remove_own_leftovers(output: Location, shards: set[str]) -> int:
-    """Delete the temporary files that failed attempts of this run's shards left behind;
-    returns how many. Only names that hash this run's fingerprint are touched."""
+def remove_own_leftovers(output: Location, fingerprint: str) -> int:
+    """Delete what failed attempts of this run left behind: temporary files whose name carries
+    the run's fingerprint prefix, and the run's work area (``_work/<prefix>/``). Returns how
+    many files were deleted; nothing without the prefix is touched."""
+    tag = re.escape(fingerprint[:16])
     removed = 0
     for relative in list_tree(output):
-        match = re.fullmatch(
-            rf"(?:(?:crops|lineage|errors)/part-({_HEX24})\.parquet|_shards/({_HEX24})\.json)"
-            rf"\.tmp-[0-9a-f]{{32}}", relative)
-        if match and (match.group(1) or match.group(2)) in shards:
+        ours = re.fullmatch(rf".+\.tmp-{tag}[0-9a-f]{{32}}", relative) \
+            or relative.startswith(f"_work/{fingerprint[:16]}/")
+        if ours and is_own_file(relative):
             delete(output.child(relative))
             removed += 1
     return removed

@@ -1,10 +1,14 @@
-"""The crop job: plan on the driver, crop on Ray Data, commit the manifest last.
+"""The crop job: plan and claim on the driver, pair and crop on Ray Data, commit last.
 
-    plan (driver)   list images files and row groups, read image ids, check every column,
-                    pair detections with images, reject what cannot pair (error rows)
-    crop (Ray Data) one task per row group: read rows -> decode each image once -> crop all
-                    its boxes -> encode each crop once -> write crops, lineage, errors shards
-    commit (driver) gather shard markers, delete uncommitted leftovers, write _manifest.json
+    plan (driver)    list images and detections files and their row groups (footers only),
+                     check every column and the step; claim the output (jobs.ownership)
+    pair (Ray Data)  shuffle image ids and detection rows by key: repeated ids and orphans
+                     become error shards, each unit's detections are staged (jobs.pairing)
+    crop (Ray Data)  one task per images row group: read rows -> decode each image once ->
+                     crop all its boxes -> encode each crop once -> write crops, lineage and
+                     errors shards, then the shard's marker
+    commit (driver)  stream the markers into Parquet index files, delete this run's
+                     temporary and work files, write _manifest.json (jobs.sinks)
 """
 
 from __future__ import annotations
@@ -20,17 +24,23 @@ from datetime import datetime
 import pyarrow as pa
 
 from cropcore.codec import DEFAULT_MAX_PIXELS
-from jobs import ownership, raycompat, steps
+from jobs import ownership, pairing, raycompat, steps
 from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, parse_allow_list
 from jobs.plan import Plan, make_plan
 from jobs.progress import Progress, planned_shards
-from jobs.sinks import commit_manifest, committed_shards, read_marker, write_shard
+from jobs.sinks import (
+    INDEX_ROWS_PER_PART,
+    commit_run,
+    read_manifest,
+    sum_parts,
+    write_index_part,
+)
 from jobs.storage import Location, StorageError, resolve
 from jobs.udfs import JobContext, crop_units, now
 from jobs.versions import code_version
 
 __all__ = ["JobConfig", "JobError", "Prepared", "Summary", "build_pipeline", "check_output",
-           "claim", "prepare", "run"]
+           "claim", "crop_in_process", "prepare", "run", "work_area"]
 
 log = logging.getLogger("jobs")
 FORMATS = ("png", "jpeg", "webp", "npy")
@@ -213,75 +223,103 @@ def describe_difference(old: dict, new: dict) -> str:
     return " and ".join(parts)
 
 
-def build_pipeline(prepared: Prepared):
+def build_pipeline(prepared: Prepared, staged_units: frozenset[int] = frozenset()):
     """The Ray Data dataset of the crop stage: one row per planned unit in, one marker row per
     committed shard out. Lazy: nothing runs until it is consumed."""
     import ray
 
-    plan = prepared.plan
-    detections_ref = ray.put(plan.detections) if plan.detections is not None else None
-    context = JobContext(**{**asdict_shallow(prepared.context), "detections": detections_ref})
-    units = [asdict(u) | {"skip_rows": list(u.skip_rows)} for u in plan.units]
+    units = [asdict(dataclasses.replace(u, staged=u.index in staged_units))
+             for u in prepared.plan.units]
     dataset = ray.data.from_items(units, override_num_blocks=max(1, len(units)))
     # A retried unit skips its committed shards and rewrites the others under the same names.
-    return raycompat.map_batches(dataset, crop_units, fn_kwargs={"context": context},
+    return raycompat.map_batches(dataset, crop_units, fn_kwargs={"context": prepared.context},
                                  batch_size=1, num_cpus=1, retry_errors=(StorageError,),
                                  max_task_retries=TASK_RETRIES)
 
 
-def asdict_shallow(obj) -> dict:
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+def work_area(prepared: Prepared) -> Location:
+    """Where pairing stages each unit's detections for this run (deleted at the commit)."""
+    return prepared.output.child("_work", prepared.fingerprint[:16])
 
 
 def run(job: JobConfig | Prepared) -> Summary:
     """Run the job to a committed manifest (see ``jobs.sinks`` for the commit protocol). A
-    ``Prepared`` job is used as it is (planned once); a claimed one is not claimed again."""
+    ``Prepared`` job is used as it is (planned once); a claimed one is not claimed again.
+
+    The driver holds the plan (units: one per images row group) and streams the crop stage's
+    shard markers into index files of ``INDEX_ROWS_PER_PART`` shards; nothing it keeps grows
+    with the number of images, detections or shards."""
+    import ray
+
     started = time.perf_counter()
     prepared = job if isinstance(job, Prepared) else prepare(job)
     config, output = prepared.config, prepared.output
-    existing = ownership.inspect_output(output).manifest
+    existing = read_manifest(output)
     if existing is not None and existing.get("fingerprint") == prepared.fingerprint:
         log.info("output already holds this run, committed; nothing to do")
-        return Summary(**existing["counts"] | {"output": output.url, "shards_skipped":
-                                               len(existing["shards"]), "shards": 0})
+        return Summary(**existing["counts"] | {"output": output.url, "shards": 0,
+                                               "shards_skipped": existing["counts"]["shards"]})
     prepared = claim(prepared)
     plan = prepared.plan
-    log.info("plan: %d images in %d row groups, %d detections, %d rows rejected before work",
-             plan.num_images, len(plan.units), plan.num_detections, plan.errors.num_rows)
-    summary = Summary(run_id=prepared.run_id, output=output.url)
-    resumed = committed_shards(output)  # names hash the fingerprint: only this run's count
-    markers = []
-    if prepared.plan.errors.num_rows:
-        counts = {"errors": _reason_counts(prepared.plan.errors)}
-        name = hashlib.sha256(f"{prepared.fingerprint}\nplan".encode()).hexdigest()[:24]
-        marker = read_marker(output, name) if name in resumed else None
-        markers.append(marker or write_shard(output, name, {"errors": prepared.plan.errors},
-                                             counts))
-    if prepared.plan.units:
-        dataset = build_pipeline(prepared)
+    log.info("plan: %d images in %d row groups, %d detections in %d row groups",
+             plan.num_images, len(plan.units), plan.num_detections, len(plan.detection_parts))
+    work = work_area(prepared)
+    prepared = dataclasses.replace(prepared, context=dataclasses.replace(
+        prepared.context, work_url=work.url))
+    num_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    paired = pairing.pair(plan, output, work, prepared.fingerprint, num_cpus)
+    log.info("pair: %d units with detections or skipped rows, %d error shards",
+             len(paired.staged_units), len(paired.markers))
+    parts = [write_index_part(output, prepared.fingerprint, list(paired.markers))] \
+        if paired.markers else []
+    if plan.units:
+        dataset = build_pipeline(prepared, paired.staged_units)
+        buffered: list[dict] = []
         # A progress line at a steady interval when stderr is not a terminal (ray job logs).
-        with Progress(planned_shards(prepared.plan.units, config.rows_per_shard)) as progress:
+        with Progress(planned_shards(plan.units, config.rows_per_shard)) as progress:
             for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
                 new = [json.loads(m) for m in batch.column("marker").to_pylist()]
-                markers += new
                 progress.update(new)
-        log.info("crop: %d shards written or found committed", len(markers))
-    summary.detections = prepared.plan.num_detections
-    for marker in markers:
-        counts = marker["counts"]
-        summary.images += counts.get("images", 0)
-        summary.images_decoded += counts.get("images_decoded", 0)
-        summary.images_without_detections += counts.get("images_without_detections", 0)
-        summary.crops += counts.get("crops", 0)
-        summary.unmasked += counts.get("unmasked", 0)
-        if prepared.plan.nested_detections:
-            summary.detections += counts.get("detections", 0)
-        for reason, n in counts.get("errors", {}).items():
-            summary.errors[reason] = summary.errors.get(reason, 0) + n
-    summary.shards = len(markers)
-    summary.shards_skipped = sum(marker["shard"] in resumed for marker in markers)
-    summary.seconds = round(time.perf_counter() - started, 3)
-    manifest = {
+                buffered += new
+                if len(buffered) >= INDEX_ROWS_PER_PART:
+                    parts.append(write_index_part(output, prepared.fingerprint, buffered))
+                    buffered = []
+        if buffered:
+            parts.append(write_index_part(output, prepared.fingerprint, buffered))
+    existing = read_manifest(output)
+    if existing is not None and existing.get("fingerprint") == prepared.fingerprint:
+        # the same run, started twice, committed first: its commit stands
+        log.info("commit: this run was committed meanwhile by another start of it")
+        return Summary(**existing["counts"], output=output.url,
+                       seconds=round(time.perf_counter() - started, 3))
+    removed = ownership.remove_own_leftovers(output, prepared.fingerprint)
+    if removed:
+        log.info("commit: removed %d temporary and work files of this run", removed)
+    counts, shards = sum_parts(parts)
+    manifest = commit_run(output, prepared.fingerprint, _manifest_header(prepared) | {
+        "counts": _summary_counts(prepared, counts, shards)}, parts)
+    log.info("commit: %s written", output.child("_manifest.json").url)
+    return Summary(**manifest["counts"], output=output.url,
+                   seconds=round(time.perf_counter() - started, 3))
+
+
+def crop_in_process(prepared: Prepared) -> list[dict]:
+    """Pair and crop every unit in this process, without Ray, and return the shard markers
+    (nothing is committed): the job's own functions, for tests and the crop UDF's benchmark."""
+    work = work_area(prepared)
+    context = dataclasses.replace(prepared.context, work_url=work.url)
+    paired = pairing.pair_in_process(prepared.plan, prepared.output, work, prepared.fingerprint)
+    markers = list(paired.markers)
+    for unit in prepared.plan.units:
+        row = asdict(dataclasses.replace(unit, staged=unit.index in paired.staged_units))
+        batch = crop_units(pa.Table.from_pylist([row]), context)
+        markers += [json.loads(m) for m in batch.column("marker").to_pylist()]
+    return markers
+
+
+def _manifest_header(prepared: Prepared) -> dict:
+    config = prepared.config
+    return {
         "run_id": prepared.run_id,
         "status": "committed",
         "fingerprint": prepared.fingerprint,
@@ -290,20 +328,18 @@ def run(job: JobConfig | Prepared) -> Summary:
         "format": config.image_format,
         "inputs": {"images": resolve(config.images).url,
                    "detections": resolve(config.detections).url if config.detections else None},
-        "counts": {k: v for k, v in asdict(summary).items() if k not in ("output", "seconds")},
         "settings": prepared.settings,
-        "shards": sorted(markers, key=lambda m: m["shard"]),
     }
-    removed = ownership.remove_own_leftovers(output, {m["shard"] for m in markers})
-    if removed:
-        log.info("commit: removed %d temporary files of failed attempts", removed)
-    commit_manifest(output, manifest)
-    log.info("commit: %s written", output.child("_manifest.json").url)
-    return summary
 
 
-def _reason_counts(errors: pa.Table) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for reason in errors.column("reason").to_pylist():
-        counts[reason] = counts.get(reason, 0) + 1
-    return counts
+def _summary_counts(prepared: Prepared, counts: dict, shards: dict) -> dict:
+    """The manifest's ``counts``: the summary's fields, from the shards' summed counts."""
+    plan = prepared.plan
+    summary = Summary(run_id=prepared.run_id, output="", **shards)
+    for name in ("images", "images_decoded", "images_without_detections", "crops", "unmasked"):
+        setattr(summary, name, counts.get(name, 0))
+    # a detections table is counted from its footers; nested detections by the crop tasks
+    summary.detections = counts.get("detections", 0) if plan.nested_detections \
+        else plan.num_detections
+    summary.errors = dict(sorted(counts.get("errors", {}).items()))
+    return {k: v for k, v in asdict(summary).items() if k not in ("output", "seconds")}

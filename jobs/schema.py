@@ -27,6 +27,37 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+__all__ = [
+    "BOX_COLUMNS",
+    "CROP_COLUMNS",
+    "DETECTIONS_SCHEMA",
+    "DETECTION_ID",
+    "ERROR_REASONS",
+    "ERROR_SCHEMA",
+    "HF_IMAGE_TYPE",
+    "IMAGES_SCHEMA",
+    "IMAGE_ID",
+    "IMPORTED_DETECTIONS_SCHEMA",
+    "ImagesLayout",
+    "KEYPOINTS_TYPE",
+    "KEYPOINT_TYPE",
+    "LINEAGE_COLUMNS",
+    "ORIENTED_BOX",
+    "ORIENTED_BOX_TYPE",
+    "POLYGON_TYPE",
+    "RESERVED_COLUMNS",
+    "RLE_TYPE",
+    "ROOT_COLUMNS",
+    "SchemaError",
+    "check_detections_fields",
+    "check_detections_schema",
+    "check_detections_type",
+    "images_layout",
+    "plain_schema",
+    "plain_table",
+    "plain_type",
+]
+
 IMAGE_ID = "image_id"
 DETECTION_ID = "detection_id"
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
@@ -132,17 +163,22 @@ def plain_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def plain_table(table: pa.Table, known: pa.Schema | None = None) -> pa.Table:
-    """``table`` with every column cast to its ``plain_type`` (no copy when already plain).
-    A column of nulls only (what pandas writes for an all-``None`` column) takes its type
-    from ``known`` when that names it."""
+def plain_schema(table_schema: pa.Schema, known: pa.Schema | None = None) -> pa.Schema:
+    """``table_schema`` with every type made plain (``plain_type``). A column of nulls only
+    (what pandas writes for an all-``None`` column) takes its type from ``known`` when that
+    names it."""
     def target_type(f: pa.Field) -> pa.DataType:
         if pa.types.is_null(f.type) and known is not None and f.name in known.names:
             return known.field(f.name).type
         return plain_type(f.type)
 
-    target = pa.schema([f.with_type(target_type(f)) for f in table.schema],
-                       metadata=table.schema.metadata)
+    return pa.schema([f.with_type(target_type(f)) for f in table_schema],
+                     metadata=table_schema.metadata)
+
+
+def plain_table(table: pa.Table, known: pa.Schema | None = None) -> pa.Table:
+    """``table`` cast to its ``plain_schema`` (no copy when already plain)."""
+    target = plain_schema(table.schema, known)
     if target.equals(table.schema):
         return table
     try:

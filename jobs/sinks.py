@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 
 import pyarrow as pa
@@ -30,18 +31,30 @@ import pyarrow.parquet as pq
 from jobs.storage import (
     Location,
     StorageError,
+    delete,
     exists,
     list_files,
     read_bytes,
     write_atomic,
 )
 
-__all__ = ["KINDS", "commit_manifest", "committed_shards", "read_manifest", "read_marker",
-           "write_shard"]
+__all__ = ["INDEX_ROWS_PER_PART", "INDEX_SCHEMA", "KINDS", "IndexPart", "add_counts",
+           "commit_run", "parquet_bytes", "read_manifest", "read_marker", "read_shard_index",
+           "sum_parts", "write_index_part", "write_shard"]
 
 KINDS = ("crops", "lineage", "errors")
 MANIFEST = "_manifest.json"
 MARKERS = "_shards"
+INDEX = "_index"
+# One row per committed shard: what its marker says. Counts stay JSON (a nested mapping).
+INDEX_SCHEMA = pa.schema([
+    ("shard", pa.string()),
+    ("files", pa.list_(pa.struct([("kind", pa.string()), ("path", pa.string()),
+                                  ("rows", pa.int64()), ("bytes", pa.int64()),
+                                  ("sha256", pa.string())]))),
+    ("counts", pa.string()),
+])
+INDEX_ROWS_PER_PART = 10_000  # shards per index file: a million shards make 100 files
 
 
 @lru_cache(maxsize=64)
@@ -71,8 +84,11 @@ def parquet_bytes(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def write_shard(output: Location, shard: str, tables: dict[str, pa.Table], counts: dict) -> dict:
-    """Write a shard's tables, then its marker; returns the marker's content."""
+def write_shard(output: Location, shard: str, tables: dict[str, pa.Table], counts: dict,
+                fingerprint: str = "") -> dict:
+    """Write a shard's tables, then its marker; returns the marker's content. Temporary files
+    carry the run's fingerprint prefix (see ``jobs.storage.write_atomic``)."""
+    tag = fingerprint[:16]
     files = []
     for kind in KINDS:
         table = tables.get(kind)
@@ -80,12 +96,12 @@ def write_shard(output: Location, shard: str, tables: dict[str, pa.Table], count
             continue
         data = parquet_bytes(table)
         relative = f"{kind}/part-{shard}.parquet"
-        write_atomic(output.child(relative), data)
+        write_atomic(output.child(relative), data, tag)
         files.append({"kind": kind, "path": relative, "rows": table.num_rows,
                       "bytes": data.size, "sha256": hashlib.sha256(data).hexdigest()})
     marker = {"shard": shard, "files": files, "counts": counts}
     data = json.dumps(marker, sort_keys=True).encode()
-    write_atomic(output.child(MARKERS, f"{shard}.json"), data)
+    write_atomic(output.child(MARKERS, f"{shard}.json"), data, tag)
     return marker
 
 
@@ -100,15 +116,6 @@ def read_marker(output: Location, shard: str) -> dict | None:
         return None  # unreadable marker: redo the shard, which rewrites the same files
 
 
-def committed_shards(output: Location) -> set[str]:
-    """Names of the shards whose marker exists (left by an earlier, unfinished run)."""
-    markers = output.child(MARKERS)
-    if not exists(markers):
-        return set()
-    return {m.path.rsplit("/", 1)[-1].removesuffix(".json")
-            for m in list_files(markers, suffix=".json")}
-
-
 def read_manifest(output: Location) -> dict | None:
     location = output.child(MANIFEST)
     if not exists(location):
@@ -119,7 +126,82 @@ def read_manifest(output: Location) -> dict | None:
         raise StorageError(f"{location.url} is not valid JSON: {error}") from None
 
 
-def commit_manifest(output: Location, manifest: dict) -> None:
-    """Write the manifest (atomically, last). Nothing is deleted here: the temporary files of
-    failed attempts are removed beforehand by ``jobs.ownership.remove_own_leftovers``."""
+def add_counts(total: dict, counts: dict) -> dict:
+    """Sum shard counts into ``total`` (numbers add; the ``errors`` mapping adds per reason)."""
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            add_counts(total.setdefault(key, {}), value)
+        else:
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+@dataclass(frozen=True)
+class IndexPart:
+    """One written index file: its path (relative to the output) and what its shards hold."""
+
+    path: str
+    shards: int
+    resumed: int  # shards that an earlier attempt of the run had committed
+    counts: dict
+
+
+def write_index_part(output: Location, fingerprint: str, markers: list[dict]) -> IndexPart:
+    """Write markers as one Parquet index file, named after the run and the shards it lists
+    (the same shards give the same name, so a retried write replaces its file)."""
+    markers = sorted(markers, key=lambda m: m["shard"])
+    names = "\n".join(m["shard"] for m in markers)
+    digest = hashlib.sha256(f"{fingerprint}\n{names}".encode()).hexdigest()[:24]
+    path = f"{INDEX}/{fingerprint[:16]}-{digest}.parquet"
+    table = pa.Table.from_pylist(
+        [{"shard": m["shard"], "files": m["files"],
+          "counts": json.dumps(m["counts"], sort_keys=True)} for m in markers],
+        schema=INDEX_SCHEMA)
+    write_atomic(output.child(path), parquet_bytes(table), fingerprint[:16])
+    counts: dict = {}
+    for marker in markers:
+        add_counts(counts, marker["counts"])
+    return IndexPart(path, len(markers), sum(bool(m.get("resumed")) for m in markers), counts)
+
+
+def read_shard_index(output: Location, manifest: dict):
+    """The committed shards' markers (``shard``, ``files``, ``counts``), read one index file at
+    a time from the manifest's ``index`` list; manifests written before the index existed list
+    their shards inline."""
+    if "shards" in manifest:
+        yield from manifest["shards"]
+        return
+    for path in manifest.get("index", []):
+        location = output.child(path)
+        try:
+            table = pq.read_table(pa.BufferReader(read_bytes(location)))
+        except (OSError, pa.ArrowInvalid) as error:
+            raise StorageError(f"cannot read {location.url}: {error}") from None
+        for row in table.to_pylist():
+            yield {"shard": row["shard"], "files": row["files"],
+                   "counts": json.loads(row["counts"])}
+
+
+def commit_run(output: Location, fingerprint: str, manifest: dict, parts: list[IndexPart]) -> dict:
+    """Write ``_manifest.json`` (atomically, last) listing the index files and the summed counts.
+    Index files of this run's earlier attempts that the commit does not list are deleted first:
+    their names carry the run's fingerprint, so nothing else is touched."""
+    listed = {part.path for part in parts}
+    index = output.child(INDEX)
+    if exists(index):
+        for location in list_files(index, suffix=".parquet"):
+            relative = f"{INDEX}/{location.path.rsplit('/', 1)[-1]}"
+            if relative.startswith(f"{INDEX}/{fingerprint[:16]}-") and relative not in listed:
+                delete(location)
+    manifest = dict(manifest, index=sorted(listed))
     write_atomic(output.child(MANIFEST), json.dumps(manifest, indent=2, sort_keys=True).encode())
+    return manifest
+
+
+def sum_parts(parts: list[IndexPart]) -> tuple[dict, dict]:
+    """The summed shard counts of index parts, and ``{"shards", "shards_skipped"}``."""
+    counts: dict = {}
+    for part in parts:
+        add_counts(counts, part.counts)
+    return counts, {"shards": sum(p.shards for p in parts),
+                    "shards_skipped": sum(p.resumed for p in parts)}

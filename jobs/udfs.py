@@ -21,14 +21,14 @@ import pyarrow.parquet as pq
 from cropcore import CropBatch, box_faults, invalid_boxes, root_windows
 from cropcore.codec import ImageDecodeError, decode_image, encode_image, read_image_size
 from cropcore.windows import INVERTED, NOT_FINITE
-from jobs import convert, schema, steps
+from jobs import convert, pairing, schema, steps
 from jobs.exports import with_hf_features
 from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, fetch
 from jobs.schema import IMAGE_ID, ImagesLayout
 from jobs.sinks import read_marker, write_shard
 from jobs.storage import MissingObjectError, StorageError, resolve
 
-__all__ = ["JobContext", "crop_units"]
+__all__ = ["JobContext", "ShardBuilder", "crop_units", "now", "shard_name"]
 
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "npy": "npy"}
 
@@ -51,25 +51,10 @@ class JobContext:
     fingerprint: str
     code_version: str
     created_at: datetime
-    detections: object = None  # ray.ObjectRef of the broadcast detections table, or None
+    work_url: str = ""  # the run's work area, where pairing staged each unit's detections
     parameter_columns: dict = field(default_factory=dict)
     allow_uris: tuple[str, ...] = ()  # prefixes that `uri`/`path` values may name
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-
-
-_DETECTIONS_CACHE: dict = {}
-
-
-def _broadcast_detections(context: JobContext) -> pa.Table | None:
-    if context.detections is None:
-        return None
-    key = context.fingerprint
-    if key not in _DETECTIONS_CACHE:
-        import ray
-
-        _DETECTIONS_CACHE.clear()
-        _DETECTIONS_CACHE[key] = ray.get(context.detections)
-    return _DETECTIONS_CACHE[key]
 
 
 def shard_name(context: JobContext, file_url: str, row_group: int, start: int, stop: int) -> str:
@@ -126,19 +111,33 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc'
 def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
     output = resolve(context.output_url)
     location = resolve(unit["file_url"])
-    detections = _broadcast_detections(context)
-    if detections is not None:
-        detections = detections.slice(
-            unit["detection_start"], unit["detection_stop"] - unit["detection_start"]
-        )
-    detection_rows = detections.column("__row").to_numpy() if detections is not None else None
-    skip = set(unit["skip_rows"] or ())
     n, step = unit["num_rows"], context.rows_per_shard
     shards = [(start, min(start + step, n)) for start in range(0, n, step)]
     names = [shard_name(context, unit["file_url"], unit["row_group"], a, b) for a, b in shards]
-    done = {name: read_marker(output, name) for name in names}
+
+    def committed() -> dict:
+        # a marker found committed is an earlier attempt's shard: counted as resumed, not redone
+        return {name: dict(m, resumed=True) if (m := read_marker(output, name)) else None
+                for name in names}
+
+    done = committed()
     if all(done.values()):
         return list(done.values())
+    detections, skip = None, set()
+    if unit["staged"]:  # pairing left this unit's detections and skipped rows in the work area
+        try:
+            detections, skip = pairing.read_unit_rows(resolve(context.work_url), unit["index"])
+        except MissingObjectError:
+            # the same run, started twice, committed meanwhile and removed its work area
+            done = committed()
+            if all(done.values()):
+                return list(done.values())
+            raise StorageError(f"the work file of row group {unit['index']} is missing; "
+                               f"rerun to pair again") from None
+        if context.layout.nested_detections or not context.step.needs_detections:
+            detections = None
+    detection_rows = detections.column(pairing.ROW).to_numpy() if detections is not None \
+        else None
     columns = _columns_to_read(context)
     try:
         parquet = pq.ParquetFile(location.fs.open_input_file(location.path))
@@ -157,7 +156,7 @@ def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
             lo, hi = np.searchsorted(detection_rows, [start, stop])
             chunk_detections = detections.slice(lo, hi - lo)
             chunk_detections = chunk_detections.set_column(
-                chunk_detections.schema.get_field_index("__row"), "__row",
+                chunk_detections.schema.get_field_index(pairing.ROW), pairing.ROW,
                 pa.array(detection_rows[lo:hi] - start),
             )
         else:
@@ -166,7 +165,8 @@ def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
         skipped = {r - start for r in skip if start <= r < stop}
         shard = ShardBuilder(context, unit["file_url"], source_rows)
         shard.crop_chunk(chunk, chunk_detections, skipped)
-        markers.append(write_shard(output, name, shard.tables(), shard.counts))
+        markers.append(write_shard(output, name, shard.tables(), shard.counts,
+                                   context.fingerprint))
     return markers
 
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from cropcore.masks import encode_rle
 from jobs.schema import DETECTIONS_SCHEMA
-from jobs.sinks import commit_manifest, write_shard
+from jobs.sinks import commit_run, write_index_part, write_shard
 from jobs.storage import resolve
 
 
@@ -78,15 +78,16 @@ def write_committed_output(output: Path, crops: pa.Table, lineage: pa.Table,
     if errors is not None:
         tables["errors"] = errors
     counts = {"images": 1, "detections": crops.num_rows, "crops": crops.num_rows, "errors": {}}
-    marker = write_shard(location, "shard0", tables, counts)
-    commit_manifest(location, {
+    fingerprint = "f" * 64
+    marker = write_shard(location, "shard0", tables, counts, fingerprint)
+    part = write_index_part(location, fingerprint, [marker])
+    commit_run(location, fingerprint, {
         "run_id": "run-handmade", "status": "committed", "fingerprint": "f" * 64,
         "step": step or {"type": "cropcore/crop_and_resize@v1"}, "code_version": "0.1.0+test",
         "format": image_format, "inputs": {"images": str(output.parent / "images.parquet"),
                                            "detections": None},
         "counts": counts | {"images_decoded": 1, "images_without_detections": 0},
-        "shards": [marker],
-    })
+    }, [part])
     return output
 
 

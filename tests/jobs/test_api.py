@@ -20,13 +20,7 @@ MODULES = sorted(info.name for info in pkgutil.walk_packages(jobs.__path__, pref
 # Gaps in modules other work is rewriting now (see issue 12); each entry is a module without
 # __all__ or a (module, name) imported across modules but not listed. Close them there, then
 # delete the entry here.
-KNOWN_GAPS = {
-    "jobs.schema",
-    ("jobs.sinks", "parquet_bytes"),
-    ("jobs.sinks", "INDEX_ROWS_PER_PART"),
-    ("jobs.udfs", "now"),
-    ("jobs.pipeline", "asdict_shallow"),
-}
+KNOWN_GAPS: set = set()
 
 
 def _cross_imports() -> list[tuple[str, int, str, str]]:

@@ -1,14 +1,14 @@
 """The job's own conventions, run in-process (no Ray): a pixel box becomes TensorFlow's
 normalized box by ``p / (size - 1)``."""
 
-from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs import steps, udfs
-from jobs.pipeline import JobConfig, asdict_shallow, prepare
+from jobs import steps
+from jobs.pipeline import JobConfig, prepare
+from jobs.pipeline import crop_in_process as pair_and_crop
 from tests.jobs.builders import image_pixels, images_table, write_parquet
 
 
@@ -17,12 +17,7 @@ def crop_in_process(tmp_path, step: dict) -> pa.Table:
                        detections=str(tmp_path / "detections.parquet"),
                        output=str(tmp_path / "out"), step=steps.parse_step(step))
     prepared = prepare(config)
-    udfs._DETECTIONS_CACHE.clear()
-    udfs._DETECTIONS_CACHE[prepared.context.fingerprint] = prepared.plan.detections
-    context = udfs.JobContext(**{**asdict_shallow(prepared.context), "detections": "local"})
-    for unit in prepared.plan.units:
-        udfs.crop_units(pa.Table.from_pylist([asdict(unit) | {"skip_rows": list(unit.skip_rows)}]),
-                        context)
+    pair_and_crop(prepared)
     return pq.read_table(tmp_path / "out" / "crops").sort_by("detection_id")
 
 

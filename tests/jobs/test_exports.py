@@ -24,6 +24,8 @@ import pytest
 from jobs import exports, steps
 from jobs.pipeline import JobConfig, run
 from jobs.schema import HF_IMAGE_TYPE
+from jobs.sinks import read_shard_index
+from jobs.storage import resolve
 from tests.jobs.builders import (
     detections_table,
     images_table,
@@ -168,7 +170,8 @@ def test_openlineage_events_name_the_run_its_inputs_and_outputs(job_output):
     assert [f["name"] for f in fields["crop"]["fields"]] == ["bytes", "path"]
     statistics = crops["outputFacets"]["outputStatistics"]
     assert statistics["rowCount"] == manifest["counts"]["crops"]
-    assert statistics["size"] == sum(f["bytes"] for s in manifest["shards"] for f in s["files"]
+    shards = read_shard_index(resolve(str(job_output)), manifest)
+    assert statistics["size"] == sum(f["bytes"] for s in shards for f in s["files"]
                                      if f["kind"] == "crops")
     assert all("outputFacets" not in d for d in start["outputs"])
 

@@ -578,12 +578,9 @@ def test_yolo_obb_then_dynamic_crop_puts_the_corners_in_the_crop_frame(tmp_path)
 
 def test_yolo_obb_import_then_the_crop_job_writes_corners_in_the_crop_frame(tmp_path):
     # End to end without Ray: the importer's tables, planned and cropped by the job's own UDF.
-    from dataclasses import asdict
-
-    import pyarrow as pa
-
-    from jobs import steps, udfs
-    from jobs.pipeline import JobConfig, asdict_shallow, prepare
+    from jobs import steps
+    from jobs.pipeline import JobConfig, prepare
+    from jobs.pipeline import crop_in_process as pair_and_crop
 
     names = yolo_dataset(
         tmp_path,
@@ -598,14 +595,8 @@ def test_yolo_obb_import_then_the_crop_job_writes_corners_in_the_crop_frame(tmp_
                        output=str(tmp_path / "crops"),
                        step=steps.parse_step({"type": "roboflow_core/dynamic_crop@v1"}))
     prepared = prepare(config)
-    udfs._DETECTIONS_CACHE.clear()
-    udfs._DETECTIONS_CACHE[prepared.context.fingerprint] = prepared.plan.detections
-    context = udfs.JobContext(**{**asdict_shallow(prepared.context), "detections": "local"})
-    for unit in prepared.plan.units:
-        udfs.crop_units(pa.Table.from_pylist([asdict(unit) | {"skip_rows": list(unit.skip_rows)}]),
-                        context)
+    pair_and_crop(prepared)
     crops = pq.read_table(tmp_path / "crops" / "crops").sort_by("detection_id").to_pylist()
-    udfs._DETECTIONS_CACHE.clear()
 
     assert [c["detection_id"] for c in crops] == ["a:0", "a:1"]
     # a:0: window (20, 10, 60, 30); its corners move by (-20, -10)

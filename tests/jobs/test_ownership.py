@@ -215,13 +215,21 @@ def test_overlap_on_object_stores_compares_keys():
 
 
 def test_leftovers_removed_are_only_this_runs_temporary_files(tmp_path):
-    other = "f" * 24
-    names = [f"crops/part-{SHARD}.parquet.tmp-{TMP}", f"_shards/{SHARD}.json.tmp-{TMP}",
-             f"crops/part-{SHARD}.parquet", f"crops/part-{other}.parquet.tmp-{TMP}",
-             "crops/notes.parquet.tmp-x"]
+    fingerprint, other = "a" * 64, "b" * 64
+    mine, theirs = fingerprint[:16], other[:16]
+    names = [
+        f"crops/part-{SHARD}.parquet.tmp-{mine}{TMP}",  # this run's failed attempt: removed
+        f"_shards/{SHARD}.json.tmp-{mine}{TMP}",  # removed
+        f"_work/{mine}/units/unit-3.parquet",  # this run's work area: removed
+        f"crops/part-{SHARD}.parquet",  # a committed data file: kept
+        f"crops/part-{SHARD}.parquet.tmp-{theirs}{TMP}",  # another run's: kept
+        f"crops/part-{SHARD}.parquet.tmp-{TMP}",  # untagged (a claim in the making): kept
+        f"_work/{mine}/notes.txt",  # not a name the job writes: kept
+        "crops/notes.parquet.tmp-x",  # kept
+    ]
     for name in names:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    assert ownership.remove_own_leftovers(local(tmp_path), {SHARD}) == 2
+    assert ownership.remove_own_leftovers(local(tmp_path), fingerprint) == 3
     kept = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert kept == sorted(names[2:])
+    assert kept == sorted(names[3:])

@@ -14,6 +14,8 @@ from cropcore import Detections, absolute_static_crop, crop_and_resize, dynamic_
 from cropcore.masks import decode_rle
 from jobs import steps
 from jobs.pipeline import JobConfig, JobError, run
+from jobs.sinks import read_shard_index
+from jobs.storage import resolve
 from tests.jobs.builders import detections_table, image_pixels, images_table, write_parquet
 
 pytestmark = pytest.mark.slow
@@ -98,8 +100,10 @@ def test_dynamic_crop_job_matches_the_kernel(ray_cluster, tmp_path):
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     assert manifest["status"] == "committed"
     assert manifest["counts"]["crops"] == crops.num_rows
-    listed = {f["path"] for s in manifest["shards"] for f in s["files"]}
-    on_disk = {str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").glob("*/*.parquet")}
+    shards = read_shard_index(resolve(str(tmp_path / "out")), manifest)
+    listed = {f["path"] for s in shards for f in s["files"]}
+    on_disk = {str(p.relative_to(tmp_path / "out")) for kind in ("crops", "lineage", "errors")
+               for p in (tmp_path / "out" / kind).glob("*.parquet")}
     assert listed == on_disk
 
 

@@ -33,6 +33,8 @@ import pytest
 from cropcore.codec import DEFAULT_MAX_PIXELS, decode_image
 from jobs import steps
 from jobs.pipeline import JobConfig, run
+from jobs.sinks import read_shard_index
+from jobs.storage import Location
 from tests.jobs import corpus
 from tests.jobs.builders import detections_table, image_pixels, images_table, png, write_parquet
 
@@ -84,7 +86,10 @@ class Output:
         return info.type != pafs.FileType.NotFound
 
     def manifest(self) -> dict:
-        return json.loads(self.read("_manifest.json"))
+        """The manifest, with ``shards`` read from the Parquet index files it lists."""
+        manifest = json.loads(self.read("_manifest.json"))
+        location = Location(self.fs, self.root.rstrip("/"), self.root)
+        return manifest | {"shards": list(read_shard_index(location, manifest))}
 
     def table(self, kind: str) -> pa.Table | None:
         parts = [pq.read_table(pa.BufferReader(self.read(f))) for f in self.files()
@@ -111,8 +116,9 @@ def committed_snapshot(output: Output) -> Snapshot:
     markers = {f"_shards/{shard['shard']}.json" for shard in manifest["shards"]}
     # a marker's temporary file survives a worker killed while writing it (local disks only;
     # readers never look at it)
-    others = {f for f in set(files) - data_files - markers
-              if not re.fullmatch(r"_shards/[0-9a-f]{24}\.json\.tmp-[0-9a-f]{32}", f)}
+    index = set(manifest["index"])
+    others = {f for f in set(files) - data_files - markers - index
+              if not re.fullmatch(r"_shards/[0-9a-f]{24}\.json\.tmp-[0-9a-f]{48}", f)}
     assert others == {"_manifest.json", "_claim.json"}, others
     crops = output.table("crops").sort_by("crop_id")
     lineage = output.table("lineage").drop_columns(["created_at"]).sort_by("crop_id")
@@ -195,10 +201,10 @@ def fault_inputs(tmp_path_factory) -> tuple[str, str]:
     return corpus.write_fault_dataset(str(tmp_path_factory.mktemp("fault-inputs")))
 
 
-def fault_config(inputs: tuple[str, str], output: str) -> JobConfig:
+def fault_config(inputs: tuple[str, str], output: str, **settings) -> JobConfig:
     images, detections = inputs
     return JobConfig(images=images, detections=detections, output=output, step=DYNAMIC,
-                     run_id=FAULT_RUN_ID, rows_per_shard=1)
+                     run_id=FAULT_RUN_ID, rows_per_shard=1, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -449,8 +455,9 @@ def test_storage_error_in_a_task_is_retried_until_storage_heals(
         obstacle.unlink()
         return {"markers": output.count_markers()}
 
+    # the obstacle is not the job's file: the run must be told it may write beside it
     with Fault(crops_file_rewritten, heal) as fault:
-        summary = run(fault_config(fault_inputs, output.root))
+        summary = run(fault_config(fault_inputs, output.root, allow_foreign_files=True))
     assert fault.result == {"markers": 0}, "storage healed before any task was retried"
     assert (summary.crops, summary.error_count) == (FAULT_CROPS, 0)
     assert_same_output(output, fault_reference)
@@ -464,7 +471,7 @@ def test_storage_that_stays_broken_fails_cleanly_and_a_rerun_completes(
     obstacle.write_bytes(b"")  # every lineage write fails, for good
     started = time.monotonic()
     with pytest.raises(Exception, match=r"StorageError: cannot write .*lineage/part-"):
-        run(fault_config(fault_inputs, output.root))
+        run(fault_config(fault_inputs, output.root, allow_foreign_files=True))
     # bounded: 4 attempts of the first failing task, backing off at most 2 + 4 + 8 s
     assert time.monotonic() - started < 60
     assert not output.has_manifest()
@@ -543,7 +550,8 @@ def skip_if_code_version_moved() -> None:
 HOSTILE_IDS = ["../../etc/passwd", "a/b", "..", "x\\y", "/absolute", "C:\\windows", "",
                "%2e%2e%2f", "_manifest.json", "crops/part-0.parquet", "~", "name\nwith newline"]
 OUTPUT_FILE = re.compile(r"(crops|lineage|errors)/part-[0-9a-f]{24}\.parquet|"
-                         r"_shards/[0-9a-f]{24}\.json|_manifest\.json")
+                         r"_shards/[0-9a-f]{24}\.json|_manifest\.json|_claim\.json|"
+                         r"_index/[0-9a-f]{16}-[0-9a-f]{24}\.parquet")
 
 
 def test_ids_and_class_names_never_become_paths(ray_cluster, tmp_path):
@@ -1004,8 +1012,9 @@ def test_case_13_crop_ids_do_not_collide_and_temporary_files_are_cleaned(ray_clu
     # a crash before the commit, with temporary files of failed attempts left behind
     manifest = output.manifest()
     shard = manifest["shards"][0]["shard"]
-    leftovers = [f"crops/part-{shard}.parquet.tmp-{uuid.uuid4().hex}",
-                 f"_shards/{shard}.json.tmp-{uuid.uuid4().hex}"]
+    run_tag = manifest["fingerprint"][:16]  # temporary files carry their run's tag
+    leftovers = [f"crops/part-{shard}.parquet.tmp-{run_tag}{uuid.uuid4().hex}",
+                 f"_shards/{shard}.json.tmp-{run_tag}{uuid.uuid4().hex}"]
     for name in leftovers:
         (tmp_path / "out" / name).write_bytes(b"partial")
     (tmp_path / "out" / "_manifest.json").unlink()

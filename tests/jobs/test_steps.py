@@ -253,10 +253,8 @@ def test_one_shipped_example_per_step_type():
 
 def _job_in_process(tmp_path, images: pa.Table, step: dict, detections: pa.Table | None = None):
     """The crop job's planning and crop UDF in this process (no Ray): crops, lineage, errors."""
-    from dataclasses import asdict
-
-    from jobs import udfs
-    from jobs.pipeline import JobConfig, asdict_shallow, prepare
+    from jobs.pipeline import JobConfig, prepare
+    from jobs.pipeline import crop_in_process as pair_and_crop
 
     write_parquet(images, tmp_path / "images.parquet")
     if detections is not None:
@@ -265,12 +263,7 @@ def _job_in_process(tmp_path, images: pa.Table, step: dict, detections: pa.Table
                        detections=str(tmp_path / "detections.parquet") if detections else None,
                        step=parse_step(step))
     prepared = prepare(config)
-    udfs._DETECTIONS_CACHE.clear()
-    udfs._DETECTIONS_CACHE[prepared.context.fingerprint] = prepared.plan.detections
-    context = udfs.JobContext(**{**asdict_shallow(prepared.context), "detections": "local"})
-    for unit in prepared.plan.units:
-        udfs.crop_units(pa.Table.from_pylist([asdict(unit) | {"skip_rows": list(unit.skip_rows)}]),
-                        context)
+    pair_and_crop(prepared)
     out = {}
     for kind in ("crops", "lineage", "errors"):
         files = sorted((tmp_path / "out" / kind).glob("*.parquet"))

@@ -1,12 +1,12 @@
 """The crop UDF in-process (no Ray): how a shard's columns are built."""
 
-from dataclasses import asdict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs import steps, udfs
-from jobs.pipeline import JobConfig, asdict_shallow, prepare
+from jobs.pipeline import JobConfig, prepare
+from jobs.pipeline import crop_in_process as pair_and_crop
 from tests.jobs.builders import detections_table, images_table, write_parquet
 
 DYNAMIC = {"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0}
@@ -18,12 +18,7 @@ def _crop_in_process(tmp_path, name: str) -> pa.Table:
                        detections=str(tmp_path / "detections.parquet"),
                        output=str(tmp_path / name), step=steps.parse_step(DYNAMIC))
     prepared = prepare(config)
-    udfs._DETECTIONS_CACHE.clear()
-    udfs._DETECTIONS_CACHE[prepared.context.fingerprint] = prepared.plan.detections
-    context = udfs.JobContext(**{**asdict_shallow(prepared.context), "detections": "local"})
-    for unit in prepared.plan.units:
-        udfs.crop_units(pa.Table.from_pylist([asdict(unit) | {"skip_rows": list(unit.skip_rows)}]),
-                        context)
+    pair_and_crop(prepared)
     return pq.read_table(tmp_path / name / "crops").sort_by("crop_id")
 
 

@@ -1,0 +1,87 @@
+"""jobs/stage.py: the crop stage inside a Ray Data pipeline of one's own, and its sink."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from cropcore.codec import decode_image
+from jobs import steps
+from jobs.pipeline import JobConfig, run
+from jobs.sinks import read_shard_index
+from jobs.stage import CropSink, crop
+from jobs.storage import resolve
+from tests.jobs.builders import detections_table, images_table, write_parquet
+
+pytestmark = pytest.mark.slow
+DYNAMIC = steps.parse_step({"type": "roboflow_core/dynamic_crop@v1"})
+
+
+def nested_images(n: int = 4, per_image: int = 3) -> pa.Table:
+    images = images_table(n)
+    detections = detections_table(n, per_image, masks=False).drop_columns(["mask"])
+    nested = [detections.filter(pa.compute.equal(detections["image_id"], i)).drop_columns(
+        ["image_id"]).to_pylist() for i in images["image_id"].to_pylist()]
+    return images.append_column("detections", pa.array(nested))
+
+
+def test_crop_rows_then_a_model_then_the_committed_sink(ray_cluster, tmp_path):
+    table = nested_images()
+    crops = crop(ray.data.from_arrow(table), DYNAMIC, image_format="png")
+
+    def mean_pixel(batch: pa.Table) -> pa.Table:  # stands in for an embedding model
+        means = [float(decode_image(c["bytes"]).mean()) if c else None
+                 for c in batch.column("crop").to_pylist()]
+        return batch.append_column("mean_pixel", pa.array(means, pa.float64()))
+
+    embedded = crops.map_batches(mean_pixel, batch_format="pyarrow").materialize()
+    rows = embedded.to_arrow_refs()
+    got = pa.concat_tables(ray.get(rows))
+    crop_rows = got.filter(pa.compute.is_null(got.column("reason")))
+    assert crop_rows.num_rows + got.num_rows - crop_rows.num_rows == 12
+    assert {"crop_id", "crop", "window_x_min", "source_sha256", "mean_pixel"} <= set(
+        got.column_names)
+
+    # the same crops as the command line's run of the same inputs (same ids, same bytes)
+    write_parquet(table.drop_columns(["detections"]), tmp_path / "images.parquet")
+    flat = detections_table(4, 3, masks=False).drop_columns(["mask"])
+    write_parquet(flat, tmp_path / "detections.parquet")
+    run(JobConfig(images=str(tmp_path / "images.parquet"),
+                  detections=str(tmp_path / "detections.parquet"),
+                  output=str(tmp_path / "cli"), step=DYNAMIC))
+    cli = pq.read_table(tmp_path / "cli" / "crops").sort_by("crop_id")
+    mine = crop_rows.sort_by("crop_id")
+    assert mine["crop_id"].to_pylist() == cli["crop_id"].to_pylist()
+    assert mine["crop"].to_pylist() == cli["crop"].to_pylist()
+
+    # written through the sink: a committed run, readable through its index
+    crops.write_datasink(CropSink(str(tmp_path / "sink"), run_id="embed-v1"))
+    manifest = json.loads((tmp_path / "sink" / "_manifest.json").read_text())
+    assert manifest["status"] == "committed" and manifest["counts"]["crops"] == cli.num_rows
+    shards = list(read_shard_index(resolve(str(tmp_path / "sink")), manifest))
+    written = pa.concat_tables([pq.read_table(tmp_path / "sink" / f["path"])
+                                for s in shards for f in s["files"] if f["kind"] == "crops"])
+    assert sorted(written["crop_id"].to_pylist()) == cli["crop_id"].to_pylist()
+    np.testing.assert_array_equal(
+        decode_image(written.sort_by("crop_id")["crop"][0].as_py()["bytes"]),
+        decode_image(cli["crop"][0].as_py()["bytes"]))
+    # writing the same run again is idempotent; another run is refused
+    crops.write_datasink(CropSink(str(tmp_path / "sink"), run_id="embed-v1"))
+    with pytest.raises(Exception, match=r"belongs to run embed-v1"):
+        crops.write_datasink(CropSink(str(tmp_path / "sink"), run_id="other"))
+
+
+def test_a_separate_detections_dataset_is_joined(ray_cluster):
+    images = images_table(3)
+    detections = detections_table(3, 2, masks=False).drop_columns(["mask"])
+    crops = crop(ray.data.from_arrow(images), DYNAMIC,
+                 detections=ray.data.from_arrow(detections), num_partitions=2)
+    got = pa.concat_tables(ray.get(crops.to_arrow_refs()))
+    assert got.num_rows == 6
+    assert sorted(got["detection_id"].to_pylist()) == sorted(
+        detections["detection_id"].to_pylist())

@@ -409,13 +409,20 @@ def crop_and_resize_batch(
         are the boxes' windows in the full image (what lineage records).
 
     Convention:
-        Boxes are sampled as TensorFlow does, a pixel box mapping to ``p / (H - 1)``. On a
+        Boxes are sampled as TensorFlow does, a pixel box mapping to ``p / (H - 1)``, in
+        float32: a box with a coordinate beyond float32's range (``1e300``) is ``invalid_box``. On a
         reduced decode a reduced pixel ``i`` averages full pixels ``[i * r, (i + 1) * r)``:
         box coordinates move to ``(p + 0.5) / r - 0.5``, and coordinates inside the full image
         stay inside the reduced one.
     """
     boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
     windows, reasons, messages = detection_windows(boxes, size_wh)
+    with np.errstate(over="ignore"):
+        beyond = np.equal(reasons, None) & ~np.isfinite(boxes.astype(np.float32)).all(axis=1)
+    for i in np.flatnonzero(beyond):  # crop_and_resize samples in float32
+        reasons[i] = "invalid_box"
+        messages[i] = (f"box {boxes[i].tolist()} has a coordinate beyond the float32 range "
+                       f"crop_and_resize samples in")
     selected = np.flatnonzero(np.equal(reasons, None))
     crops: list = [None] * len(boxes)
     if len(selected):

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cropcore import CropBatch, box_faults, invalid_boxes, root_windows
+from cropcore import REASONS, CropBatch, box_faults, invalid_boxes, root_windows
 from cropcore.codec import ImageDecodeError, decode_image, encode_image, read_image_size
 from cropcore.windows import INVERTED, NOT_FINITE
 from jobs import convert, pairing, schema, steps
@@ -383,9 +383,10 @@ class ShardBuilder:
 
     def _record(self, row: int, image_id, detection_ids, batch: CropBatch, size_wh,
                 source_sha) -> np.ndarray:
-        """Error rows for the batch's reasons (all empty windows, then all invalid masks, in
-        detection order), every crop emitted; returns the positions that became crops."""
-        for reason in ("empty_window", "invalid_mask"):
+        """Error rows for the batch's reasons (all invalid boxes, then empty windows, then
+        invalid masks, each in detection order), every crop emitted; returns the positions
+        that became crops."""
+        for reason in REASONS:
             for i in np.flatnonzero(np.equal(batch.reasons, reason)):
                 self.error(image_id, detection_ids[i], "crop", reason, batch.messages[i], row)
         emitted = np.flatnonzero(batch.cropped)

@@ -353,3 +353,12 @@ def test_root_windows_matches_crop_root_window(parent_origin, window):
 def test_root_windows_rejects_misaligned_offsets():
     with pytest.raises(ValueError, match=r"^root_offsets must have shape \(2, 2\), got \(1, 2\)$"):
         root_windows(np.zeros((2, 4)), np.zeros((1, 2)))
+
+
+def test_convention_crop_and_resize_batch_refuses_boxes_beyond_float32():
+    image = np.zeros((30, 40, 3), np.uint8)
+    batch = crop_and_resize_batch(image, np.array([[-1e300, 0, 5, 5], [1.0, 1, 5, 5]]),
+                                  (40, 30), (4, 4))
+    assert batch.reasons.tolist() == ["invalid_box", None]
+    assert batch.messages[0] == ("box [-1e+300, 0.0, 5.0, 5.0] has a coordinate beyond the "
+                                 "float32 range crop_and_resize samples in")

@@ -198,3 +198,15 @@ def test_yolo_segmentation_import_then_background_removal_uses_its_polygon(tmp_p
     inside = polygon_to_mask(polygon, (16, 16), style="roboflow")[y0:14, x0:14]
     assert (crop[~inside] == 0).all() and inside.sum() < inside.size
     assert "unmasked" not in builder.counts
+
+
+def test_crop_and_resize_of_a_box_beyond_float32_is_an_error_row_not_a_failed_task():
+    detections = pa.table({"image_id": ["im0", "im0"], "detection_id": ["huge", "ok"],
+                           "x_min": [-1e300, 1.0], "y_min": [0.0, 1.0], "x_max": [20.0, 9.0],
+                           "y_max": [5.0, 9.0]})
+    builder = _shard({"type": "cropcore/crop_and_resize@v1", "crop_size": [4, 4]},
+                     images_table(1), detections)
+    tables = builder.tables()
+    assert tables["crops"].column("detection_id").to_pylist() == ["ok"]
+    assert tables["errors"].column("reason").to_pylist() == ["invalid_box"]
+    assert builder.counts["errors"] == {"invalid_box": 1}

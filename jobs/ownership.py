@@ -15,7 +15,9 @@ unless ``--allow-foreign-files`` is given, and even then those files are never r
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -188,8 +190,6 @@ def overlapping(a: Location, b: Location) -> bool:
 
 
 def _comparable(location: Location) -> str:
-    import os
-
     path = location.path
     wildcard = [path.index(ch) for ch in "*?[" if ch in path]
     if wildcard:  # a glob: the folder it searches
@@ -211,4 +211,8 @@ def remove_own_leftovers(output: Location, fingerprint: str) -> int:
         if ours and is_own_file(relative):
             delete(output.child(relative))
             removed += 1
+    # local disks keep the emptied folders of the work area: remove them when nothing is left
+    for folder in (output.child("_work", fingerprint[:16]), output.child("_work")):
+        if folder.is_local and os.path.isdir(folder.path) and not list_tree(folder):
+            shutil.rmtree(folder.path, ignore_errors=True)
     return removed

@@ -233,3 +233,11 @@ def test_leftovers_removed_are_only_this_runs_temporary_files(tmp_path):
     assert ownership.remove_own_leftovers(local(tmp_path), fingerprint) == 3
     kept = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert kept == sorted(names[3:])
+
+
+def test_an_emptied_work_area_leaves_no_folders(tmp_path):
+    fingerprint = "a" * 64
+    (tmp_path / "_work" / fingerprint[:16] / "units").mkdir(parents=True)
+    (tmp_path / "_work" / fingerprint[:16] / "units" / "unit-0.parquet").write_bytes(b"x")
+    assert ownership.remove_own_leftovers(local(tmp_path), fingerprint) == 1
+    assert not (tmp_path / "_work").exists()

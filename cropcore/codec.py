@@ -445,7 +445,9 @@ def _read_header(view: memoryview) -> _Header:
         raise ImageDecodeError(
             "unsupported", "ISO media (AVIF/HEIF) image; expected JPEG, PNG or WebP"
         )
-    raise ImageDecodeError("undecodable", f"unknown format (first bytes {head[:8].hex()})")
+    # The message names no content bytes: they may be a secret (a `uri` naming /etc/passwd).
+    raise ImageDecodeError("undecodable", f"unknown format ({len(view)} bytes, not JPEG, PNG "
+                                          f"or WebP)")
 
 
 def _read_png_header(head: bytes) -> _Header:

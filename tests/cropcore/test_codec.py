@@ -932,3 +932,11 @@ def test_fast_webp_method(channels):
 def test_webp_method_errors(fmt, method, match):
     with pytest.raises(ValueError, match=match):
         encode_image(np.zeros((4, 4, 3), np.uint8), fmt, webp_method=method)
+
+
+def test_an_unknown_format_error_never_echoes_content_bytes():
+    secret = b"root:x:0:0:root:/root:/bin/bash\n"
+    expected = r"unknown format \(32 bytes, not JPEG, PNG or WebP\)"
+    with pytest.raises(ImageDecodeError, match=expected) as error:
+        decode_image(secret)
+    assert "root" not in str(error.value) and secret[:8].hex() not in str(error.value)

@@ -317,10 +317,8 @@ def _geometry(row: dict) -> tuple:
 
 def _crop_pixels(column: pa.ChunkedArray) -> list[np.ndarray]:
     """uint8 BGR images of a crops ``crop`` column (encoded images, or float32 tensors)."""
-    if isinstance(column.type, pa.FixedShapeTensorType):
-        if column.length() == 0:
-            return []
-        tensors = column.combine_chunks().to_numpy_ndarray()
+    if schema.is_npy_crop_type(column.type):
+        tensors = schema.npy_crop_tensors(column)
         images = np.clip(np.rint(tensors), 0, 255).astype(np.uint8)
         return [_as_bgr(image) for image in images]
     images = []

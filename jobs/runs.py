@@ -39,7 +39,10 @@ def hf_features_metadata(arrow_schema: pa.Schema) -> dict[bytes, bytes]:
     ``{b"huggingface": {"info": {"features": {"crop": {"_type": "Image"}}}}}`` when ``crop`` is
     the ``struct<bytes, path>`` image column. ``datasets`` takes each column's feature from this
     metadata when its Arrow type matches, and derives the others from their Arrow types, so only
-    the image column is named. Empty for other crop types.
+    the image column is named. Empty for other crop types: ``--format npy`` crops
+    (``schema.npy_crop_type``, fixed-size lists) load as a fixed-length float32 ``List`` from
+    their Arrow type alone. (An ``Array3D`` entry here would be ignored: ``datasets`` only takes
+    it for a column stored as its own ``Array3DExtensionType``.)
 
     >>> hf_features_metadata(pa.schema([("crop", schema.HF_IMAGE_TYPE)]))
     {b'huggingface': b'{"info":{"features":{"crop":{"_type":"Image"}}}}'}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "KEYPOINTS_TYPE",
     "KEYPOINT_TYPE",
     "LINEAGE_COLUMNS",
+    "NPY_CROP_VALUE_TYPE",
     "ORIENTED_BOX",
     "ORIENTED_BOX_TYPE",
     "POLYGON_TYPE",
@@ -53,6 +55,10 @@ __all__ = [
     "check_detections_schema",
     "check_detections_type",
     "images_layout",
+    "is_npy_crop_type",
+    "npy_crop_array",
+    "npy_crop_tensors",
+    "npy_crop_type",
     "plain_schema",
     "plain_table",
     "plain_type",
@@ -234,6 +240,67 @@ def _is_small_scalar(t: pa.DataType) -> bool:
         pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
         or _is_string(t) or pa.types.is_temporal(t) or pa.types.is_decimal(t)
     )
+
+
+NPY_CROP_VALUE_TYPE = pa.float32()
+
+
+def npy_crop_type(shape: tuple[int, int, int]) -> pa.DataType:
+    """The ``crop`` column type of ``--format npy``: float32 in fixed-size lists nested
+    ``[height][width][channels]``. Plain Arrow types, so every reader keeps the shape: Hugging
+    Face ``datasets`` loads it as a fixed-length ``List`` (``with_format("numpy")`` gives
+    ``(n, h, w, c)`` float32), polars as ``Array(Float32, shape=(h, w, c))``, DuckDB as
+    ``FLOAT[][][]``. (``arrow.fixed_shape_tensor``, used before, has no ``datasets`` feature.)
+
+    >>> t = npy_crop_type((2, 3, 1))
+    >>> (t.list_size, t.value_type.list_size, t.value_type.value_type)
+    (2, 3, FixedSizeListType(fixed_size_list<item: float>[1]))
+    """
+    t = NPY_CROP_VALUE_TYPE
+    for size in reversed(shape):
+        t = pa.list_(t, int(size))
+    return t
+
+
+def npy_crop_array(values: np.ndarray, shape: tuple[int, int, int]) -> pa.Array:
+    """``values`` (float32, ``n * h * w * c`` of them, row-major) as an ``npy_crop_type(shape)``
+    array of ``n`` crops; no copy of the values."""
+    array = pa.array(np.asarray(values, np.float32).ravel(), NPY_CROP_VALUE_TYPE)
+    for size in reversed(shape):
+        array = pa.FixedSizeListArray.from_arrays(array, int(size))
+    return array
+
+
+def is_npy_crop_type(t: pa.DataType) -> bool:
+    """Whether ``t`` is a ``--format npy`` crop column: ``npy_crop_type`` (field names aside), or
+    the ``arrow.fixed_shape_tensor`` of runs written before it."""
+    if isinstance(t, pa.FixedShapeTensorType):
+        return True
+    for _ in range(3):
+        if not pa.types.is_fixed_size_list(t):
+            return False
+        t = t.value_type
+    return pa.types.is_floating(t)
+
+
+def npy_crop_tensors(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A ``--format npy`` crop column as one ``(n, h, w, c)`` float32 array (either type that
+    ``is_npy_crop_type`` accepts)."""
+    if not is_npy_crop_type(column.type):
+        raise SchemaError(f"expected an npy crop column (float32 [h][w][c] fixed-size lists or "
+                          f"fixed_shape_tensor), got {column.type}")
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        shape = tuple(column.type.shape)
+        if len(array) == 0:
+            return np.zeros((0, *shape), np.float32)
+        return array.to_numpy_ndarray().astype(np.float32, copy=False)
+    shape = []
+    for _ in range(3):
+        shape.append(array.type.list_size)
+        array = array.flatten()
+    values = array.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return values.reshape(-1, *shape)
 
 
 def _is_hf_image(t: pa.DataType) -> bool:

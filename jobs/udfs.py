@@ -532,13 +532,11 @@ class ShardBuilder:
                                                  fields=list(schema.HF_IMAGE_TYPE))
                       for start, stop, blobs in _binary_arrays(data)]
             return pieces[0] if len(pieces) == 1 else pa.chunked_array(pieces)
-        step = self.context.step
+        # float32 [h][w][c] fixed-size lists (schema.npy_crop_type): Hugging Face datasets,
+        # polars and pyarrow read them with their shape (fixed_shape_tensor fails in datasets).
         depth = self.crop_shapes[0][2] if self.crop_shapes else 3
-        tensor_type = pa.fixed_shape_tensor(pa.float32(), (*step.crop_size, depth))
         flat = np.frombuffer(b"".join(data), dtype=np.float32)
-        storage = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()),
-                                                    int(np.prod(step.crop_size)) * depth)
-        return pa.ExtensionArray.from_storage(tensor_type, storage)
+        return schema.npy_crop_array(flat, (*self.context.step.crop_size, depth))
 
 
 def _binary_arrays(blobs: list[bytes]) -> list[tuple[int, int, pa.Array]]:

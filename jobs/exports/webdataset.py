@@ -128,8 +128,8 @@ def _samples_by_shard(run: CommittedRun) -> Iterator[list]:
 def _crop_payloads(crops: pa.Table) -> list[tuple[str, bytes]]:
     """``(extension, bytes)`` of every crop: encoded images as stored, tensors as ``.npy``."""
     column = crops.column("crop")
-    if isinstance(column.type, pa.FixedShapeTensorType):
-        tensors = column.combine_chunks().to_numpy_ndarray()
+    if schema.is_npy_crop_type(column.type):
+        tensors = schema.npy_crop_tensors(column)
         payloads = []
         for tensor in tensors:
             buffer = io.BytesIO()
@@ -138,7 +138,7 @@ def _crop_payloads(crops: pa.Table) -> list[tuple[str, bytes]]:
         return payloads
     if not schema._is_hf_image(column.type):
         raise RunError(f"expected the crops column 'crop' to be struct<bytes, path> or a "
-                          f"fixed_shape_tensor, got {column.type}")
+                          f"float32 [h][w][c] tensor, got {column.type}")
     payloads = []
     for crop_id, value in zip(crops.column("crop_id").to_pylist(), column.to_pylist(),
                               strict=True):

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs import steps
+from jobs import schema, steps
 from jobs.pipeline import JobConfig, prepare
 from jobs.pipeline import crop_in_process as pair_and_crop
 from tests.jobs.builders import image_pixels, images_table, write_parquet
@@ -32,7 +32,7 @@ def test_convention_pixel_box_maps_to_normalized_by_size_minus_one(tmp_path):
     ]), tmp_path / "detections.parquet")
     crops = crop_in_process(tmp_path, {"type": "cropcore/crop_and_resize@v1",
                                        "crop_size": [16, 16]})
-    tensors = crops["crop"].combine_chunks().to_numpy_ndarray()
+    tensors = schema.npy_crop_tensors(crops["crop"])
     pixels = image_pixels(0).astype(np.float32)
     for tensor, detection_id in zip(tensors, crops["detection_id"].to_pylist(), strict=True):
         x0, y0, x1, y1 = boxes[detection_id]

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import exports, steps
+from jobs import exports, schema, steps
 from jobs.pipeline import JobConfig, run
 from jobs.schema import HF_IMAGE_TYPE
 from jobs.sinks import read_shard_index
@@ -250,13 +250,21 @@ def test_dataset_name_follows_the_openlineage_naming_rules(url, expected):
     assert exports.dataset_name(url) == expected
 
 
-def test_npy_crops_export_as_numpy_arrays(tmp_path):
+def _legacy_tensor_crops(tensors: np.ndarray) -> pa.Array:
+    """How runs before the fixed-size-list crops stored npy crops: arrow.fixed_shape_tensor."""
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(tensors.ravel()),
+                                                int(np.prod(tensors.shape[1:])))
+    return pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.float32(), tensors.shape[1:]),
+                                          storage)
+
+
+@pytest.mark.parametrize("build", [lambda t: schema.npy_crop_array(t, t.shape[1:]),
+                                   _legacy_tensor_crops], ids=["fixed_size_lists", "legacy"])
+def test_npy_crops_export_as_numpy_arrays(tmp_path, build):
     import webdataset as wds
 
     tensors = np.arange(2 * 4 * 3 * 3, dtype=np.float32).reshape(2, 4, 3, 3)
-    # Built as the job builds it: a fixed_shape_tensor type without a permutation.
-    storage = pa.FixedSizeListArray.from_arrays(pa.array(tensors.ravel()), 4 * 3 * 3)
-    crop = pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.float32(), (4, 3, 3)), storage)
+    crop = build(tensors)  # as the job builds it (or built it before)
     ids = ["c0", "c1"]
     crops = pa.table({"crop_id": ids, "image_id": ["im0", "im0"], "detection_id": ["d0", "d1"],
                       "crop": crop, "width": pa.array([3, 3], pa.int32()),
@@ -334,11 +342,60 @@ def test_job_crops_load_in_datasets_as_images_with_no_cast(tmp_path, monkeypatch
     np.testing.assert_array_equal(np.asarray(row["crop"].convert("RGB")), expected[:, :, ::-1])
 
 
+@pytest.mark.slow
+def test_npy_crops_load_in_datasets_as_float32_arrays(ray_cluster, tmp_path, monkeypatch):
+    """The real job's crop_and_resize --format npy crops load with datasets.load_dataset, with
+    no cast: a fixed-length [h][w][c] float32 feature, equal to cropcore.crop_and_resize."""
+    from cropcore import crop_and_resize
+    from tests.jobs.builders import image_pixels
+
+    datasets = _hf_offline(monkeypatch, tmp_path)
+    write_parquet(images_table(2), tmp_path / "images.parquet")
+    (tmp_path / "detections").mkdir()
+    detections = detections_table(2, 3)
+    write_parquet(detections, tmp_path / "detections" / "part-0.parquet")
+    step = steps.parse_step({"type": "cropcore/crop_and_resize@v1", "crop_size": [8, 6]})
+    run(JobConfig(images=str(tmp_path / "images.parquet"), detections=str(tmp_path / "detections"),
+                  output=str(tmp_path / "out"), step=step, image_format="npy"))
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "crops" / "*.parquet"),
+                               split="train", cache_dir=str(tmp_path / "hf" / "cache"))
+    feature = ds.features["crop"]  # List(List(List(float32, length=3), length=6), length=8)
+    shape = []
+    while isinstance(feature, datasets.List):
+        shape.append(feature.length)
+        feature = feature.feature
+    assert shape == [8, 6, 3] and feature == datasets.Value("float32")
+    tensors = ds.with_format("numpy")["crop"][:]
+    assert ds.num_rows == 6 and tensors.shape == (6, 8, 6, 3) and tensors.dtype == np.float32
+    rows = {row["detection_id"]: row for row in detections.to_pylist()}
+    for tensor, detection_id in zip(tensors, ds["detection_id"], strict=True):
+        d = rows[detection_id]
+        box = np.array([[d["y_min"] / 47, d["x_min"] / 63, d["y_max"] / 47, d["x_max"] / 63]],
+                       np.float32)
+        expected = crop_and_resize(image_pixels(int(d["image_id"][2:]))[None], box, [0], (8, 6))
+        np.testing.assert_array_equal(tensor, expected[0])
+    # the plain (python) format gives the same values as nested lists
+    np.testing.assert_array_equal(np.asarray(ds[0]["crop"], np.float32), tensors[0])
+
+
+def test_npy_crop_tensors_reads_both_crop_types_and_refuses_others():
+    tensors = np.arange(3 * 2 * 2 * 1, dtype=np.float32).reshape(3, 2, 2, 1)
+    for array in (schema.npy_crop_array(tensors, (2, 2, 1)), _legacy_tensor_crops(tensors)):
+        assert schema.is_npy_crop_type(array.type)
+        np.testing.assert_array_equal(schema.npy_crop_tensors(pa.chunked_array([array])), tensors)
+        np.testing.assert_array_equal(schema.npy_crop_tensors(array.slice(1)), tensors[1:])
+        assert schema.npy_crop_tensors(array.slice(0, 0)).shape == (0, 2, 2, 1)
+    assert not schema.is_npy_crop_type(HF_IMAGE_TYPE)
+    with pytest.raises(schema.SchemaError, match=r"expected an npy crop column .*got struct"):
+        schema.npy_crop_tensors(pa.array([None], HF_IMAGE_TYPE))
+
+
 def test_hf_features_metadata_names_only_an_image_crop_column():
     image = pa.schema([("crop_id", pa.string()), ("crop", HF_IMAGE_TYPE)])
     meta = exports.hf_features_metadata(image)
     assert json.loads(meta[b"huggingface"]) == {"info": {"features": {"crop": {"_type": "Image"}}}}
-    tensor = pa.schema([("crop", pa.fixed_shape_tensor(pa.float32(), (2, 2, 3)))])
+    # npy crops need none: datasets derives a fixed-length List from their Arrow type
+    tensor = pa.schema([("crop", schema.npy_crop_type((2, 2, 3)))])
     assert exports.hf_features_metadata(tensor) == {}
     table = exports.with_hf_features(pa.table({"crop": pa.array([None], HF_IMAGE_TYPE)})
                                      .replace_schema_metadata({b"other": b"kept"}))

@@ -12,7 +12,7 @@ import pytest
 
 from cropcore import Detections, absolute_static_crop, crop_and_resize, dynamic_crop
 from cropcore.masks import decode_rle
-from jobs import steps
+from jobs import schema, steps
 from jobs.pipeline import JobConfig, JobError, run
 from jobs.sinks import read_shard_index
 from jobs.storage import resolve
@@ -150,8 +150,8 @@ def test_crop_and_resize_npy_matches_the_kernel(ray_cluster, tmp_path):
                   detections=str(tmp_path / "detections"), output=str(tmp_path / "o"), step=step))
     crops = read_output(tmp_path / "o", "crops")
     assert crops.num_rows == 6
-    assert isinstance(crops["crop"].type, pa.FixedShapeTensorType)
-    tensors = crops["crop"].combine_chunks().to_numpy_ndarray()
+    assert crops["crop"].type == schema.npy_crop_type((8, 6, 3))  # float32 [h][w][c] lists
+    tensors = schema.npy_crop_tensors(crops["crop"])
     assert tensors.shape == (6, 8, 6, 3) and tensors.dtype == np.float32
     rows = detections.to_pylist()
     for tensor, row in zip(tensors, crops.to_pylist(), strict=True):

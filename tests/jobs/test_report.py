@@ -356,3 +356,20 @@ def test_geometry_is_read_from_crop_rows_and_malformed_values_are_skipped():
     assert keypoints.shape == (1, 3) and np.isnan(keypoints[0, 2])
     assert report._geometry({"polygon": [[1, 2]], "xyxyxyxy": [[0, 0]]}) == (None, None, None)
     assert report._geometry({"polygon": [["a", 2], [1, 2]]})[0] is None
+
+
+def test_report_draws_npy_crops_of_either_type():
+    """--format npy crops (float32 [h][w][c] lists, or runs' older fixed_shape_tensor) become
+    uint8 images for the contact sheet, rounded and clipped."""
+    from jobs import schema
+
+    tensors = np.array([[[[-3.0, 0.4, 0.6]], [[254.5, 255.7, 9.0]]]], np.float32)  # 1x2x1x3
+    legacy = pa.ExtensionArray.from_storage(
+        pa.fixed_shape_tensor(pa.float32(), (2, 1, 3)),
+        pa.FixedSizeListArray.from_arrays(pa.array(tensors.ravel()), 6))
+    for column in (schema.npy_crop_array(tensors, (2, 1, 3)), legacy):
+        (image,) = report._crop_pixels(pa.chunked_array([column]))
+        assert image.dtype == np.uint8 and image.shape == (2, 1, 3)
+        assert image.reshape(-1).tolist() == [0, 0, 1, 254, 255, 9]
+    empty = pa.chunked_array([], schema.npy_crop_type((2, 1, 3)))
+    assert report._crop_pixels(empty) == []

@@ -24,6 +24,7 @@ from cropcore.windows import INVERTED, NOT_FINITE
 from jobs import convert, pairing, schema, steps
 from jobs.exports import with_hf_features
 from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, fetch
+from jobs.plan import Unit
 from jobs.schema import IMAGE_ID, ImagesLayout
 from jobs.sinks import read_marker, write_shard
 from jobs.storage import MissingObjectError, StorageError, resolve
@@ -63,11 +64,12 @@ def shard_name(context: JobContext, file_url: str, row_group: int, start: int, s
 
 
 def crop_units(batch: pa.Table, context: JobContext) -> pa.Table:
-    """Ray Data UDF: each row of ``batch`` is a planned unit; returns one summary row per shard."""
+    """Ray Data UDF: each row of ``batch`` is a planned ``Unit`` (Ray Data carries it as a row;
+    it is a typed value again here); returns one marker row per shard."""
     _prepare_worker()
     markers = []
-    for unit in batch.to_pylist():
-        markers += _crop_unit(unit, context)
+    for row in batch.to_pylist():
+        markers += _crop_unit(Unit(**row), context)
     return pa.table({"marker": pa.array([json.dumps(m, sort_keys=True) for m in markers],
                                         pa.string())})
 
@@ -108,12 +110,12 @@ _MAX_CHUNK_BYTES = 2**31 - 1  # the most a pa.binary() array (32-bit offsets) ca
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
 
 
-def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
+def _crop_unit(unit: Unit, context: JobContext) -> list[dict]:
     output = resolve(context.output_url)
-    location = resolve(unit["file_url"])
-    n, step = unit["num_rows"], context.rows_per_shard
+    location = resolve(unit.file_url)
+    n, step = unit.num_rows, context.rows_per_shard
     shards = [(start, min(start + step, n)) for start in range(0, n, step)]
-    names = [shard_name(context, unit["file_url"], unit["row_group"], a, b) for a, b in shards]
+    names = [shard_name(context, unit.file_url, unit.row_group, a, b) for a, b in shards]
 
     def committed() -> dict:
         # a marker found committed is an earlier attempt's shard: counted as resumed, not redone
@@ -124,9 +126,9 @@ def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
     if all(done.values()):
         return list(done.values())
     detections, skip = None, set()
-    if unit["staged"]:  # pairing left this unit's detections and skipped rows in the work area
+    if unit.staged:  # pairing left this unit's detections and skipped rows in the work area
         try:
-            detections, skip = pairing.read_unit_rows(resolve(context.work_url), unit["index"])
+            detections, skip = pairing.read_unit_rows(resolve(context.work_url), unit.index)
         except MissingObjectError:
             # the same run, started twice, committed meanwhile and removed its work area
             done = committed()
@@ -141,7 +143,7 @@ def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
     columns = _columns_to_read(context)
     try:
         parquet = pq.ParquetFile(location.fs.open_input_file(location.path))
-        rows = schema.plain_table(parquet.read_row_group(unit["row_group"], columns=columns))
+        rows = schema.plain_table(parquet.read_row_group(unit.row_group, columns=columns))
     except (OSError, pa.ArrowInvalid) as error:
         raise StorageError(f"cannot read {location.url}: {str(error).splitlines()[0]}") from None
     markers = []
@@ -161,9 +163,9 @@ def _crop_unit(unit: dict, context: JobContext) -> list[dict]:
             )
         else:
             chunk_detections = None
-        source_rows = [unit["first_row"] + start + i for i in range(stop - start)]
+        source_rows = [unit.first_row + start + i for i in range(stop - start)]
         skipped = {r - start for r in skip if start <= r < stop}
-        shard = ShardBuilder(context, unit["file_url"], source_rows)
+        shard = ShardBuilder(context, unit.file_url, source_rows)
         shard.crop_chunk(chunk, chunk_detections, skipped)
         markers.append(write_shard(output, name, shard.tables(), shard.counts,
                                    context.fingerprint))

@@ -66,7 +66,7 @@ def _job_arguments(parser: argparse.ArgumentParser, *, output_required: bool = T
     parser.add_argument("--output", required=output_required, help="output directory URL")
     parser.add_argument("--step", required=True,
                         help="the step JSON, or @path/to/step.json")
-    parser.add_argument("--format", choices=("png", "jpeg", "webp", "npy"),
+    parser.add_argument("--format", choices=tuple(schema.CROP_FORMATS),
                         help="crop encoding (default png; npy for crop_and_resize)")
     parser.add_argument("--quality", type=int, help="jpeg/webp quality 1..100")
     parser.add_argument("--run-id", help="run id recorded in lineage (default: derived from the "

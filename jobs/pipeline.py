@@ -24,7 +24,7 @@ from datetime import datetime
 import pyarrow as pa
 
 from cropcore.codec import DEFAULT_MAX_PIXELS
-from jobs import ownership, pairing, raycompat, steps
+from jobs import ownership, pairing, raycompat, schema, steps
 from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, parse_allow_list
 from jobs.plan import Plan, make_plan
 from jobs.progress import Progress, planned_shards
@@ -43,7 +43,7 @@ __all__ = ["JobConfig", "JobError", "Prepared", "Summary", "build_pipeline", "ch
            "claim", "crop_in_process", "prepare", "run", "work_area"]
 
 log = logging.getLogger("jobs")
-FORMATS = ("png", "jpeg", "webp", "npy")
+FORMATS = tuple(schema.CROP_FORMATS)
 # Retries of a unit whose task failed on storage, after the S3 client's own retries gave up.
 TASK_RETRIES = 3
 

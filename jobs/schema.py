@@ -30,6 +30,7 @@ import pyarrow as pa
 
 __all__ = [
     "BOX_COLUMNS",
+    "CROP_FORMATS",
     "CROP_COLUMNS",
     "DETECTIONS_SCHEMA",
     "DETECTION_ID",
@@ -65,6 +66,8 @@ __all__ = [
 ]
 
 IMAGE_ID = "image_id"
+# The crop encodings (--format) and the extension each gives the crop's `path`: the one list.
+CROP_FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp", "npy": "npy"}
 DETECTION_ID = "detection_id"
 BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
 

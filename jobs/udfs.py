@@ -31,9 +31,6 @@ from jobs.storage import MissingObjectError, StorageError, resolve
 
 __all__ = ["JobContext", "ShardBuilder", "crop_units", "now", "shard_name"]
 
-EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp", "npy": "npy"}
-
-
 @dataclass(frozen=True)
 class JobContext:
     """Everything a worker needs, shipped once per task (small; detections by reference)."""
@@ -528,7 +525,7 @@ class ShardBuilder:
     def _crop_column(self) -> pa.Array:
         data = self.crop_data
         if self.context.image_format != "npy":
-            extension = EXTENSIONS[self.context.image_format]
+            extension = schema.CROP_FORMATS[self.context.image_format]
             paths = pa.array([f"{crop_id}.{extension}" for crop_id in self.crop_ids], pa.string())
             pieces = [pa.StructArray.from_arrays([blobs, paths[start:stop]],
                                                  fields=list(schema.HF_IMAGE_TYPE))

@@ -10,9 +10,10 @@ one run, not of the benchmark's own data generation. Each child starts its own l
 (``jobs.raycompat.init``) and shuts it down.
 
     python -m benchmarks.scale                       # S=200k and 4S=800k detections, pairing
-                                                     # 1 vs 2 CPUs, planning+pairing at 20M
+                                                     # 1 vs 2 CPUs, planning+pairing at 20M,
+                                                     # driver bytes per unit and listed file
     python -m benchmarks.scale --big 5000000         # a smaller "big" figure
-    python -m benchmarks.scale --parts job,pairing   # select parts (job, pairing, big)
+    python -m benchmarks.scale --parts job,pairing   # select parts (job, pairing, big, units)
 
 Data goes to ``--root`` (default ``/tmp/cropcore-scale``) and is deleted at the end unless
 ``--keep-data``.
@@ -384,7 +385,7 @@ def _run_child(spec: dict) -> dict:
 
 # -- the run ------------------------------------------------------------------------------------
 def _mb(n: int) -> str:
-    return f"{n / 2**20:,.0f} MB"
+    return f"{n / 2**20:,.0f} MiB"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -454,8 +455,9 @@ def main(argv: list[str] | None = None) -> int:
                     r["size"] = n
                     rows.append(r)
                     print(f"job {n:>9,} det, {r['pairing_path']:>11}: {r['seconds']:7.1f} s, "
-                          f"driver peak RSS {_mb(r['vm_hwm'])} (sampled {_mb(r['rss_peak_sampled'])}"
-                          f", before run {_mb(r['rss_before'])}), manifest "
+                          f"driver peak RSS {_mb(r['vm_hwm'])} "
+                          f"(sampled {_mb(r['rss_peak_sampled'])}, "
+                          f"before run {_mb(r['rss_before'])}), manifest "
                           f"{r['manifest_bytes']:,} B", flush=True)
             results["job"] = rows
             for path in ("distributed", "single task"):

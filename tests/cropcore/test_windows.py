@@ -71,3 +71,20 @@ def test_relative_windows_vectorized_over_several_boxes():
         relative_windows([0.5, 0.0], 0.5, [0.5, 0.2], 0.5, (100, 100)),
         [[25, 25, 75, 75], [0, 25, 10, 75]],
     )
+
+
+def test_windows_from_xyxy_names_the_non_finite_coordinates():
+    with pytest.raises(ValueError, match=r"^coordinates must be finite, got \[nan\]$"):
+        windows_from_xyxy([[1.0, np.nan, 3.0, 4.0]], (10, 10))
+    with pytest.raises(ValueError, match=r"got \[ inf -inf  nan  inf\]$"):
+        windows_from_xyxy([[np.inf, -np.inf, np.nan, np.inf], [np.nan, 0, 1, 1]], (10, 10))
+
+
+def test_convention_huge_coordinates_are_limited_before_rounding():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflowing float -> int64 cast warns
+        windows = windows_from_xyxy([[-1e300, -1e300, 1e300, 1e300], [-1e300, 2, -1e200, 5]],
+                                    (10, 8))
+    np.testing.assert_array_equal(windows, [[0, 0, 10, 8], [0, 2, 0, 5]])

@@ -27,6 +27,7 @@ from jobs.storage import (
     StorageError,
     create_exclusive,
     delete,
+    exists,
     list_tree,
     read_bytes,
     write_atomic,
@@ -100,22 +101,28 @@ class OutputState:
 
 
 def inspect_output(output: Location) -> OutputState:
-    """List the output once and read its claim and manifest (if any)."""
-    files = list_tree(output)
-    foreign = tuple(f for f in files if not is_own_file(f))
+    """Read the output's claim and manifest (if any). The folder is listed, to find files the
+    job did not write, only when no run has claimed it: a claimed output's owner is settled by
+    its claim, and listing an output of millions of shards on the driver would cost more than
+    any check is worth (the job never deletes a file it did not write either way)."""
     claim = manifest = None
-    if CLAIM in files:
+    claim_location = output.child(CLAIM)
+    if exists(claim_location):
         try:
-            claim = Claim.from_json(read_bytes(output.child(CLAIM)))
+            claim = Claim.from_json(read_bytes(claim_location))
         except (ValueError, KeyError, TypeError) as error:
             raise OutputRefused(f"{output.url}/{CLAIM} is not a claim this job wrote "
                                 f"({type(error).__name__}); choose a new --output") from None
-    if "_manifest.json" in files:
+    if exists(output.child("_manifest.json")):
         try:
             manifest = json.loads(read_bytes(output.child("_manifest.json")))
         except ValueError:
             raise OutputRefused(f"{output.url}/_manifest.json is not valid JSON; choose a new "
                                 f"--output") from None
+    if claim is not None:
+        return OutputState(claim, manifest, (), 0)
+    files = list_tree(output)
+    foreign = tuple(f for f in files if not is_own_file(f))
     # A concurrent run's claim in the making (its temporary file) and its writable probe are
     # not data: they must not make this run think an unclaimed run left files here.
     own_data = sum(is_own_file(f) and not f.startswith((CLAIM, "_probe-")) for f in files)
@@ -205,9 +212,14 @@ def remove_own_leftovers(output: Location, fingerprint: str) -> int:
     many files were deleted; nothing without the prefix is touched."""
     tag = re.escape(fingerprint[:16])
     removed = 0
-    for relative in list_tree(output):
+    # Temporary files exist only on local disks (object stores publish whole objects), so an
+    # object store's output is not listed, only this run's work area.
+    work = f"_work/{fingerprint[:16]}/"
+    candidates = list_tree(output) if output.is_local else [
+        work + relative for relative in list_tree(output.child(work.rstrip("/")))]
+    for relative in candidates:
         ours = re.fullmatch(rf".+\.tmp-{tag}[0-9a-f]{{32}}", relative) \
-            or relative.startswith(f"_work/{fingerprint[:16]}/")
+            or relative.startswith(work)
         if ours and is_own_file(relative):
             delete(output.child(relative))
             removed += 1

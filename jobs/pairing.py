@@ -67,6 +67,7 @@ MESSAGES = {
 # Inputs up to this many rows (images + detections) are paired in one task, no shuffle.
 SINGLE_TASK_ROWS = int(os.environ.get("CROPJOB_PAIRING_SINGLE_TASK_ROWS", 500_000))
 ROWS_PER_PARTITION = 1_000_000
+BLOCKS_PER_CPU = 8  # reader blocks per cluster CPU
 _ERROR_BUCKET_BITS = 20  # error rows are written in shards of up to 2^20 input positions
 PAIRED = "_paired.json"
 
@@ -107,11 +108,12 @@ def pair(plan: Plan, output: Location, work: Location, fingerprint: str,
                                         max_task_retries=3)
     else:
         partitions = max(num_cpus, math.ceil(rows / ROWS_PER_PARTITION))
-        keys = _read(ray.data.from_items(units, override_num_blocks=min(len(units), 4096)),
+        blocks = max(1, BLOCKS_PER_CPU * num_cpus)  # blocks, not rows, cost the driver
+        keys = _read(ray.data.from_items(units, override_num_blocks=min(len(units), blocks)),
                      _read_image_keys, context)
         if parts:
             detections = _read(ray.data.from_items(parts,
-                                                   override_num_blocks=min(len(parts), 4096)),
+                                                   override_num_blocks=min(len(parts), blocks)),
                                _read_detections, context)
             marked = detections.repartition(partitions, keys=[schema.DETECTION_ID], sort=True)
             marked = raycompat.map_batches(marked, _mark_repeated_batch, fn_kwargs={},

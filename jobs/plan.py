@@ -67,6 +67,24 @@ def _file_identity(location: Location) -> str:
     return f"{location.url}:{info.size}:{info.mtime_ns}"
 
 
+FOOTER_THREADS = 32  # footers read at once: on an object store each is a request or two
+
+
+def _footers(files: list[Location]):
+    """``(location, ParquetFile, identity)`` of each file, in order; footers and sizes are read
+    by a thread pool, since on an object store each read waits on the network."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(location: Location):
+        return location, open_parquet(location), _file_identity(location)
+
+    if len(files) <= 1:
+        yield from map(read, files)
+        return
+    with ThreadPoolExecutor(min(FOOTER_THREADS, len(files))) as pool:
+        yield from pool.map(read, files)
+
+
 def make_plan(images_url: str, detections_url: str | None, *, needs_detections: bool,
               keep_columns: tuple[str, ...] | None, parameter_columns: dict[str, str]) -> Plan:
     """Units of the images table and parts of the detections table, from footers only.
@@ -74,9 +92,8 @@ def make_plan(images_url: str, detections_url: str | None, *, needs_detections: 
     digest: list[str] = []
     units: list[Unit] = []
     layout = None
-    for location in list_files(resolve(images_url)):
-        parquet = open_parquet(location)
-        digest.append(_file_identity(location))
+    for location, parquet, identity in _footers(list_files(resolve(images_url))):
+        digest.append(identity)
         if parquet.metadata.num_rows == 0:
             continue
         file_layout = schema.images_layout(parquet.schema_arrow, keep_columns, parameter_columns)
@@ -100,9 +117,8 @@ def make_plan(images_url: str, detections_url: str | None, *, needs_detections: 
                                      "do not pass --detections as well")
         schemas = []
         order = 0
-        for location in list_files(resolve(detections_url)):
-            parquet = open_parquet(location)
-            digest.append(_file_identity(location))
+        for location, parquet, identity in _footers(list_files(resolve(detections_url))):
+            digest.append(identity)
             if parquet.metadata.num_rows == 0:
                 continue
             file_schema = parquet.schema_arrow

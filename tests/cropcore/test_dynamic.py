@@ -43,6 +43,24 @@ def reference_dynamic_crop(image, xyxy, masks, opacity, color_bgr):
     return out
 
 
+def assert_matches_reference(image, boxes, masks, opacity, colour_rgb) -> None:
+    """``dynamic_crop`` gives the reference's crops and offsets (colour given as RGB)."""
+    detections = Detections(
+        xyxy=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        detection_id=[str(i) for i in range(len(boxes))],
+        mask=masks,
+    )
+    crops = dynamic_crop(image, detections, opacity, colour_rgb)
+    expected = reference_dynamic_crop(image, boxes, masks, opacity, colour_rgb[::-1])
+    assert len(crops) == len(expected)
+    for crop, reference in zip(crops, expected, strict=True):
+        if reference is None:
+            assert crop is None
+        else:
+            np.testing.assert_array_equal(crop.image, reference[0])
+            assert crop.offset == reference[1]
+
+
 def spec_image():
     image = np.zeros((1000, 1000, 3), dtype=np.uint8)
     image[0:20, 0:20] = 39
@@ -241,20 +259,7 @@ def test_dynamic_crop_matches_reference(case):
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     masks = rng.random((len(boxes), h, w)) > 0.5
-    detections = Detections(
-        xyxy=np.array(boxes, dtype=np.float64).reshape(-1, 4),
-        detection_id=[str(i) for i in range(len(boxes))],
-        mask=masks,
-    )
-    crops = dynamic_crop(image, detections, opacity, colour_rgb)
-    expected = reference_dynamic_crop(image, boxes, masks, opacity, colour_rgb[::-1])
-    assert len(crops) == len(expected)
-    for crop, reference in zip(crops, expected, strict=True):
-        if reference is None:
-            assert crop is None
-        else:
-            np.testing.assert_array_equal(crop.image, reference[0])
-            assert crop.offset == reference[1]
+    assert_matches_reference(image, boxes, masks, opacity, colour_rgb)
 
 
 # --- The defaults users run, and edge values every property test draws (issue 16) -------------
@@ -346,20 +351,7 @@ def edge_case_arrays(h, w, n, seed, mask_kind):
 def test_dynamic_crop_matches_reference_on_edge_values(case):
     h, w, boxes, seed, opacity, colour_rgb, mask_kind = case
     image, masks = edge_case_arrays(h, w, len(boxes), seed, mask_kind)
-    detections = Detections(
-        xyxy=np.array(boxes, dtype=np.float64).reshape(-1, 4),
-        detection_id=[str(i) for i in range(len(boxes))],
-        mask=masks,
-    )
-    crops = dynamic_crop(image, detections, opacity, colour_rgb)
-    expected = reference_dynamic_crop(image, boxes, masks, opacity, colour_rgb[::-1])
-    assert len(crops) == len(expected)
-    for crop, reference in zip(crops, expected, strict=True):
-        if reference is None:
-            assert crop is None
-        else:
-            np.testing.assert_array_equal(crop.image, reference[0])
-            assert crop.offset == reference[1]
+    assert_matches_reference(image, boxes, masks, opacity, colour_rgb)
 
 
 # --- Behaviour the mutation run found unchecked (issue 16) ------------------------------------

@@ -38,7 +38,15 @@ import pyarrow.compute as pc
 from jobs import raycompat, schema
 from jobs.plan import Plan
 from jobs.sinks import parquet_bytes, write_shard
-from jobs.storage import Location, StorageError, open_parquet, resolve, write_atomic
+from jobs.storage import (
+    Location,
+    StorageError,
+    exists,
+    open_parquet,
+    read_bytes,
+    resolve,
+    write_atomic,
+)
 
 __all__ = [
     "KIND",
@@ -162,8 +170,6 @@ def _record(results, work: Location, fingerprint: str) -> Pairing:
 
 
 def _read_paired(work: Location) -> Pairing | None:
-    from jobs.storage import exists, read_bytes
-
     location = work.child(PAIRED)
     if not exists(location):
         return None

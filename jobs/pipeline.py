@@ -229,8 +229,7 @@ def build_pipeline(prepared: Prepared, staged_units: frozenset[int] = frozenset(
     committed shard out. Lazy: nothing runs until it is consumed."""
     import ray
 
-    units = [asdict(dataclasses.replace(u, staged=u.index in staged_units))
-             for u in prepared.plan.units]
+    units = _unit_rows(prepared.plan, staged_units)
     # Blocks, not units, cost the driver (about 2.4 KB and 1.6 ms each, measured): a few per
     # CPU keep every CPU busy and retries small, whatever the number of row groups.
     num_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -240,6 +239,11 @@ def build_pipeline(prepared: Prepared, staged_units: frozenset[int] = frozenset(
     return raycompat.map_batches(dataset, crop_units, fn_kwargs={"context": prepared.context},
                                  batch_size=1, num_cpus=1, retry_errors=(StorageError,),
                                  max_task_retries=TASK_RETRIES)
+
+
+def _unit_rows(plan: Plan, staged_units: frozenset[int]) -> list[dict]:
+    """The crop stage's input rows: each unit, marked when pairing staged rows for it."""
+    return [asdict(dataclasses.replace(u, staged=u.index in staged_units)) for u in plan.units]
 
 
 def work_area(prepared: Prepared) -> Location:
@@ -315,8 +319,7 @@ def crop_in_process(prepared: Prepared) -> list[dict]:
     context = dataclasses.replace(prepared.context, work_url=work.url)
     paired = pairing.pair_in_process(prepared.plan, prepared.output, work, prepared.fingerprint)
     markers = list(paired.markers)
-    for unit in prepared.plan.units:
-        row = asdict(dataclasses.replace(unit, staged=unit.index in paired.staged_units))
+    for row in _unit_rows(prepared.plan, paired.staged_units):
         batch = crop_units(pa.Table.from_pylist([row]), context)
         markers += [json.loads(m) for m in batch.column("marker").to_pylist()]
     return markers

@@ -1,16 +1,26 @@
 """Named tests for the conventions of docs/crop-semantics.md that had none: clamping, the
 addWeighted blend, prediction translation, TensorFlow's one-ulp quirk, overflowing box
-arithmetic, and sizes as ``(width, height)``. The job's pixel -> normalized mapping is in
-tests/jobs/test_conventions.py. Expected values are written out or computed here, never by the
-kernel under test."""
+arithmetic, sizes as ``(width, height)``, and Roboflow-style polygons outside the image. The
+job's pixel -> normalized mapping is in tests/jobs/test_conventions.py. Expected values are
+written out or computed here, never by the kernel under test (the dynamic-crop polygon test also
+compares the windowed rasterization with the full-image one)."""
 
 import cv2
 import numpy as np
 import pytest
 
-from cropcore import Crop, Detections, absolute_static_crop, crop_and_resize, dynamic_crop
+from cropcore import (
+    Crop,
+    Detections,
+    absolute_static_crop,
+    crop_and_resize,
+    dynamic_crop,
+    dynamic_crop_batch,
+    polygon_to_mask,
+)
 from cropcore.dynamic import remove_background
 from cropcore.windows import windows_from_xyxy
+from tests.cropcore.test_masks import reference_polygon_roboflow
 
 
 def test_convention_windows_are_clamped_to_the_image():
@@ -94,3 +104,100 @@ def test_convention_sizes_are_width_height_int_tuples():
     assert crop.parent_size == (64, 48) and all(type(v) is int for v in crop.parent_size)
     assert crop.window == (2, 1, 7, 4) and all(type(v) is int for v in crop.window)
     assert crop.root_window == (2, 1, 7, 4) and crop.root_size == (64, 48)
+
+
+# --- Roboflow-style polygons that reach outside the image ------------------------------------
+# polygon_to_mask(style="roboflow") is cv2.fillPoly on the image's own canvas, as supervision
+# calls it, so vertices outside the image go through OpenCV's clipping. The slow reference in
+# test_masks.py rasterizes without clipping (it equals cv2.fillPoly on a canvas padded around
+# the polygon, cut back to the image). Where clipping cannot move a pixel the two agree; where an
+# edge crosses the border at a slant OpenCV restarts its line at the clipped point, and the
+# kernel follows OpenCV, not the reference.
+
+_H, _W = 24, 30
+
+
+def _clip_safe_polygons_outside():
+    """Polygons partly or wholly outside a 30 x 24 (W x H) image whose pixels OpenCV's clipping
+    cannot move: wholly beside the image, enclosing it, and axis-aligned rectangles (their
+    edges are clipped exactly), with negative coordinates and coordinates beyond W and H."""
+    rng = np.random.default_rng(2024)
+    polygons = [
+        [[-9.5, -4.0], [-1.2, -7.0], [-3.0, 30.0]],  # left of the image (x truncates to -1)
+        [[30.0, 2.0], [55.0, 9.0], [41.0, 23.0]],  # right of it, x = W is outside
+        [[4.0, 24.0], [20.0, 90.0], [-8.0, 60.0]],  # below it, y = H is outside
+        [[-1e4, -1e4], [1e4, -1e4], [1e4, 1e4], [-1e4, 1e4]],  # encloses the image
+        [[15.0, -500.0], [600.0, 12.0], [15.0, 700.0], [-570.0, 12.0]],  # diamond around it
+        [[-5.0, -5.0], [12.0, -5.0], [12.0, 9.0], [-5.0, 9.0]],  # top-left corner
+        [[25.9, 20.5], [40.0, 20.5], [40.0, 31.0], [25.9, 31.0]],  # bottom-right corner
+    ]
+    for _ in range(40):
+        x0, x1 = np.sort(rng.uniform(-40, 70, 2))
+        y0, y1 = np.sort(rng.uniform(-40, 60, 2))
+        polygons.append([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    for _ in range(20):  # wholly beyond one side
+        points = rng.uniform(-60, 90, size=(rng.integers(3, 7), 2))
+        side = rng.integers(4)
+        axis, low, high = [(0, -60, -1), (0, _W, 90), (1, -60, -1), (1, _H, 90)][side]
+        points[:, axis] = rng.uniform(low, high, len(points))
+        polygons.append(points.tolist())
+    return [np.array(p, dtype=np.float64) for p in polygons]
+
+
+def test_convention_roboflow_polygon_outside_the_image_matches_the_reference_where_unclipped():
+    for polygon in _clip_safe_polygons_outside():
+        out = polygon_to_mask(polygon, (_H, _W), style="roboflow")
+        np.testing.assert_array_equal(out, reference_polygon_roboflow(polygon, _H, _W),
+                                      err_msg=str(polygon.tolist()))
+    # wholly outside paints nothing; enclosing paints everything
+    assert not polygon_to_mask([[-9.5, -4], [-1.2, -7], [-3, 30]], (_H, _W), style="roboflow").any()
+    assert polygon_to_mask([[-1e4, -1e4], [1e4, -1e4], [1e4, 1e4], [-1e4, 1e4]], (_H, _W),
+                           style="roboflow").all()
+    # a rectangle from (-5, -5) to (12, 9) keeps its inside part, outline included
+    expected = np.zeros((_H, _W), bool)
+    expected[0:10, 0:13] = True
+    np.testing.assert_array_equal(
+        polygon_to_mask([[-5, -5], [12, -5], [12, 9], [-5, 9]], (_H, _W), style="roboflow"),
+        expected)
+
+
+def test_convention_roboflow_polygon_crossing_the_border_follows_opencv_clipping():
+    """A slanted edge crossing the border: the kernel is cv2.fillPoly on the image's canvas
+    (what supervision computes), which clips the edge at the border and draws the line from
+    there, so it differs from the unclipped reference near that edge, not elsewhere."""
+    polygon = np.array([[-7.0, 3.0], [20.0, 10.0], [20.0, 20.0], [-7.0, 20.0]])
+    out = polygon_to_mask(polygon, (_H, _W), style="roboflow")
+    expected = np.zeros((_H, _W), np.uint8)
+    cv2.fillPoly(expected, [polygon.astype(np.int32)], color=1)
+    np.testing.assert_array_equal(out, expected.astype(bool))
+    reference = reference_polygon_roboflow(polygon, _H, _W)
+    rows = np.unique(np.nonzero(out != reference)[0])
+    assert rows.size and rows.max() <= 10  # only along the clipped edge (y from 3 to 10)
+    np.testing.assert_array_equal(out[11:], reference[11:])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_convention_roboflow_polygon_outside_the_image_through_dynamic_crop_windows(seed):
+    """The polygon standing in for a mask inside a dynamic crop's window is the full image's
+    mask cut to the window, also for vertices far outside the image (the kernel rasterizes
+    only on the polygon's clipped extent), and equals the reference there when unclipped."""
+    rng = np.random.default_rng(seed)
+    image = np.full((_H, _W), 200, np.uint8)
+    safe = _clip_safe_polygons_outside()
+    crossing = [rng.uniform(-1e3, 1e3, size=(rng.integers(3, 7), 2)) for _ in range(10)]
+    crossing += [rng.uniform(-20, 50, size=(rng.integers(3, 7), 2)) for _ in range(20)]
+    for polygon in safe + crossing:
+        x0, x1 = np.sort(rng.integers(-5, _W + 6, 2))
+        y0, y1 = np.sort(rng.integers(-5, _H + 6, 2))
+        detections = Detections(xyxy=[[x0, y0, x1 + 1, y1 + 1]], detection_id=["a"],
+                                polygons=[polygon])
+        batch = dynamic_crop_batch(image, detections, 1.0, (0, 0, 0), polygon_style="roboflow")
+        if batch.crops[0] is None:
+            continue
+        wx0, wy0, wx1, wy1 = (int(v) for v in batch.windows[0])
+        kept = batch.crops[0] == 200
+        full = polygon_to_mask(polygon, (_H, _W), style="roboflow")
+        np.testing.assert_array_equal(kept, full[wy0:wy1, wx0:wx1], err_msg=str(polygon.tolist()))
+        if any(polygon is p for p in safe):
+            reference = reference_polygon_roboflow(polygon, _H, _W)
+            np.testing.assert_array_equal(kept, reference[wy0:wy1, wx0:wx1])

@@ -649,6 +649,17 @@ def import_roboflow(
           ``f"{image_id}:{k}"``, k the prediction's index, when absent); ``points`` ->
           ``polygon``; ``keypoints`` (``x, y, confidence``) -> ``keypoints``; ``mask`` is null.
         - ``width``/``height`` come from the result's ``image``, or from the image header.
+        - No oriented boxes: Roboflow's inference JSON has no oriented-box (OBB) form to read.
+          Checked in roboflow/inference: ``inference/core/entities/responses/inference.py``
+          (prediction entities: ``x, y, width, height``, ``points``, ``keypoints``, no corners),
+          ``inference/models/utils.py`` (no OBB model type in ``ROBOFLOW_MODEL_TYPES``),
+          ``inference/core/workflows/core_steps/common/serializers.py`` and
+          ``serializers_tensor.py`` (workflows keep corners in ``data["xyxyxyxy"]`` internally
+          but do not write them to the JSON); and in roboflow/supervision:
+          ``supervision/detection/utils/internal.py`` ``process_roboflow_result`` (what
+          ``Detections.from_inference`` reads: box, ``rle``/``rle_mask``, ``points``; it never
+          sets ``xyxyxyxy``). Extra fields on a prediction are ignored, as before; oriented
+          boxes come in as YOLO-OBB labels through ``import_yolo(..., obb=True)``.
 
     Returns:
         An :class:`ImportSummary`.
@@ -1091,7 +1102,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     yolo = formats.add_parser("yolo", help="YOLO label .txt files beside an image folder")
     yolo.add_argument("--labels", required=True, help="folder of label .txt files")
     yolo.add_argument("--names", required=True, help="class names: a text file or a data.yaml")
-    roboflow = formats.add_parser("roboflow", help="Roboflow inference results (JSON or JSONL)")
+    roboflow = formats.add_parser(
+        "roboflow",
+        help="Roboflow inference results (JSON or JSONL): boxes, polygons, keypoints "
+        "(Roboflow's JSON has no oriented-box form to import)",
+    )
     roboflow.add_argument(
         "--predictions", required=True, help="a .json or .jsonl file, or a folder of .json files"
     )

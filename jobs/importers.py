@@ -1084,6 +1084,8 @@ EXAMPLE = """examples:
       --images coco/val2017/ --output s3://bucket/dataset/
   python -m jobs import yolo --labels data/labels/ --images data/images/ --names data/data.yaml \\
       --output dataset/
+  python -m jobs import yolo --obb --labels dota/labels/ --images dota/images/ \\
+      --names dota/data.yaml --output dataset/
   python -m jobs import roboflow --predictions predictions.jsonl --images photos/ --output dataset/
 then crop:
   python -m jobs run --images dataset/images/ --detections dataset/detections/ ..."""
@@ -1102,6 +1104,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     yolo = formats.add_parser("yolo", help="YOLO label .txt files beside an image folder")
     yolo.add_argument("--labels", required=True, help="folder of label .txt files")
     yolo.add_argument("--names", required=True, help="class names: a text file or a data.yaml")
+    yolo.add_argument(
+        "--obb",
+        action="store_true",
+        help="the labels are Ultralytics oriented boxes (YOLO-OBB): "
+        "class x1 y1 x2 y2 x3 y3 x4 y4, normalized; they become xyxyxyxy",
+    )
     roboflow = formats.add_parser(
         "roboflow",
         help="Roboflow inference results (JSON or JSONL): boxes, polygons, keypoints "
@@ -1131,7 +1139,12 @@ def command(args: argparse.Namespace) -> int:
             )
         elif args.format == "yolo":
             summary = import_yolo(
-                args.labels, args.images, args.names, args.output, max_file_bytes=max_file_bytes
+                args.labels,
+                args.images,
+                args.names,
+                args.output,
+                max_file_bytes=max_file_bytes,
+                obb=args.obb,
             )
         else:
             summary = import_roboflow(

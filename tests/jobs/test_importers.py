@@ -970,6 +970,31 @@ def test_command_imports_and_reports(tmp_path, capsys):
     assert len(read_output(tmp_path / "out")[1]) == 1
 
 
+def test_command_obb_flag_reads_oriented_boxes(tmp_path, capsys):
+    from jobs import cli
+
+    names = yolo_dataset(
+        tmp_path, {"a.txt": "1 0.5 0.25 0.75 0.5 0.5 0.75 0.25 0.5 0.75\n"}, {"a.jpg": (40, 80)}
+    )
+    argv = ["import", "yolo", "--obb", "--labels", str(tmp_path / "labels"), "--images"]
+    argv += [str(tmp_path / "images"), "--names", str(names), "--output", str(tmp_path / "out")]
+
+    assert cli.main(argv) == 0
+
+    assert "detections 1" in capsys.readouterr().out
+    (detection,) = read_output(tmp_path / "out")[1]
+    assert detection["xyxyxyxy"] == [[40.0, 10.0], [60.0, 20.0], [40.0, 30.0], [20.0, 20.0]]
+    assert box(detection) == [20.0, 10.0, 60.0, 30.0]
+    assert detection["polygon"] is None
+    assert (detection["class_name"], detection["confidence"]) == ("car", 0.75)
+    # the same labels without the flag are read as polygons, as the Python API does
+    argv[argv.index("--output") + 1] = str(tmp_path / "plain")
+    argv.remove("--obb")
+    assert cli.main(argv) == 0
+    (plain,) = read_output(tmp_path / "plain")[1]
+    assert plain["xyxyxyxy"] is None and plain["polygon"] == detection["xyxyxyxy"]
+
+
 def test_command_reports_invalid_input_in_one_line(tmp_path, capsys):
     from jobs import cli
 

@@ -10,8 +10,9 @@ The rules (unchanged from the driver-side pairing they replace):
 - every other detection pairs with its image's (first) row.
 
 The work is three hash partitionings of small rows, each followed by one vectorized pass over a
-whole partition (Ray Data's ``repartition(keys=..., sort=True)``, the primitive its own
-``groupby().map_groups()`` is built on: every key's rows land in one block)::
+whole partition (Ray Data's keyed ``repartition``: a hash shuffle whose reduce step concatenates
+each partition into one block, so every key's rows land in one block; not sorted, since the
+passes group by hashing, and a sort of each partition by its string key cost more than a pass)::
 
     image keys (id, unit, row) ─┐
     detections ── by detection_id: mark repeats ─┴─ by image_id: pair ── by unit: stage
@@ -123,14 +124,14 @@ def pair(plan: Plan, output: Location, work: Location, fingerprint: str,
             detections = _read(ray.data.from_items(parts,
                                                    override_num_blocks=min(len(parts), blocks)),
                                _read_detections, context)
-            marked = detections.repartition(partitions, keys=[schema.DETECTION_ID], sort=True)
+            marked = detections.repartition(partitions, keys=[schema.DETECTION_ID])
             marked = raycompat.map_batches(marked, _mark_repeated_batch, fn_kwargs={},
                                            batch_size=None, num_cpus=1)
             keys = keys.union(marked)
-        paired = keys.repartition(partitions, keys=[schema.IMAGE_ID], sort=True)
+        paired = keys.repartition(partitions, keys=[schema.IMAGE_ID])
         paired = raycompat.map_batches(paired, _pair_batch, fn_kwargs={}, batch_size=None,
                                        num_cpus=1)
-        staged = paired.repartition(partitions, keys=[UNIT], sort=True)
+        staged = paired.repartition(partitions, keys=[UNIT])
         results = raycompat.map_batches(staged, _stage_batch,
                                         fn_kwargs={k: context[k] for k in
                                                    ("output_url", "work_url", "fingerprint")},

@@ -80,6 +80,8 @@ RAY_CLUSTER_ENV = {
     "RAY_health_check_period_ms": "1000",
     "RAY_health_check_timeout_ms": "1000",
     "RAY_health_check_failure_threshold": "3",
+    # as cluster.yaml sets it: idle workers kept per node (3 per CPU)
+    "RAY_num_workers_soft_limit": "3",
 }
 
 

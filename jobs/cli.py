@@ -69,6 +69,10 @@ def _job_arguments(parser: argparse.ArgumentParser, *, output_required: bool = T
     parser.add_argument("--format", choices=tuple(schema.CROP_FORMATS),
                         help="crop encoding (default png; npy for crop_and_resize)")
     parser.add_argument("--quality", type=int, help="jpeg/webp quality 1..100")
+    parser.add_argument("--webp-method", type=int,
+                        help="webp only: libwebp's effort 0..6, 0 fastest (about 3x faster than "
+                        "the default encoder, files about 8%% larger; default: OpenCV's encoder, "
+                        "effort 4)")
     parser.add_argument("--run-id", help="run id recorded in lineage (default: derived from the "
                         "inputs, step and code version, so reruns resume)")
     parser.add_argument("--keep-columns", help="comma-separated images columns to carry onto "
@@ -148,7 +152,7 @@ def _config(args):
     return JobConfig(
         images=args.images, detections=args.detections, output=args.output or "",
         step=_step_argument(args.step), image_format=args.format, quality=args.quality,
-        run_id=args.run_id, keep_columns=keep,
+        webp_method=args.webp_method, run_id=args.run_id, keep_columns=keep,
         max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
         max_detections=args.max_detections,
         rows_per_shard=args.rows_per_shard, reduced_decode=args.reduced_decode,

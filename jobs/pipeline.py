@@ -63,6 +63,7 @@ class JobConfig:
     detections: str | None = None
     image_format: str | None = None  # default: npy for crop_and_resize, png otherwise
     quality: int | None = None
+    webp_method: int | None = None  # webp only: libwebp's effort 0..6 (None: OpenCV's encoder)
     run_id: str | None = None
     keep_columns: tuple[str, ...] | None = None  # None: small scalar columns
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -82,10 +83,15 @@ class JobConfig:
             raise JobError("--format npy needs the crop_and_resize step (fixed-shape crops)")
         if self.quality is not None and not (1 <= self.quality <= 100):
             raise JobError(f"--quality must be within 1..100, got {self.quality}")
+        if self.webp_method is not None and (type(self.webp_method) is not int
+                                             or not 0 <= self.webp_method <= 6):
+            raise JobError(f"--webp-method must be an integer within 0..6, got {self.webp_method}")
         if self.reduced_decode and not self.step.fixed_shape:
             raise JobError("--reduced-decode applies to the crop_and_resize step only")
         if self.quality is not None and fmt in ("png", "npy"):
             raise JobError(f"--quality applies to jpeg and webp, not {fmt}")
+        if self.webp_method is not None and fmt != "webp":
+            raise JobError(f"--webp-method applies to webp only, not {fmt}")
         try:
             object.__setattr__(self, "allow_uris", parse_allow_list(self.allow_uris))
         except ValueError as error:
@@ -150,7 +156,8 @@ def prepare(config: JobConfig) -> Prepared:
     step_json = steps.step_to_json(config.step)
     settings = {
         "code_version": version, "step": step_json, "format": config.image_format,
-        "quality": config.quality, "inputs": plan.input_digest,
+        "quality": config.quality, "webp_method": config.webp_method,
+        "inputs": plan.input_digest,
         "keep_columns": list(plan.layout.carried) if plan.layout else [],
         "max_pixels": config.max_pixels, "max_detections": config.max_detections,
         "rows_per_shard": config.rows_per_shard, "reduced_decode": config.reduced_decode,
@@ -166,7 +173,7 @@ def prepare(config: JobConfig) -> Prepared:
         reduced_decode=config.reduced_decode,
         run_id=run_id, fingerprint=fingerprint, code_version=version, created_at=now(),
         parameter_columns=references, allow_uris=config.allow_uris,
-        max_image_bytes=config.max_image_bytes,
+        max_image_bytes=config.max_image_bytes, webp_method=config.webp_method,
     )
     return Prepared(config, plan, context, run_id, fingerprint, settings, output)
 

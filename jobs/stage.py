@@ -48,9 +48,10 @@ _ROWS_PER_INDEX = 10_000
 
 
 def crop(images, step: steps.Step, *, detections=None, image_format: str | None = None,
-         quality: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-         max_detections: int = 10_000, allow_uris: tuple[str, ...] = (),
-         run_id: str = "ray-data", num_partitions: int | None = None):
+         quality: int | None = None, webp_method: int | None = None,
+         max_pixels: int = DEFAULT_MAX_PIXELS, max_detections: int = 10_000,
+         allow_uris: tuple[str, ...] = (), run_id: str = "ray-data",
+         num_partitions: int | None = None):
     """Crop every image of a Ray ``Dataset``; returns a Dataset of crop rows (lazy).
 
     Args:
@@ -60,7 +61,8 @@ def crop(images, step: steps.Step, *, detections=None, image_format: str | None 
         step: a parsed step (``jobs.steps.parse_step``).
         detections: optional rows with ``image_id``, ``detection_id`` and the box columns;
             nested onto the images by a hash join (``num_partitions`` of it).
-        image_format, quality, max_pixels, max_detections, allow_uris: as on the command line.
+        image_format, quality, webp_method, max_pixels, max_detections, allow_uris: as on the
+            command line.
         run_id: recorded in lineage.
 
     Returns:
@@ -80,7 +82,8 @@ def crop(images, step: steps.Step, *, detections=None, image_format: str | None 
         image_format=image_format, quality=quality, max_pixels=max_pixels,
         max_detections=max_detections, rows_per_shard=1, reduced_decode=False, run_id=run_id,
         fingerprint="", code_version=code_version(), created_at=now(),
-        parameter_columns=steps.column_refs(step), allow_uris=tuple(allow_uris))
+        parameter_columns=steps.column_refs(step), allow_uris=tuple(allow_uris),
+        webp_method=webp_method)
     return images.map_batches(crop_rows, fn_kwargs={"context": context},
                               batch_format="pyarrow", zero_copy_batch=True)
 

@@ -53,6 +53,7 @@ class JobContext:
     parameter_columns: dict = field(default_factory=dict)
     allow_uris: tuple[str, ...] = ()  # prefixes that `uri`/`path` values may name
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    webp_method: int | None = None  # webp only: libwebp's effort 0..6 (None: OpenCV's encoder)
 
 
 def shard_name(context: JobContext, file_url: str, row_group: int, start: int, stop: int) -> str:
@@ -205,7 +206,8 @@ class ShardBuilder:
         # crop_id = sha256 of this prefix, then the source, image, detection and window, each
         # part length-prefixed: no choice of ids (newlines included) makes two crops collide.
         self._crop_id_prefix = hashlib.sha256(_length_prefixed(
-            context.code_version, context.step_json, context.image_format, str(context.quality)))
+            context.code_version, context.step_json, context.image_format, str(context.quality),
+            str(context.webp_method)))
         self.errors: list[dict] = []
         self.counts = {"images": 0, "images_decoded": 0, "images_without_detections": 0,
                        "detections": 0, "crops": 0, "errors": {}}
@@ -412,7 +414,8 @@ class ShardBuilder:
         else:
             if crop.dtype != np.uint8:
                 crop = np.clip(np.rint(crop), 0, 255).astype(np.uint8)
-            data = encode_image(crop, context.image_format, context.quality)
+            data = encode_image(crop, context.image_format, context.quality,
+                                webp_method=context.webp_method)
         x0, y0, x1, y1 = window
         crop_id = self._crop_id_prefix.copy()
         crop_id.update(_length_prefixed(source_sha, image_id, detection_id,

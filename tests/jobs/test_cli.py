@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from cropcore.codec import encode_image
 from jobs.cli import build_parser, main
-from tests.jobs.builders import detections_table, images_table, write_parquet
+from tests.jobs.builders import detections_table, images_table, png, write_parquet
 
 DYNAMIC = '{"type": "roboflow_core/dynamic_crop@v1"}'
 
@@ -50,6 +55,13 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
          "error: step field 'mask_opacity' must be within"),
         ({"--images": "{tmp}/nowhere"}, "error: {tmp}/nowhere does not exist"),
         ({"--format": "npy"}, "error: --format npy needs the crop_and_resize step"),
+        ({"--webp-method": "0"}, "error: --webp-method applies to webp only, not png"),
+        ({"--format": "jpeg", "--webp-method": "0"},
+         "error: --webp-method applies to webp only, not jpeg"),
+        ({"--format": "webp", "--webp-method": "7"},
+         "error: --webp-method must be an integer within 0..6, got 7"),
+        ({"--format": "webp", "--webp-method": "-1"},
+         "error: --webp-method must be an integer within 0..6, got -1"),
     ],
 )
 def test_errors_are_one_line_before_any_work(inputs, change, message):
@@ -98,3 +110,51 @@ def test_run_prints_a_summary(ray_cluster, inputs, capsys):
     for label in ("run ", "images ", "detections ", "crops ", "errors ", "seconds ", "output "):
         assert label in out
     assert (inputs / "out" / "_manifest.json").exists()
+
+
+def _smooth_pixels(index: int, size_wh=(64, 48)) -> np.ndarray:
+    """A gradient (lossy codecs keep it close, unlike noise)."""
+    width, height = size_wh
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([2 * x + index, 3 * y, x + 2 * y + 10 * index], axis=-1).astype(np.uint8)
+
+
+@pytest.mark.slow
+def test_run_webp_method_encodes_with_that_effort_and_a_change_is_refused(ray_cluster, tmp_path,
+                                                                         capsys):
+    smooth = [_smooth_pixels(i) for i in range(2)]
+    images = images_table(2).set_column(1, "image", pa.array([png(p) for p in smooth]))
+    write_parquet(images, tmp_path / "images.parquet")
+    write_parquet(detections_table(2, 3), tmp_path / "detections.parquet")
+    args = ["run", "--images", str(tmp_path / "images.parquet"), "--detections",
+            str(tmp_path / "detections.parquet"), "--output", str(tmp_path / "out"),
+            "--step", DYNAMIC, "--format", "webp", "--quality", "80"]
+    assert main([*args, "--webp-method", "0"]) == 0
+    capsys.readouterr()
+
+    crops = pq.read_table(tmp_path / "out" / "crops").sort_by("crop_id").to_pylist()
+    lineage = pq.read_table(tmp_path / "out" / "lineage").sort_by("crop_id").to_pylist()
+    assert len(crops) == 6 and [c["crop_id"] for c in crops] == [r["crop_id"] for r in lineage]
+    for crop, origin in zip(crops, lineage, strict=True):
+        data = crop["crop"]["bytes"]
+        assert data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+        assert crop["crop"]["path"] == f"{crop['crop_id']}.webp"
+        window = [origin[f"window_{k}"] for k in ("x_min", "y_min", "x_max", "y_max")]
+        source = smooth[int(origin["image_id"][2:])][window[1]:window[3], window[0]:window[2]]
+        # the encoder got the effort: libwebp's method 0 bytes, not OpenCV's method 4
+        assert data == encode_image(source, "webp", 80, webp_method=0)
+        assert data != encode_image(source, "webp", 80)
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert decoded.shape == (crop["height"], crop["width"], 3) == source.shape
+        assert np.abs(decoded.astype(int) - source).mean() < 4  # lossy, but close
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert (manifest["settings"]["webp_method"], manifest["settings"]["quality"]) == (0, 80)
+
+    # the same command again is a no-op; another effort into the same output is refused
+    assert main([*args, "--webp-method", "0"]) == 0
+    assert main([*args, "--webp-method", "6"]) == 2
+    refused = "committed, with other settings (webp_method); write to a new --output"
+    assert refused in capsys.readouterr().err
+    assert main(args) == 2  # back to OpenCV's encoder: a change too
+    assert refused in capsys.readouterr().err
+    assert pq.read_table(tmp_path / "out" / "crops").sort_by("crop_id").to_pylist() == crops

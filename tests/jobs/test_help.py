@@ -16,6 +16,8 @@ def test_run_help_shows_defaults(capsys):
     assert "(default: 10000)" in text.split("--max-detections MAX_DETECTIONS")[-1][:120]
     assert "(default: 32)" in text.split("--rows-per-shard ROWS_PER_SHARD")[-1][:120]
     assert "(default: None)" not in text and "(default: False)" not in text
+    webp = text.split("--webp-method WEBP_METHOD")[-1][:200]
+    assert webp.startswith(" webp only: libwebp's effort 0..6, 0 fastest") and "effort 4)" in webp
 
 
 def test_demo_help_shows_the_number_of_images(capsys):

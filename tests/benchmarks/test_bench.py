@@ -103,6 +103,33 @@ def test_bench_pipeline_part_writes_the_results(tmp_path):
 
     names = [t["target"] for t in results["targets"]]
     assert "640x480: job vs codec floor, 1 CPU(s)" in names
+    assert "640x480: job fixed cost per run, 2 CPU(s) (s)" in names
     assert "640x480: job scaling 1 -> 2 CPUs" in names
     assert any(name.startswith("640x480: peak PSS at 4x data") for name in names)
     assert all(t["pass"] in (True, False, None) for t in results["targets"])
+
+
+def test_bench_png_part_writes_both_writers_crops(tmp_path):
+    results_path = tmp_path / "results.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "jobs", "bench", "--quick", "--parts", "png",
+         "--images", "2", "--resolutions", "640x480", "--workdir", str(tmp_path / "work"),
+         "--json", str(results_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    png = json.loads(results_path.read_text())["pipeline"]["640x480"]["png"]
+    # the same crops through either writer, each timed in every interleaved round
+    assert png["fpng"]["crops"] == png["opencv"]["crops"] > 0
+    assert len(png["fpng"]["seconds_all"]) == len(png["opencv"]["seconds_all"]) == 2
+    assert "PNG crops, crop UDF in-process" in completed.stdout
+
+
+def test_fixed_seconds_is_the_small_runs_time_beyond_its_crops_at_the_marginal_rate():
+    from benchmarks.bench import fixed_seconds
+
+    entry = {"marginal_crops_per_s": 100.0,
+             "runs": [{"images": 10, "crops": 200, "seconds": 2.5},
+                      {"images": 40, "crops": 800, "seconds": 8.5}]}
+    assert fixed_seconds(entry) == pytest.approx(0.5)
+    assert fixed_seconds({"runs": []}) is None

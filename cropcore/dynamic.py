@@ -421,6 +421,7 @@ def crop_and_resize_batch(
         beyond = np.equal(reasons, None) & ~np.isfinite(boxes.astype(np.float32)).all(axis=1)
     for i in np.flatnonzero(beyond):  # crop_and_resize samples in float32
         reasons[i] = "invalid_box"
+        windows[i] = 0  # as for every invalid box (CropBatch.windows)
         messages[i] = (f"box {boxes[i].tolist()} has a coordinate beyond the float32 range "
                        f"crop_and_resize samples in")
     selected = np.flatnonzero(np.equal(reasons, None))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ from cropcore import (
     to_crop_frame,
     windows_from_xyxy,
 )
+from tests.cropcore.test_resize import assert_bitwise_equal, reference_crop_and_resize
 
 # --- slow reference ---------------------------------------------------------------------------
 
@@ -78,6 +80,46 @@ def reference_batch(image, boxes, masks, polygons, styles, opacity, colour_rgb):
         if opacity > 0 and mask is not None:
             crop = remove_background(crop, mask, opacity, tuple(reversed(colour_rgb)))
         out.append((None, window, crop, unmasked))
+    return out
+
+
+# The smallest magnitude float32 rounds to infinity: FLT_MAX plus half its last step.
+FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+
+
+def reference_resize_batch(image, boxes, size_wh, crop_size, method, extrapolation, reduce):
+    """Per box: (reason, window, crop) of ``crop_and_resize_batch``, one coordinate at a time.
+
+    A pixel coordinate ``p`` of the full image maps to ``q = (p + 0.5) / reduce - 0.5`` on a
+    decode reduced ``reduce`` times (no change when ``reduce`` is 1); when ``p`` lies on the full
+    image (``0 <= p <= size - 1``), ``q`` is held on the decoded image. The normalized
+    coordinate is ``float32(q / max(n - 1, 1))`` for the decoded size ``n``, and the crop is the
+    slow ``crop_and_resize`` reference of that normalized box."""
+    height, width = image.shape[:2]
+    full_w, full_h = size_wh
+    pixels = image if image.ndim == 3 else image[:, :, None]
+    out = []
+    for box in boxes:
+        box = [float(v) for v in box]
+        reason, window = reference_window(box, size_wh)
+        if reason is None and any(abs(v) >= FLOAT32_OVERFLOW for v in box):
+            reason, window = "invalid_box", None
+        if reason is not None:
+            out.append((reason, window, None))
+            continue
+        normalized = []
+        for k in (1, 0, 3, 2):  # (y1, x1, y2, x2)
+            p = box[k]
+            full, n = (full_w, width) if k % 2 == 0 else (full_h, height)
+            q = p
+            if reduce > 1:
+                q = (p + 0.5) / reduce - 0.5
+                if 0 <= p <= full - 1:
+                    q = min(max(q, 0.0), n - 1.0)
+            normalized.append(np.float32(q / max(n - 1, 1)))
+        crop = reference_crop_and_resize(pixels[None], [normalized], [0], crop_size, method,
+                                         extrapolation)[0]
+        out.append((None, window, crop))
     return out
 
 
@@ -362,3 +404,107 @@ def test_convention_crop_and_resize_batch_refuses_boxes_beyond_float32():
     assert batch.reasons.tolist() == ["invalid_box", None]
     assert batch.messages[0] == ("box [-1e+300, 0.0, 5.0, 5.0] has a coordinate beyond the "
                                  "float32 range crop_and_resize samples in")
+
+
+@st.composite
+def resize_batch_cases(draw):
+    reduce = draw(st.sampled_from([1, 2, 4, 8]))
+    full_w, full_h = draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    n = draw(st.integers(0, 4))
+    # the edges of the full image and of its pixels' centres, a hair outside the image, and
+    # coordinates no float32 holds
+    edges = [0.0, 0.5, -0.5, -1e-20, full_w - 1.0, float(full_w), full_h - 1.0, float(full_h),
+             full_w - 0.5, full_h - 0.5, 1e300, -1e300, float("nan")]
+    coordinate = st.one_of(st.sampled_from(edges), st.floats(-10, 35, allow_nan=False))
+    boxes = draw(st.lists(st.tuples(*[coordinate] * 4), min_size=n, max_size=n))
+    box_dtype = draw(st.sampled_from([np.float64, np.float32]))
+    channels = draw(st.sampled_from([None, 1, 3]))  # None: a 2-D image
+    crop_size = draw(st.tuples(st.integers(1, 3), st.integers(1, 3)))
+    method = draw(st.sampled_from(["bilinear", "nearest"]))
+    extrapolation = draw(st.sampled_from([None, -1.0, 7.5]))  # None: the default
+    seed = draw(st.integers(0, 2**16))
+    return (reduce, (full_w, full_h), boxes, box_dtype, channels, crop_size, method,
+            extrapolation, seed)
+
+
+@settings(max_examples=150, deadline=None)
+@given(resize_batch_cases())
+@example((2, (8, 6), [(0.0, 0.0, 7.0, 5.0), (0.0, 0.0, 8.0, 6.0), (-0.5, 0.5, 7.5, 5.5)],
+          np.float64, 3, (3, 3), "bilinear", -1.0, 1))
+@example((1, (9, 7), [(-1e-20, -1e-20, 8.0, 6.0)], np.float64, None, (2, 2), "bilinear", None, 2))
+@example((1, (5, 2), [(0.0, 0.0, 4.0, 1.0), (1.0, 0.5, 3.0, 1.0)], np.float64, 1, (2, 3),
+          "bilinear", None, 3))
+@example((1, (2, 5), [(0.0, 0.0, 1.0, 4.0), (0.5, 1.0, 1.0, 3.0)], np.float64, 1, (3, 2),
+          "bilinear", None, 4))
+def test_crop_and_resize_batch_matches_the_reference(case):
+    reduce, size_wh, boxes, box_dtype, channels, crop_size, method, extrapolation, seed = case
+    rng = np.random.default_rng(seed)
+    # a reduced JPEG decode (DCT scaling) has ceil(size / reduce) pixels per axis
+    width, height = (-(-v // reduce) for v in size_wh)
+    shape = (height, width) if channels is None else (height, width, channels)
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    with np.errstate(over="ignore"):
+        boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4).astype(box_dtype)
+    kwargs = {} if extrapolation is None else {"extrapolation_value": extrapolation}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # huge boxes are reasons, not overflow warnings
+        batch = crop_and_resize_batch(image, boxes, size_wh, crop_size, method, reduce=reduce,
+                                      **kwargs)
+    expected = reference_resize_batch(image, boxes, size_wh, crop_size, method,
+                                      extrapolation or 0.0, reduce)
+    assert len(batch) == len(boxes)
+    assert batch.masks == [None] * len(boxes)
+    assert batch.unmasked.dtype == bool and not batch.unmasked.any()
+    assert batch.unmasked.shape == (len(boxes),)
+    for i, (reason, window, crop) in enumerate(expected):
+        assert batch.reasons[i] == reason
+        if reason == "invalid_box":
+            assert batch.windows[i].tolist() == [0, 0, 0, 0]
+        else:
+            assert tuple(batch.windows[i].tolist()) == window
+        if reason is None:
+            assert batch.messages[i] is None
+            assert batch.crops[i].shape == (*crop_size, 1 if channels is None else channels)
+            assert_bitwise_equal(batch.crops[i], crop)
+        else:
+            assert batch.crops[i] is None and batch.messages[i]
+
+
+def test_crop_and_resize_batch_on_a_reduced_decode_vectors():
+    # An 8 x 6 image decoded at half size: 4 x 3 pixels, each the mean of a 2 x 2 block.
+    decoded = np.arange(12, dtype=np.uint8).reshape(3, 4) * 10
+    boxes = np.array([
+        [0.0, 0.0, 7.0, 5.0],  # the centres of the corner pixels: all of the decoded image
+        [0.0, 0.0, 8.0, 6.0],  # to the far edges: x 8 -> 3.75 and y 6 -> 2.75, both outside
+    ])
+    batch = crop_and_resize_batch(decoded, boxes, (8, 6), (3, 4), extrapolation_value=-1.0,
+                                  reduce=2)
+    assert batch.windows.tolist() == [[0, 0, 7, 5], [0, 0, 8, 6]]
+    np.testing.assert_array_equal(batch.crops[0][:, :, 0], decoded)
+    corner = crop_and_resize_batch(decoded, boxes[1:], (8, 6), (2, 2), extrapolation_value=-1.0,
+                                   reduce=2)
+    np.testing.assert_array_equal(corner.crops[0][:, :, 0], [[0.0, -1.0], [-1.0, -1.0]])
+
+
+def test_crop_and_resize_batch_samples_a_box_starting_left_of_the_image_as_outside():
+    # x_min = -1e-20 rounds to window column 0, but TensorFlow samples the box itself: its
+    # first column lies outside the image and takes the extrapolation value.
+    image = np.full((4, 5), 100, np.uint8)
+    batch = crop_and_resize_batch(image, np.array([[-1e-20, 0.0, 4.0, 3.0]]), (5, 4), (2, 2))
+    assert batch.windows.tolist() == [[0, 0, 4, 3]]
+    np.testing.assert_array_equal(batch.crops[0][:, :, 0], [[0.0, 100.0], [0.0, 100.0]])
+
+
+def test_crop_and_resize_batch_messages_name_the_fault_of_each_box():
+    boxes = np.array([[np.nan, 0, 5, 5], [-1e39, 0, 5, 5], [3.0, 0, 1, 5], [1.0, 1, 5, 5]])
+    batch = crop_and_resize_batch(np.zeros((30, 40, 3), np.uint8), boxes, (40, 30), (2, 2))
+    assert batch.reasons.tolist() == ["invalid_box"] * 3 + [None]
+    # an invalid box has no window, whichever check found it
+    assert batch.windows.tolist() == [[0, 0, 0, 0]] * 3 + [[1, 1, 5, 5]]
+    assert batch.messages.tolist() == [
+        "box [nan, 0.0, 5.0, 5.0] has a null, NaN or infinite coordinate",
+        "box [-1e+39, 0.0, 5.0, 5.0] has a coordinate beyond the float32 range crop_and_resize "
+        "samples in",
+        "box [3.0, 0.0, 1.0, 5.0] has x_max < x_min or y_max < y_min",
+        None,
+    ]

@@ -192,6 +192,16 @@ def test_dynamic_crop_batch_matches_the_reference(case):
                  st.integers(0, 35)))
 @example([(-10.0, -10.0), (50.0, -3.0), (20.0, 50.0)], "roboflow", (0, 0, 40, 30))
 @example([(3.7, 2.2), (30.9, 4.1), (12.5, 27.8)], "roboflow", (10, 5, 20, 15))
+# the canvas spans the polygon's columns and rows (not each other's), and no more than the image
+@example([(2.0, 20.0), (20.0, 20.0), (11.0, 28.0)], "roboflow", (0, 0, 40, 30))
+@example([(2.0, 2.0), (30.0, 2.0), (15.0, 10.0)], "roboflow", (0, 0, 40, 30))
+# OpenCV's clipping at the image's edges changes which pixels the outline paints
+@example([(28.6, 27.9), (54.2, -11.9), (0.1, -12.5), (-3.8, 21.0)], "roboflow", (15, 14, 29, 27))
+@example([(4.5, 20.3), (2.8, 23.7), (16.2, 54.7)], "roboflow", (0, 0, 40, 30))
+@example([(51.4, 4.0), (25.1, 51.6), (8.8, 16.1)], "roboflow", (0, 0, 40, 30))
+# a polygon left of the window, and one ending inside a window that does not start at 0
+@example([(0.0, 0.0), (3.0, 0.0), (3.0, 10.0)], "roboflow", (10, 0, 20, 10))
+@example([(2.0, 2.0), (14.0, 2.0), (8.0, 12.0)], "roboflow", (10, 0, 20, 15))
 def test_polygon_mask_inside_the_window_is_the_full_image_mask_cut(vertices, style, box):
     height, width = 30, 40
     window = windows_from_xyxy(np.array([box], dtype=np.float64), (width, height))[0]
@@ -328,6 +338,23 @@ def test_dynamic_crop_batch_rejects_bad_arguments(kwargs, message):
 def test_dynamic_crop_batch_rejects_a_non_image():
     with pytest.raises(ValueError, match=r"^image must be an H x W or H x W x C array, got list"):
         dynamic_crop_batch([[0]], Detections.empty())
+
+
+def test_roboflow_polygon_beyond_int32_is_invalid_mask_even_off_the_window():
+    # polygon_to_mask refuses it on the full image, so its cut to any window is refused too
+    far = np.array([[0.0, 0.0], [5.0, 0.0], [2.0, 3e9]])
+    detections = Detections(xyxy=[[10, 0, 20, 10], [0, 0, 10, 10]], detection_id=["off", "on"],
+                            polygons=[far, far])
+    batch = dynamic_crop_batch(np.zeros((10, 20), np.uint8), detections, 1.0)
+    assert batch.reasons.tolist() == ["invalid_mask", "invalid_mask"]
+    assert batch.messages[0] == ("polygon: polygon vertices must lie within the int32 range, "
+                                 "got 3000000000.0")
+    with pytest.raises(ValueError, match="int32 range"):
+        polygon_to_mask(far, (10, 20), style="roboflow")
+    # COCO style takes such a polygon: the window off it is blended whole
+    coco = dynamic_crop_batch(np.full((10, 20), 9, np.uint8), detections, 1.0,
+                              polygon_style="coco")
+    assert coco.reasons.tolist() == [None, None] and (coco.crops[0] == 0).all()
 
 
 @settings(max_examples=80, deadline=None)

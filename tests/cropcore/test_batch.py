@@ -168,6 +168,7 @@ def test_dynamic_crop_batch_matches_the_reference(case):
     batch = dynamic_crop_batch(image, detections, opacity, colour)
     expected = reference_batch(image, boxes, dense, detections.polygons, styles, opacity, colour)
     assert len(batch) == len(boxes)
+    assert batch.unmasked.dtype == bool
     for i, (reason, window, crop, unmasked) in enumerate(expected):
         assert batch.reasons[i] == reason
         assert bool(batch.unmasked[i]) == unmasked
@@ -310,6 +311,10 @@ def test_convention_bad_rle_is_invalid_mask_at_any_opacity_bad_polygon_only_when
         ({"size": [10, 10]}, r"^mask needs size \[height, width\] and counts, got size=\[10, 10\] "
                              r"and no counts$"),
         ("not a dict", r"^mask must be a COCO RLE dict, got str$"),
+        ({"size": [None, 10], "counts": "00"},
+         r"^mask needs size \[height, width\] and counts, got size=\[None, 10\] and counts$"),
+        ({"size": [10, 10, 3], "counts": "00"},
+         r"^mask needs size \[height, width\] and counts, got size=\[10, 10, 3\] and counts$"),
     ],
 )
 def test_malformed_rle_masks_give_invalid_mask_with_what_was_received(rle, message):
@@ -335,9 +340,50 @@ def test_dynamic_crop_batch_rejects_bad_arguments(kwargs, message):
         dynamic_crop_batch(np.zeros((10, 10), np.uint8), detections, **kwargs)
 
 
+def test_rle_mask_of_another_size_names_both_sizes_height_first():
+    rles = np.empty(1, dtype=object)
+    rles[0] = {"size": [5, 7], "counts": "0e0"}
+    detections = Detections(xyxy=[[0, 0, 4, 4]], detection_id=["a"], data={MASK_RLE: rles})
+    batch = dynamic_crop_batch(np.zeros((10, 20), np.uint8), detections)  # 20 wide, 10 high
+    assert batch.reasons[0] == "invalid_mask"
+    assert batch.messages[0] == "mask size [5, 7] does not match the image (10x20)"
+
+
+def test_dynamic_crop_batch_default_opacity_keeps_the_background():
+    image = np.full((6, 8, 3), 80, np.uint8)
+    detections = Detections(xyxy=[[0, 0, 8, 6]], detection_id=["a"],
+                            mask=np.zeros((1, 6, 8), bool),
+                            polygons=[np.array([[1.0, 1.0], [4.0, 1.0], [4.0, 4.0]])])
+    batch = dynamic_crop_batch(image, detections)  # mask_opacity defaults to 0
+    assert batch.crops[0] is not None and (batch.crops[0] == 80).all()
+    assert not batch.unmasked.any()
+
+
 def test_dynamic_crop_batch_rejects_a_non_image():
     with pytest.raises(ValueError, match=r"^image must be an H x W or H x W x C array, got list"):
         dynamic_crop_batch([[0]], Detections.empty())
+
+
+def test_dynamic_crop_batch_error_messages_say_what_was_received():
+    with pytest.raises(ValueError, match=r"^image must be an H x W or H x W x C array, got "
+                                         r"ndarray with shape \(2, 2, 2, 2\)$"):
+        dynamic_crop_batch(np.zeros((2, 2, 2, 2), np.uint8), Detections.empty())
+    with pytest.raises(ValueError, match=r"^detections must be a Detections, got list$"):
+        dynamic_crop_batch(np.zeros((4, 4), np.uint8), [[0, 0, 1, 1]])
+    detections = Detections(xyxy=[[0, 0, 1, 1]], detection_id=["a"],
+                            mask=np.zeros((1, 3, 5), bool))
+    with pytest.raises(ValueError, match=r"^masks must match the image size \(4, 6\), got "
+                                         r"\(3, 5\)$"):
+        dynamic_crop_batch(np.zeros((4, 6), np.uint8), detections)
+
+
+def test_unknown_polygon_style_of_a_detection_is_invalid_mask_naming_it():
+    square = np.array([[1.0, 1.0], [4.0, 1.0], [4.0, 4.0], [1.0, 4.0]])
+    detections = Detections(xyxy=[[0, 0, 6, 6]], detection_id=["a"], polygons=[square],
+                            data={POLYGON_STYLE: np.array(["svg"], object)})
+    batch = dynamic_crop_batch(np.zeros((6, 6), np.uint8), detections, 1.0)
+    assert batch.reasons[0] == "invalid_mask" and batch.crops[0] is None
+    assert batch.messages[0] == "polygon style must be one of ('coco', 'roboflow'), got 'svg'"
 
 
 def test_roboflow_polygon_beyond_int32_is_invalid_mask_even_off_the_window():
@@ -355,6 +401,20 @@ def test_roboflow_polygon_beyond_int32_is_invalid_mask_even_off_the_window():
     coco = dynamic_crop_batch(np.full((10, 20), 9, np.uint8), detections, 1.0,
                               polygon_style="coco")
     assert coco.reasons.tolist() == [None, None] and (coco.crops[0] == 0).all()
+
+
+def test_invalid_and_empty_box_messages_show_coordinates_as_floats():
+    # integer or None (null) coordinates are read as floats, NaN for null
+    reasons, messages = invalid_boxes([[2, 0, 1, 1], [None, 0, 1, 1], [0, 0, 1, 1]])
+    assert reasons.tolist() == ["invalid_box", "invalid_box", None]
+    assert messages.tolist() == [
+        "box [2.0, 0.0, 1.0, 1.0] has x_max < x_min or y_max < y_min",
+        "box [nan, 0.0, 1.0, 1.0] has a null, NaN or infinite coordinate",
+        None,
+    ]
+    _, reasons, messages = detection_windows(np.array([[50, 0, 60, 5]]), (40, 30))
+    assert reasons.tolist() == ["empty_window"]
+    assert messages.tolist() == ["box [50.0, 0.0, 60.0, 5.0] covers no pixel of the 40x30 image"]
 
 
 @settings(max_examples=80, deadline=None)
@@ -376,6 +436,19 @@ def test_convention_static_empty_window_message_names_window_and_image():
     batch = static_crop_batch(np.zeros((30, 40)), [2000, 20], 10, 30, 16)
     assert batch.reasons.tolist() == ["empty_window", None]
     assert batch.messages[0] == "the window [40, 2, 40, 18] is empty inside a 40x30 image"
+
+
+def test_static_crop_batch_crops_every_window_after_an_empty_one():
+    image = np.arange(30 * 40).reshape(30, 40)
+    batch = static_crop_batch(image, [-100, 20, 5], [10, 10, 3], 10, 4)
+    assert batch.reasons.tolist() == ["empty_window", None, None]
+    assert batch.messages[1] is None and batch.messages[2] is None
+    assert batch.crops[0] is None
+    np.testing.assert_array_equal(batch.crops[1], image[8:12, 15:25])
+    np.testing.assert_array_equal(batch.crops[2], image[1:5, 0:10])
+    # static crops carry no masks and never lack one
+    assert batch.masks == [None, None, None]
+    assert batch.unmasked.dtype == bool and batch.unmasked.tolist() == [False] * 3
 
 
 def test_crop_and_resize_batch_is_crop_and_resize_of_the_valid_boxes():
@@ -417,6 +490,21 @@ def test_root_windows_matches_crop_root_window(parent_origin, window):
     child = Crop(parent.image[window[1]:window[3], window[0]:window[2]], window, (20, 20))
     expected = child.nested_in(parent).root_window
     assert tuple(root_windows(np.array([window]), np.array([parent_origin]))[0]) == expected
+
+
+def test_root_windows_moves_each_row_by_its_own_offset():
+    windows = np.array([[1, 2, 5, 6], [0, 0, 3, 4], [7, 1, 9, 2]])
+    offsets = np.array([[10, 20], [0, 0], [100, 5]])
+    assert root_windows(windows, offsets).tolist() == [
+        [11, 22, 15, 26], [0, 0, 3, 4], [107, 6, 109, 7]]
+
+
+def test_root_windows_are_int64_for_whole_pixels_held_as_floats():
+    # CropBatch.offsets is float64; windows may come back from a float column
+    moved = root_windows(np.array([[1.0, 2.0, 5.0, 6.0]]), np.array([[10.0, 20.0]]))
+    assert moved.dtype == np.int64 and moved.tolist() == [[11, 22, 15, 26]]
+    assert root_windows(np.array([[1, 2, 5, 6]]), np.array([[10.0, 20.0]])).dtype == np.int64
+    assert root_windows(np.array([[1.0, 2, 5, 6]]), np.array([[10, 20]])).dtype == np.int64
 
 
 def test_root_windows_rejects_misaligned_offsets():

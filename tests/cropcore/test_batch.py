@@ -203,6 +203,7 @@ def test_dynamic_crop_batch_matches_the_reference(case):
 # a polygon left of the window, and one ending inside a window that does not start at 0
 @example([(0.0, 0.0), (3.0, 0.0), (3.0, 10.0)], "roboflow", (10, 0, 20, 10))
 @example([(2.0, 2.0), (14.0, 2.0), (8.0, 12.0)], "roboflow", (10, 0, 20, 15))
+@example([(2.0, 2.0), (12.0, 2.0), (8.0, 14.0)], "roboflow", (0, 10, 20, 25))
 def test_polygon_mask_inside_the_window_is_the_full_image_mask_cut(vertices, style, box):
     height, width = 30, 40
     window = windows_from_xyxy(np.array([box], dtype=np.float64), (width, height))[0]
@@ -214,6 +215,7 @@ def test_polygon_mask_inside_the_window_is_the_full_image_mask_cut(vertices, sty
     detections = Detections(xyxy=np.array([[x0, y0, x1, y1]], dtype=np.float64),
                             detection_id=["a"], polygons=[polygon])
     batch = dynamic_crop_batch(image, detections, 1.0, (0, 0, 0), polygon_style=style)
+    assert batch.reasons[0] is None, batch.messages[0]
     full = polygon_to_mask(polygon, (height, width), style=style)[y0:y1, x0:x1]
     np.testing.assert_array_equal(batch.crops[0] == 200, full)
 
@@ -388,13 +390,13 @@ def test_unknown_polygon_style_of_a_detection_is_invalid_mask_naming_it():
 
 def test_roboflow_polygon_beyond_int32_is_invalid_mask_even_off_the_window():
     # polygon_to_mask refuses it on the full image, so its cut to any window is refused too
-    far = np.array([[0.0, 0.0], [5.0, 0.0], [2.0, 3e9]])
+    far = np.array([[0.0, 0.0], [5.0, 0.0], [2.0, 2.0**31]])  # int32 ends at 2**31 - 1
     detections = Detections(xyxy=[[10, 0, 20, 10], [0, 0, 10, 10]], detection_id=["off", "on"],
                             polygons=[far, far])
     batch = dynamic_crop_batch(np.zeros((10, 20), np.uint8), detections, 1.0)
     assert batch.reasons.tolist() == ["invalid_mask", "invalid_mask"]
     assert batch.messages[0] == ("polygon: polygon vertices must lie within the int32 range, "
-                                 "got 3000000000.0")
+                                 "got 2147483648.0")
     with pytest.raises(ValueError, match="int32 range"):
         polygon_to_mask(far, (10, 20), style="roboflow")
     # COCO style takes such a polygon: the window off it is blended whole
@@ -551,6 +553,9 @@ def resize_batch_cases(draw):
           "bilinear", None, 3))
 @example((1, (2, 5), [(0.0, 0.0, 1.0, 4.0), (0.5, 1.0, 1.0, 3.0)], np.float64, 1, (3, 2),
           "bilinear", None, 4))
+# float32 boxes are read as their exact values: float32 arithmetic would move this sample
+@example((2, (21, 23), [(11.642027854919434, 15.642289161682129, 25.801246643066406,
+                          28.838912963867188)], np.float32, None, (2, 1), "bilinear", None, 5))
 def test_crop_and_resize_batch_matches_the_reference(case):
     reduce, size_wh, boxes, box_dtype, channels, crop_size, method, extrapolation, seed = case
     rng = np.random.default_rng(seed)

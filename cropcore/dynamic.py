@@ -15,7 +15,7 @@ import numpy as np
 from cropcore.color import parse_color
 from cropcore.crops import Crop, CropBatch
 from cropcore.detections import Detections
-from cropcore.masks import POLYGON_STYLES, cut_rle, polygon_to_mask
+from cropcore.masks import _INT32_LIMIT, POLYGON_STYLES, cut_rle, polygon_to_mask
 from cropcore.resize import crop_and_resize
 from cropcore.windows import NOT_FINITE, box_faults, empty_windows, windows_from_xyxy
 
@@ -267,6 +267,9 @@ def _polygon_in_window(vertices: np.ndarray, style: str, size_wh: tuple[int, int
     if not np.isfinite(vertices).all():
         raise ValueError("polygon vertices must be finite, got NaN or infinity")
     truncated = np.trunc(vertices)
+    if np.abs(truncated).max() >= _INT32_LIMIT:  # polygon_to_mask's error, even off the window
+        raise ValueError(f"polygon vertices must lie within the int32 range, got "
+                         f"{np.abs(vertices).max()}")
     cx0, cx1 = (int(np.clip(v, 0, width)) for v in (truncated[:, 0].min(),
                                                     truncated[:, 0].max() + 1))
     cy0, cy1 = (int(np.clip(v, 0, height)) for v in (truncated[:, 1].min(),
@@ -421,6 +424,7 @@ def crop_and_resize_batch(
         beyond = np.equal(reasons, None) & ~np.isfinite(boxes.astype(np.float32)).all(axis=1)
     for i in np.flatnonzero(beyond):  # crop_and_resize samples in float32
         reasons[i] = "invalid_box"
+        windows[i] = 0  # as for every invalid box (CropBatch.windows)
         messages[i] = (f"box {boxes[i].tolist()} has a coordinate beyond the float32 range "
                        f"crop_and_resize samples in")
     selected = np.flatnonzero(np.equal(reasons, None))

@@ -407,6 +407,14 @@ def test_dynamic_crop_error_messages_say_what_was_received():
         dynamic_crop(np.zeros((4, 4, 3), np.uint8), Detections(xyxy=[[0, 0, 1, 1]]))
 
 
+def test_dynamic_crop_reports_a_bad_opacity_before_looking_at_boxes_and_masks():
+    image = np.zeros((4, 4, 3), np.uint8)
+    detections = Detections(xyxy=[[np.nan, 0, 1, 1]], detection_id=["a"],
+                            mask=np.zeros((1, 3, 3), bool))
+    with pytest.raises(ValueError, match=r"^mask_opacity must be within \[0, 1\], got 1\.5$"):
+        dynamic_crop(image, detections, 1.5)
+
+
 def blend_reference(crop, mask, opacity, colour):
     fill = np.empty_like(crop)
     fill[:] = colour

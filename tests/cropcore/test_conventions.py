@@ -50,8 +50,9 @@ def test_convention_blend_is_opencv_add_weighted_of_the_masked_colour(opacity):
     assert np.abs(out[0, 0].astype(int) - expected).max() <= 1  # float32 weights, fused rounding
     colour = np.empty_like(crop)
     colour[:] = (200, 0, 50)
-    np.testing.assert_array_equal(
-        out, cv2.addWeighted(np.where(mask[..., None], crop, colour), opacity, crop, 1 - opacity, 0))
+    blended = cv2.addWeighted(np.where(mask[..., None], crop, colour), opacity,
+                              crop, 1 - opacity, 0)
+    np.testing.assert_array_equal(out, blended)
 
 
 def test_convention_predictions_move_by_minus_the_window_origin_and_are_not_clipped():

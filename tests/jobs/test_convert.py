@@ -219,6 +219,16 @@ def test_polygons_from_arrow_turns_points_of_the_wrong_length_into_nan_without_n
     np.testing.assert_array_equal(out[1], [[1, 2], [np.nan, np.nan], [8, 9]])
 
 
+def test_polygons_from_arrow_turns_a_point_with_a_null_coordinate_into_nan_whatever_its_rows():
+    # [x, null] is not two numbers: [nan, nan], alone or next to a row with a null point.
+    row = [[1.0, None], [4.0, 6.0], [5.0, 5.0]]
+    expected = [[np.nan, np.nan], [4, 6], [5, 5]]
+    (alone,) = convert.polygons_from_arrow(pa.array([row], POLYGON))
+    np.testing.assert_array_equal(alone, expected)
+    together = convert.polygons_from_arrow(pa.array([row, [[1.0, 2.0], None]], POLYGON))
+    np.testing.assert_array_equal(together[0], expected)
+
+
 def test_detections_from_arrow_converts_polygons_only_when_asked():
     table = _detections(mask=pa.nulls(3, schema.RLE_TYPE),
                         polygon=pa.array([[[0.0, 0.0], [4.0, 0.0], [4.0, 4.0]], None, None],

@@ -211,12 +211,12 @@ def test_polygons_from_arrow_of_well_formed_points_keeps_every_vertex():
 
 
 def test_polygons_from_arrow_turns_points_of_the_wrong_length_into_nan_without_nulls():
-    # No null anywhere, only points of three numbers and of one.
-    polygons = pa.array([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [[1.0, 2.0], [7.0], [8.0, 9.0]]],
-                        POLYGON)
-    out = convert.polygons_from_arrow(polygons)
-    assert np.isnan(out[0]).all() and out[0].shape == (2, 2)
-    np.testing.assert_array_equal(out[1], [[1, 2], [np.nan, np.nan], [8, 9]])
+    # No null anywhere: points of three numbers only, then mixed with points of one and two.
+    (three,) = convert.polygons_from_arrow(pa.array([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]],
+                                                    POLYGON))
+    assert np.isnan(three).all() and three.shape == (2, 2)
+    (mixed,) = convert.polygons_from_arrow(pa.array([[[1.0, 2.0], [7.0], [8.0, 9.0]]], POLYGON))
+    np.testing.assert_array_equal(mixed, [[1, 2], [np.nan, np.nan], [8, 9]])
 
 
 def test_polygons_from_arrow_turns_a_point_with_a_null_coordinate_into_nan_whatever_its_rows():

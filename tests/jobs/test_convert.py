@@ -269,3 +269,14 @@ def test_predictions_in_crops_takes_positions_as_a_python_list():
     ]
     empty = convert.predictions_in_crops(table, [], np.zeros((0, 2)))
     assert empty.num_rows == 0 and empty.column_names == [*schema.BOX_COLUMNS, "class_name"]
+
+
+@pytest.mark.parametrize("rows", [
+    [[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], None],  # well-formed points
+    [[[1.0, 2.0], [3.0], [5.0, 6.0]], None],  # a malformed point
+    [None, []],  # no point at all
+])
+def test_polygons_from_arrow_gives_read_only_arrays_whatever_the_points(rows):
+    # Writability must not depend on whether some other point in the shard is malformed.
+    out = convert.polygons_from_arrow(pa.array(rows, POLYGON))
+    assert [p.flags.writeable for p in out] == [False, False]

@@ -98,3 +98,11 @@ def test_windows_from_xyxy_on_one_pixel_images_limits_far_coordinates_to_the_ima
                                   [[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]])
     np.testing.assert_array_equal(windows_from_xyxy(boxes, (2, 1)),
                                   [[0, 0, 2, 1], [0, 0, 1, 1], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("size_wh", [(10, 1), (1, 10), (40, 3), (3, 40)])
+def test_windows_from_xyxy_limit_follows_the_longer_side(size_wh):
+    # A box over the whole of a long, thin image keeps the whole image along both sides.
+    width, height = size_wh
+    boxes = [[0.0, 0.0, width, height], [-1e9, -1e9, 1e9, 1e9]]
+    np.testing.assert_array_equal(windows_from_xyxy(boxes, size_wh), [[0, 0, width, height]] * 2)

@@ -115,16 +115,22 @@ def polygons_from_arrow(polygons: pa.Array) -> list[np.ndarray]:
 
     A null polygon is ``(0, 2)``; a null or malformed point (not two numbers) becomes
     ``[nan, nan]``, which makes the polygon unusable (``invalid_mask`` where it is needed).
+    The arrays are read-only (views of one buffer, shared with Arrow when no point is malformed).
     """
     polygons = polygons.combine_chunks() if isinstance(polygons, pa.ChunkedArray) else polygons
     points = polygons.flatten()
     starts = _offsets(polygons).to_numpy()
+    coordinates = points.flatten()
     lengths = pc.list_value_length(points).to_numpy(zero_copy_only=False)
-    if len(points) and (points.null_count or not np.all(lengths == 2)):
+    # A null coordinate makes its point malformed too: [x, null] becomes [nan, nan], whatever
+    # the other rows hold (the fast path below would keep x).
+    if len(points) and (points.null_count or coordinates.null_count
+                        or not np.all(lengths == 2)):
         xy = np.array([p if p is not None and len(p) == 2 and None not in p else [np.nan] * 2
                        for p in points.to_pylist()], dtype=np.float64).reshape(-1, 2)
+        xy.flags.writeable = False  # read-only like the fast path's view of the Arrow buffer
     else:
-        xy = pc.cast(points.flatten(), pa.float64()).to_numpy(zero_copy_only=False).reshape(-1, 2)
+        xy = pc.cast(coordinates, pa.float64()).to_numpy(zero_copy_only=False).reshape(-1, 2)
     return np.split(xy, starts[1:-1]) if len(polygons) else []
 
 

@@ -1,5 +1,7 @@
 """masks: COCO RLE decode (whole and windowed) and encode, polygon rasterization."""
 
+import warnings
+
 import cv2
 import numpy as np
 import pycocotools.mask
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import cropcore.masks
-from cropcore.masks import cut_rle, decode_rle, encode_rle, polygon_to_mask
+from cropcore.masks import POLYGON_STYLES, cut_rle, decode_rle, encode_rle, polygon_to_mask
 
 # pycocotools' decode trips a NumPy 2 deprecation in its own code; only the tests call it.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -600,3 +602,108 @@ def test_roboflow_polygon_zero_size():
 def test_polygon_style_errors(polygon, style, match):
     with pytest.raises(ValueError, match=match):
         polygon_to_mask(polygon, (4, 4), style=style)
+
+
+# --- details the tests above leave open ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ("p", "compressed RLE counts must use characters '0'..'o' (ASCII 48..111), got 'p' at "
+              "position 0"),
+        ("12~", "compressed RLE counts must use characters '0'..'o' (ASCII 48..111), got '~' at "
+                "position 2"),
+        ("1Q", "compressed RLE counts end in the middle of a number (truncated?)"),
+        ("aé", "compressed RLE counts must be ASCII characters '0'..'o'"),
+    ],
+)
+def test_compressed_counts_errors_are_worded_in_full(counts, message):
+    # The bad character's position is reported wherever it is, including 0 and 2.
+    with pytest.raises(ValueError) as raised:
+        decode_rle({"size": [3, 3], "counts": counts})
+    assert str(raised.value) == message
+
+
+def test_negative_run_error_lists_only_negative_runs_and_at_most_four():
+    # A zero run is valid: it must not be listed among the negative ones.
+    with pytest.raises(ValueError, match=r"must be non-negative, got \[-1\]$"):
+        decode_rle({"size": [2, 2], "counts": [0, 3, -1, 2]})
+    with pytest.raises(ValueError, match=r"must be non-negative, got \[-1 -2 -3 -4\]$"):
+        decode_rle({"size": [2, 2], "counts": [9, -1, 1, -2, 1, -3, 1, -4, 1, -5]})
+
+
+def test_largest_int64_run_as_uint64_is_a_sum_error_not_an_overflow():
+    # 2**63 - 1 still fits int64: it is read, then fails the sum check like any too-long run.
+    runs = np.array([2**63 - 1], np.uint64)
+    with pytest.raises(ValueError, match=r"= 4, got a run of 9223372036854775807$"):
+        decode_rle({"size": [2, 2], "counts": runs})
+
+
+def test_window_given_as_bytes_is_rejected():
+    # bytes iterate as ints, so b"\x00\x00\x01\x01" would otherwise pass as (0, 0, 1, 1).
+    with pytest.raises(ValueError, match=r"window must be four ints"):
+        decode_rle(BLANK_2X3, b"\x00\x00\x01\x01")
+
+
+def test_encode_error_shows_at_most_four_bad_values():
+    with pytest.raises(ValueError, match=r"got values such as \[2 3 4 5\]$"):
+        encode_rle(np.array([[2, 3, 4, 5, 6]]))
+
+
+def test_polygon_non_finite_error_is_worded_in_full():
+    for style in POLYGON_STYLES:
+        with pytest.raises(ValueError) as raised:
+            polygon_to_mask([[0, 0], [1, np.inf], [2, 0]], (4, 4), style=style)
+        assert str(raised.value) == "polygon vertices must be finite, got NaN or infinity"
+
+
+def test_polygon_with_a_none_coordinate_is_not_finite():
+    with pytest.raises(ValueError, match=r"must be finite, got NaN or infinity"):
+        polygon_to_mask([[0, 0], [1, None], [2, 0]], (4, 4))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64])
+@pytest.mark.parametrize("style", POLYGON_STYLES)
+def test_integer_vertex_arrays_rasterize_like_their_float_values(dtype, style):
+    # Unsigned vertices must not wrap around when edges are subtracted (x1 - x0 < 0).
+    triangle = [[9, 1], [2, 3], [7, 8], [1, 6]]
+    out = polygon_to_mask(np.array(triangle, dtype=dtype), (10, 11), style=style)
+    floats = np.array(triangle, dtype=float)
+    reference = reference_polygon if style == "coco" else reference_polygon_roboflow
+    np.testing.assert_array_equal(out, reference(floats, 10, 11))
+    assert out.any()
+
+
+@pytest.mark.parametrize("size_hw", [(1, 6), (6, 1), (1, 1)])
+@pytest.mark.parametrize("style", POLYGON_STYLES)
+def test_polygon_on_a_mask_one_pixel_high_or_wide(size_hw, style):
+    # A polygon covering the whole strip sets every pixel in both styles.
+    polygon = np.array([[0.0, 0.0], [8.0, 0.0], [8.0, 8.0], [0.0, 8.0]])
+    out = polygon_to_mask(polygon, size_hw, style=style)
+    assert out.shape == size_hw and out.all()
+
+
+def test_polygon_with_horizontal_edges_and_repeated_vertices_warns_nothing():
+    # Horizontal edges divide by zero and a repeated vertex gives 0 / 0: both are skipped
+    # silently, not reported as RuntimeWarnings in the caller's logs.
+    polygon = np.array([[1.0, 1.5], [1.0, 1.5], [6.0, 1.5], [6.0, 5.0], [1.0, 5.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = polygon_to_mask(polygon, (8, 8))
+    np.testing.assert_array_equal(out, reference_polygon(polygon, 8, 8))
+
+
+def test_roboflow_vertices_at_the_int32_limit():
+    # 2**31 does not fit int32 and must be refused; 2**31 - 1 still fits and is clipped.
+    with pytest.raises(ValueError, match=r"within the int32 range, got 2147483648.0"):
+        polygon_to_mask([[0, 0], [2**31, 1], [2, 3]], (4, 4), style="roboflow")
+    out = polygon_to_mask([[0, 0], [2**31 - 1, 0], [0, 3]], (4, 4), style="roboflow")
+    assert out[0].all() and out[:, 0].all()
+
+
+def test_roboflow_mask_is_a_well_formed_bool_array():
+    # Callers hand masks to OpenCV through .view(np.uint8): the bytes must be exactly 0 and 1.
+    out = polygon_to_mask([[1, 1], [8, 2], [4, 7]], (10, 10), style="roboflow")
+    assert out.any()
+    assert set(np.unique(out.view(np.uint8)).tolist()) == {0, 1}

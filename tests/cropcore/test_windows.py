@@ -88,3 +88,21 @@ def test_convention_huge_coordinates_are_limited_before_rounding():
         windows = windows_from_xyxy([[-1e300, -1e300, 1e300, 1e300], [-1e300, 2, -1e200, 5]],
                                     (10, 8))
     np.testing.assert_array_equal(windows, [[0, 0, 10, 8], [0, 2, 0, 5]])
+
+
+def test_windows_from_xyxy_on_one_pixel_images_limits_far_coordinates_to_the_image():
+    # Boxes reaching past a 1 x 1 (and 2 x 1) image still clamp to the whole image, not to
+    # an empty window at the origin.
+    boxes = [[-5.0, -5.0, 5.0, 5.0], [0.0, 0.0, 1.0, 1.0], [-3.0, 0.0, 0.4, 9.0]]
+    np.testing.assert_array_equal(windows_from_xyxy(boxes, (1, 1)),
+                                  [[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]])
+    np.testing.assert_array_equal(windows_from_xyxy(boxes, (2, 1)),
+                                  [[0, 0, 2, 1], [0, 0, 1, 1], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("size_wh", [(10, 1), (1, 10), (40, 3), (3, 40)])
+def test_windows_from_xyxy_limit_follows_the_longer_side(size_wh):
+    # A box over the whole of a long, thin image keeps the whole image along both sides.
+    width, height = size_wh
+    boxes = [[0.0, 0.0, width, height], [-1e9, -1e9, 1e9, 1e9]]
+    np.testing.assert_array_equal(windows_from_xyxy(boxes, size_wh), [[0, 0, width, height]] * 2)

@@ -198,3 +198,85 @@ def test_translate_polygons_turns_a_null_coordinate_into_nan_instead_of_failing(
     polygons = pa.array([[[1.0, None], [4.0, 6.0]]], POLYGON)
     (moved,) = convert.translate_polygons(polygons, np.array([[1, 2]])).to_pylist()
     assert moved[0][0] == 0.0 and np.isnan(moved[0][1]) and moved[1] == [3.0, 4.0]
+
+
+def test_polygons_from_arrow_of_well_formed_points_keeps_every_vertex():
+    # Two rows of complete [x, y] points, sliced: each row's own vertices, in order.
+    polygons = pa.array([[[9.0, 9.0]], [[0.0, 0.0], [4.0, 0.0], [4.0, 4.0]], [[1.5, 2.5]]],
+                        POLYGON).slice(1, 2)
+    out = convert.polygons_from_arrow(polygons)
+    assert [p.shape for p in out] == [(3, 2), (1, 2)]
+    np.testing.assert_array_equal(out[0], [[0, 0], [4, 0], [4, 4]])
+    np.testing.assert_array_equal(out[1], [[1.5, 2.5]])
+
+
+def test_polygons_from_arrow_turns_points_of_the_wrong_length_into_nan_without_nulls():
+    # No null anywhere: points of three numbers only, then mixed with points of one and two.
+    (three,) = convert.polygons_from_arrow(pa.array([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]],
+                                                    POLYGON))
+    assert np.isnan(three).all() and three.shape == (2, 2)
+    (mixed,) = convert.polygons_from_arrow(pa.array([[[1.0, 2.0], [7.0], [8.0, 9.0]]], POLYGON))
+    np.testing.assert_array_equal(mixed, [[1, 2], [np.nan, np.nan], [8, 9]])
+
+
+def test_polygons_from_arrow_turns_a_point_with_a_null_coordinate_into_nan_whatever_its_rows():
+    # [x, null] is not two numbers: [nan, nan], alone or next to a row with a null point.
+    row = [[1.0, None], [4.0, 6.0], [5.0, 5.0]]
+    expected = [[np.nan, np.nan], [4, 6], [5, 5]]
+    (alone,) = convert.polygons_from_arrow(pa.array([row], POLYGON))
+    np.testing.assert_array_equal(alone, expected)
+    together = convert.polygons_from_arrow(pa.array([row, [[1.0, 2.0], None]], POLYGON))
+    np.testing.assert_array_equal(together[0], expected)
+
+
+def test_detections_from_arrow_converts_polygons_only_when_asked():
+    table = _detections(mask=pa.nulls(3, schema.RLE_TYPE),
+                        polygon=pa.array([[[0.0, 0.0], [4.0, 0.0], [4.0, 4.0]], None, None],
+                                         POLYGON))
+    assert convert.detections_from_arrow(table).polygons is None
+    asked = convert.detections_from_arrow(table, polygons=True).polygons
+    np.testing.assert_array_equal(asked[0], [[0, 0], [4, 0], [4, 4]])
+
+
+def test_detections_from_arrow_converts_polygons_when_a_single_row_lacks_a_mask():
+    rle = {"size": [10, 10], "counts": "0T2"}
+    polygon = pa.array([None, None, [[0.0, 0.0], [4.0, 0.0], [4.0, 4.0]]], POLYGON)
+    one_missing = _detections(mask=pa.array([rle, rle, None], schema.RLE_TYPE), polygon=polygon)
+    polygons = convert.detections_from_arrow(one_missing, polygons=True).polygons
+    assert [len(p) for p in polygons] == [0, 0, 3]
+    # every row has a mask: no polygon can stand in for one, so none is converted
+    all_masked = _detections(mask=pa.array([rle, rle, rle], schema.RLE_TYPE), polygon=polygon)
+    assert convert.detections_from_arrow(all_masked, polygons=True).polygons is None
+
+
+def test_detections_from_arrow_asked_for_polygons_without_a_polygon_column():
+    detections = convert.detections_from_arrow(_detections(), polygons=True)
+    assert detections.polygons is None and len(detections) == 3
+
+
+def test_detections_from_arrow_carries_confidence_with_nulls_as_nan():
+    table = _detections(confidence=pa.array([0.25, None, 1.0], pa.float64()))
+    confidence = convert.detections_from_arrow(table).confidence
+    assert confidence[0] == 0.25 and np.isnan(confidence[1]) and confidence[2] == 1.0
+
+
+def test_predictions_in_crops_takes_positions_as_a_python_list():
+    table = _detections(class_name=["x", "y", "z"])
+    out = convert.predictions_in_crops(table, [2, 0], np.array([[1.0, 2.0], [0.0, 1.0]]))
+    assert out.to_pylist() == [
+        {"x_min": 2.0, "y_min": 1.0, "x_max": 8.0, "y_max": 7.0, "class_name": "z"},
+        {"x_min": 1.0, "y_min": 1.0, "x_max": 5.0, "y_max": 6.0, "class_name": "x"},
+    ]
+    empty = convert.predictions_in_crops(table, [], np.zeros((0, 2)))
+    assert empty.num_rows == 0 and empty.column_names == [*schema.BOX_COLUMNS, "class_name"]
+
+
+@pytest.mark.parametrize("rows", [
+    [[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], None],  # well-formed points
+    [[[1.0, 2.0], [3.0], [5.0, 6.0]], None],  # a malformed point
+    [None, []],  # no point at all
+])
+def test_polygons_from_arrow_gives_read_only_arrays_whatever_the_points(rows):
+    # Writability must not depend on whether some other point in the shard is malformed.
+    out = convert.polygons_from_arrow(pa.array(rows, POLYGON))
+    assert [p.flags.writeable for p in out] == [False, False]

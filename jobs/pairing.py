@@ -76,6 +76,13 @@ MESSAGES = {
 # Inputs up to this many rows (images + detections) are paired in one task, no shuffle.
 SINGLE_TASK_ROWS = int(os.environ.get("CROPJOB_PAIRING_SINGLE_TASK_ROWS", 500_000))
 ROWS_PER_PARTITION = 1_000_000
+# Ray Data gathers a shuffle's input into batches of up to 1 GiB a node (its
+# shuffle_input_batch_bytes) and partitions each batch in one task. Below 1 GiB a node, that was
+# one task on one CPU per stage (5M detections on 2 CPUs: 10 of the 28 s were single-task
+# partitioning). Batches of a 1/2 CPU's share of the input keep every CPU partitioning.
+SHUFFLE_BATCHES_PER_CPU = 2
+MIN_SHUFFLE_BATCH_BYTES = 16 << 20
+MAX_SHUFFLE_BATCH_BYTES = 1 << 30
 BLOCKS_PER_CPU = 8  # reader blocks per cluster CPU
 _ERROR_BUCKET_BITS = 20  # error rows are written in shards of up to 2^20 input positions
 PAIRED = "_paired.json"
@@ -137,8 +144,18 @@ def pair(plan: Plan, output: Location, work: Location, fingerprint: str,
                                                    ("output_url", "work_url", "fingerprint")},
                                         batch_size=None, num_cpus=1,
                                         retry_errors=(StorageError,), max_task_retries=3)
+        results.context.shuffle_input_batch_bytes = shuffle_batch_bytes(plan.detection_bytes,
+                                                                        num_cpus)
     tables = results.iter_batches(batch_format="pyarrow", batch_size=None)
     return _record(tables, work, fingerprint)
+
+
+def shuffle_batch_bytes(data_bytes: int, num_cpus: int) -> int:
+    """The shuffle input batch for ``data_bytes`` of detections on ``num_cpus`` CPUs: about
+    ``SHUFFLE_BATCHES_PER_CPU`` batches per CPU, within 16 MiB (small batches make many small
+    shuffle objects) and Ray Data's default 1 GiB."""
+    share = math.ceil(data_bytes / (SHUFFLE_BATCHES_PER_CPU * max(1, num_cpus)))
+    return min(MAX_SHUFFLE_BATCH_BYTES, max(MIN_SHUFFLE_BATCH_BYTES, share))
 
 
 def pair_in_process(plan: Plan, output: Location, work: Location, fingerprint: str) -> Pairing:

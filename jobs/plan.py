@@ -59,6 +59,9 @@ class Plan:
     num_detections: int  # rows in the detections files (nested ones are counted by the workers)
     input_digest: str  # names, sizes and times of every input file, for the run fingerprint
     nested_detections: bool = field(default=False)
+    # the detection row groups' uncompressed bytes (Parquet's total_byte_size): sizes pairing's
+    # shuffle batches
+    detection_bytes: int = 0
 
 
 def _file_identity(location: Location) -> str:
@@ -110,7 +113,7 @@ def make_plan(images_url: str, detections_url: str | None, *, needs_detections: 
                 first += n
     nested = bool(layout and layout.nested_detections)
     parts: list[DetectionPart] = []
-    detection_schema = None
+    detection_schema, detection_bytes = None, 0
     if detections_url is not None:
         if nested:
             raise schema.SchemaError("the images table already holds nested 'detections'; "
@@ -125,10 +128,12 @@ def make_plan(images_url: str, detections_url: str | None, *, needs_detections: 
             schema.check_detections_schema(file_schema)
             schemas.append(schema.plain_schema(file_schema, schema.DETECTIONS_SCHEMA))
             for group in range(parquet.metadata.num_row_groups):
-                n = parquet.metadata.row_group(group).num_rows
+                metadata = parquet.metadata.row_group(group)
+                n = metadata.num_rows
                 if n:
                     parts.append(DetectionPart(location.url, group, order, n))
                     order += n
+                    detection_bytes += metadata.total_byte_size
         if schemas:
             try:
                 detection_schema = pa.unify_schemas(schemas, promote_options="permissive")
@@ -147,4 +152,5 @@ def make_plan(images_url: str, detections_url: str | None, *, needs_detections: 
         num_detections=sum(p.num_rows for p in parts),
         input_digest=hashlib.sha256("\n".join(digest).encode()).hexdigest(),
         nested_detections=nested,
+        detection_bytes=detection_bytes,
     )

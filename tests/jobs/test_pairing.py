@@ -158,6 +158,21 @@ def test_the_plan_reads_footers_only(tmp_path):
     assert [(p.row_group, p.first_order, p.num_rows) for p in plan.detection_parts] == [
         (0, 0, 2), (1, 2, 1), (0, 3, 1)]
     assert (plan.num_images, plan.num_detections) == (4, 4)
+    sizes = [pq.ParquetFile(f).metadata.row_group(g).total_byte_size
+             for f in sorted((tmp_path / "detections").iterdir())
+             for g in range(pq.ParquetFile(f).metadata.num_row_groups)]
+    assert plan.detection_bytes == sum(sizes) > 0
+
+
+@pytest.mark.parametrize("data_bytes, num_cpus, expected", [
+    (0, 2, 16 << 20),  # never below 16 MiB
+    (400 << 20, 2, 100 << 20),  # two batches per CPU
+    (400 << 20, 1, 200 << 20),
+    (1 << 40, 8, 1 << 30),  # never above Ray Data's 1 GiB
+    (400 << 20, 0, 200 << 20),  # no CPU reported: counted as one
+])
+def test_shuffle_batches_give_each_cpu_two(data_bytes, num_cpus, expected):
+    assert pairing.shuffle_batch_bytes(data_bytes, num_cpus) == expected
 
 
 ids = st.sampled_from(IDS)

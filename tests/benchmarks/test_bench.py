@@ -73,18 +73,23 @@ def test_the_daft_job_is_a_script_file():
 
 @pytest.mark.slow
 
-def test_bench_pipeline_part_writes_the_results(tmp_path):
+def run_quick_bench(tmp_path: Path, parts: str) -> tuple[str, dict]:
+    """``python -m jobs bench --quick`` of ``parts`` on two 640x480 images: stdout, results."""
     results_path = tmp_path / "results.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "jobs", "bench", "--quick", "--parts", "pipeline",
+        [sys.executable, "-m", "jobs", "bench", "--quick", "--parts", parts,
          "--images", "2", "--resolutions", "640x480", "--workdir", str(tmp_path / "work"),
          "--json", str(results_path)],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "targets" in completed.stdout
+    return completed.stdout, json.loads(results_path.read_text())
 
-    results = json.loads(results_path.read_text())
+
+def test_bench_pipeline_part_writes_the_results(tmp_path):
+    stdout, results = run_quick_bench(tmp_path, "pipeline")
+    assert "targets" in stdout
+
     assert {"mode", "machine", "sizes", "load", "kernels", "pipeline", "targets"} <= set(results)
     assert results["mode"] == "quick" and results["kernels"] == {}
     part = results["pipeline"]["640x480"]
@@ -110,19 +115,12 @@ def test_bench_pipeline_part_writes_the_results(tmp_path):
 
 
 def test_bench_png_part_writes_both_writers_crops(tmp_path):
-    results_path = tmp_path / "results.json"
-    completed = subprocess.run(
-        [sys.executable, "-m", "jobs", "bench", "--quick", "--parts", "png",
-         "--images", "2", "--resolutions", "640x480", "--workdir", str(tmp_path / "work"),
-         "--json", str(results_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    png = json.loads(results_path.read_text())["pipeline"]["640x480"]["png"]
+    stdout, results = run_quick_bench(tmp_path, "png")
+    png = results["pipeline"]["640x480"]["png"]
     # the same crops through either writer, each timed in every interleaved round
     assert png["fpng"]["crops"] == png["opencv"]["crops"] > 0
     assert len(png["fpng"]["seconds_all"]) == len(png["opencv"]["seconds_all"]) == 2
-    assert "PNG crops, crop UDF in-process" in completed.stdout
+    assert "PNG crops, crop UDF in-process" in stdout
 
 
 def test_fixed_seconds_is_the_small_runs_time_beyond_its_crops_at_the_marginal_rate():

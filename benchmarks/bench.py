@@ -1003,11 +1003,12 @@ def evaluate_targets(results: dict) -> list[dict]:
     """Each target with its measured ratio and pass/fail (None when it could not be measured)."""
     targets = []
 
-    def add(name, value, threshold, detail, higher_is_better=True):
+    def add(name, value, threshold, detail, higher_is_better=True, unit="x"):
         passed = None if value is None else (value >= threshold if higher_is_better
                                              else value <= threshold)
         targets.append({"target": name, "value": None if value is None else round(value, 3),
-                        "threshold": threshold, "pass": passed, "detail": detail})
+                        "threshold": threshold, "pass": passed, "detail": detail,
+                        "unit": unit})
 
     for threads, kernels in sorted(results.get("kernels", {}).items()):
         car = kernels.get("crop_and_resize", {})
@@ -1026,8 +1027,8 @@ def evaluate_targets(results: dict) -> list[dict]:
         for cpus, entry in sorted(job.items()):
             fixed = fixed_seconds(entry)
             if fixed is not None:
-                add(f"{label}: job fixed cost per run, {cpus} CPU(s) (s)", fixed, 1.5,
-                    "<= 1.5 s", higher_is_better=False)
+                add(f"{label}: job fixed cost per run, {cpus} CPU(s)", fixed, 1.5,
+                    "<= 1.5 s", higher_is_better=False, unit=" s")
         png = part.get("png", {})
         if "fpng" in png and "opencv" in png:
             add(f"{label}: PNG crop UDF, fpng vs OpenCV writer", _ratio(
@@ -1093,7 +1094,7 @@ def format_report(results: dict) -> str:
                   " not used for targets; rerun", ""]
     lines += ["targets", f"  {'target':<52} {'value':>8}  {'wanted':<9} result"]
     for t in results.get("targets", []):
-        value = "n/a" if t["value"] is None else f"{t['value']:.2f}x"
+        value = "n/a" if t["value"] is None else f"{t['value']:.2f}{t.get('unit', 'x')}"
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
         lines.append(f"  {t['target']:<52} {value:>8}  {t['detail']:<9} {verdict}")
     return "\n".join(lines)

@@ -108,7 +108,7 @@ def test_bench_pipeline_part_writes_the_results(tmp_path):
 
     names = [t["target"] for t in results["targets"]]
     assert "640x480: job vs codec floor, 1 CPU(s)" in names
-    assert "640x480: job fixed cost per run, 2 CPU(s) (s)" in names
+    assert "640x480: job fixed cost per run, 2 CPU(s)" in names
     assert "640x480: job scaling 1 -> 2 CPUs" in names
     assert any(name.startswith("640x480: peak PSS at 4x data") for name in names)
     assert all(t["pass"] in (True, False, None) for t in results["targets"])

@@ -15,7 +15,7 @@ import numpy as np
 from cropcore.color import parse_color
 from cropcore.crops import Crop, CropBatch
 from cropcore.detections import Detections
-from cropcore.masks import _INT32_LIMIT, POLYGON_STYLES, cut_rle, polygon_to_mask
+from cropcore.masks import POLYGON_STYLES, cut_rle, polygon_to_mask, truncate_vertices
 from cropcore.resize import crop_and_resize
 from cropcore.windows import NOT_FINITE, box_faults, empty_windows, windows_from_xyxy
 
@@ -266,10 +266,7 @@ def _polygon_in_window(vertices: np.ndarray, style: str, size_wh: tuple[int, int
         return polygon_to_mask(vertices, (y1, x1), style="coco")[y0:y1, x0:x1]
     if not np.isfinite(vertices).all():
         raise ValueError("polygon vertices must be finite, got NaN or infinity")
-    truncated = np.trunc(vertices)
-    if np.abs(truncated).max() >= _INT32_LIMIT:  # polygon_to_mask's error, even off the window
-        raise ValueError(f"polygon vertices must lie within the int32 range, got "
-                         f"{np.abs(vertices).max()}")
+    truncated = truncate_vertices(vertices)  # polygon_to_mask's error, even off the window
     cx0, cx1 = (int(np.clip(v, 0, width)) for v in (truncated[:, 0].min(),
                                                     truncated[:, 0].max() + 1))
     cy0, cy1 = (int(np.clip(v, 0, height)) for v in (truncated[:, 1].min(),

@@ -222,14 +222,21 @@ def _polygon_to_mask_roboflow(vertices: np.ndarray, height: int, width: int) -> 
     """cv2.fillPoly of the truncated vertices; ``vertices`` is a finite ``(P, 2)`` array."""
     if len(vertices) < 3 or height == 0 or width == 0:
         return np.zeros((height, width), dtype=bool)
+    truncated = truncate_vertices(vertices)
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    cv2.fillPoly(canvas, [truncated.astype(np.int32)], color=1, lineType=cv2.LINE_8)
+    return canvas.view(bool)
+
+
+def truncate_vertices(vertices: np.ndarray) -> np.ndarray:
+    """Roboflow's integer vertices: finite ``vertices`` truncated toward zero, refused
+    outside the int32 range (``ValueError``)."""
     truncated = np.trunc(vertices)
     if np.abs(truncated).max() >= _INT32_LIMIT:
         raise ValueError(
             f"polygon vertices must lie within the int32 range, got {np.abs(vertices).max()}"
         )
-    canvas = np.zeros((height, width), dtype=np.uint8)
-    cv2.fillPoly(canvas, [truncated.astype(np.int32)], color=1, lineType=cv2.LINE_8)
-    return canvas.view(bool)
+    return truncated
 
 
 def _validate_size_hw(size_hw, name: str = "size_hw") -> tuple[int, int]:

@@ -85,6 +85,16 @@ RAY_CLUSTER_ENV = {
 }
 
 
+def kill_and_wait(processes: list[psutil.Process]) -> None:
+    """SIGKILL each process (one already gone is skipped) and wait for them to end."""
+    for process in processes:
+        try:
+            process.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(processes, timeout=STOP_TIMEOUT_S)
+
+
 def ray_env() -> dict[str, str]:
     """The environment of the ``ray start`` and ``ray job`` commands: this session's, minus any
     Ray settings and S3 credentials (the job gets those only through its runtime env, as on a
@@ -205,12 +215,7 @@ class MultiNodeCluster:
             victims = [p for node in self.nodes for p in node.processes()]
             if not victims:
                 break
-            for process in victims:
-                try:
-                    process.send_signal(signal.SIGKILL)
-                except psutil.Error:
-                    pass
-            psutil.wait_procs(victims, timeout=STOP_TIMEOUT_S)
+            kill_and_wait(victims)
         for node in self.nodes:
             try:
                 node.process.wait(timeout=STOP_TIMEOUT_S)
@@ -409,12 +414,7 @@ def test_worker_node_killed_mid_job(multinode, s3_server, bucket, undisturbed):
             if not any(CROP_TASK in title for title in titles):
                 continue  # this node is not cropping right now
             markers, manifest = output.count_markers(), output.has_manifest()
-            for process in tree:
-                try:
-                    process.send_signal(signal.SIGKILL)
-                except psutil.Error:
-                    pass
-            psutil.wait_procs(tree, timeout=STOP_TIMEOUT_S)
+            kill_and_wait(tree)
             return {"node": name, "pids": [p.pid for p in tree], "markers": markers,
                     "manifest": manifest}
         return None  # between tasks: try again at the next poll

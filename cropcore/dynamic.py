@@ -15,7 +15,13 @@ import numpy as np
 from cropcore.color import parse_color
 from cropcore.crops import Crop, CropBatch
 from cropcore.detections import Detections
-from cropcore.masks import POLYGON_STYLES, cut_rle, polygon_to_mask, truncate_vertices
+from cropcore.masks import (
+    POLYGON_STYLES,
+    cut_rle,
+    fill_truncated_polygon,
+    polygon_to_mask,
+    truncate_vertices,
+)
 from cropcore.resize import crop_and_resize
 from cropcore.windows import NOT_FINITE, box_faults, empty_windows, windows_from_xyxy
 
@@ -267,15 +273,14 @@ def _polygon_in_window(vertices: np.ndarray, style: str, size_wh: tuple[int, int
     if not np.isfinite(vertices).all():
         raise ValueError("polygon vertices must be finite, got NaN or infinity")
     truncated = truncate_vertices(vertices)  # polygon_to_mask's error, even off the window
-    cx0, cx1 = (int(np.clip(v, 0, width)) for v in (truncated[:, 0].min(),
-                                                    truncated[:, 0].max() + 1))
-    cy0, cy1 = (int(np.clip(v, 0, height)) for v in (truncated[:, 1].min(),
-                                                     truncated[:, 1].max() + 1))
+    (left, top), (right, bottom) = truncated.min(axis=0).tolist(), truncated.max(axis=0).tolist()
+    cx0, cx1 = min(max(int(left), 0), width), min(max(int(right) + 1, 0), width)
+    cy0, cy1 = min(max(int(top), 0), height), min(max(int(bottom) + 1, 0), height)
     out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
     lx0, ly0, lx1, ly1 = max(x0, cx0), max(y0, cy0), min(x1, cx1), min(y1, cy1)
     if lx1 <= lx0 or ly1 <= ly0:
         return out
-    canvas = polygon_to_mask(truncated - (cx0, cy0), (cy1 - cy0, cx1 - cx0), style="roboflow")
+    canvas = fill_truncated_polygon(truncated - (cx0, cy0), cy1 - cy0, cx1 - cx0)
     out[ly0 - y0 : ly1 - y0, lx0 - x0 : lx1 - x0] = canvas[ly0 - cy0 : ly1 - cy0,
                                                            lx0 - cx0 : lx1 - cx0]
     return out

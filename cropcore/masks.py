@@ -222,7 +222,12 @@ def _polygon_to_mask_roboflow(vertices: np.ndarray, height: int, width: int) -> 
     """cv2.fillPoly of the truncated vertices; ``vertices`` is a finite ``(P, 2)`` array."""
     if len(vertices) < 3 or height == 0 or width == 0:
         return np.zeros((height, width), dtype=bool)
-    truncated = truncate_vertices(vertices)
+    return fill_truncated_polygon(truncate_vertices(vertices), height, width)
+
+
+def fill_truncated_polygon(truncated: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The ``(height, width)`` mask of Roboflow-style ``cv2.fillPoly`` of ``truncated``, a
+    ``(P, 2)`` array of vertices that ``truncate_vertices`` returned (integers in int32)."""
     canvas = np.zeros((height, width), dtype=np.uint8)
     cv2.fillPoly(canvas, [truncated.astype(np.int32)], color=1, lineType=cv2.LINE_8)
     return canvas.view(bool)

@@ -249,11 +249,14 @@ def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python, rows_p
     part: dict = {"datasets": {str(k): v["counts"] for k, v in data.items()}}
     if "pipeline" in parts:
         part["floor"], part["job"] = {}, {}
+        part["turbo_floor"] = {}
         for processes in cpus:
-            _say(f"{label}: codec floor, {processes} process(es)")
-            runs = [_fastest([codec_floor(data[k]["root"], processes)
-                              for _ in range(sizes.repeats)]) | {"images": k} for k in job_counts]
-            part["floor"][str(processes)] = _with_rate(runs)
+            for key, decoder in (("floor", "opencv"), ("turbo_floor", "libjpeg-turbo")):
+                _say(f"{label}: codec floor ({decoder} decode), {processes} process(es)")
+                runs = [_fastest([codec_floor(data[k]["root"], processes, decoder)
+                                  for _ in range(sizes.repeats)]) | {"images": k}
+                        for k in job_counts]
+                part[key][str(processes)] = _with_rate(runs)
         for num_cpus in cpus:
             _say(f"{label}: the job on a local Ray with {num_cpus} CPU(s)")
             spec = {"num_cpus": num_cpus, "warmup": str(data[warmup]["root"]),
@@ -756,20 +759,29 @@ def _udf_pass(root: Path, output: Path, profiler=None,
 
 # -- the codec floor -------------------------------------------------------------------------------
 _FLOOR_WINDOWS: dict = {}
+_FLOOR_SIZES: dict = {}  # image_id -> (width, height), for the libjpeg-turbo floor's buffer
+_FLOOR_BUFFER: list = [None]  # the libjpeg-turbo floor's decode buffer, reused
+FLOOR_DECODERS = ("opencv", "libjpeg-turbo")
 
 
-def codec_floor(root: Path, processes: int) -> dict:
-    """The least work any crop job must do: decode each image that has a crop once
-    (``cv2.imdecode``) and encode each crop once (``cv2.imencode`` JPEG q90), one process per
-    CPU, no Ray. Windows come from the detections table (rounded half to even, clamped, empty
-    ones skipped); images are read row group by row group. Process start-up is not timed."""
+def codec_floor(root: Path, processes: int, decoder: str = "opencv") -> dict:
+    """The least work any crop job must do: decode each image that has a crop once and encode
+    each crop once (``cv2.imencode`` JPEG q90), one process per CPU, no Ray. ``decoder`` is
+    ``"opencv"`` (``cv2.imdecode``: the floor of issue 14's target) or ``"libjpeg-turbo"``
+    (simplejpeg into a buffer each process reuses, the decode the job uses: the same pixels,
+    the lowest cost known for them). Windows come from the detections table (rounded half to
+    even, clamped, empty ones skipped); images are read row group by row group. Process
+    start-up is not timed."""
     import multiprocessing
 
-    windows = _windows_by_image(root)
-    units = [(str(root / "images" / "part-00000.parquet"), group)
+    if decoder not in FLOOR_DECODERS:
+        raise ValueError(f"decoder must be one of {FLOOR_DECODERS}, got {decoder!r}")
+    sizes = _image_sizes(root)
+    windows = _windows_by_image(root, sizes)
+    units = [(str(root / "images" / "part-00000.parquet"), group, decoder)
              for group in range(_row_groups(root))]
     context = multiprocessing.get_context("spawn")
-    with context.Pool(processes, initializer=_floor_init, initargs=(windows,)) as pool:
+    with context.Pool(processes, initializer=_floor_init, initargs=(windows, sizes)) as pool:
         pool.map(_floor_ready, range(processes))
         load = _load()
         cpu_before, machine_before = cpu_snapshot(), machine_busy_seconds()
@@ -779,7 +791,8 @@ def codec_floor(root: Path, processes: int) -> dict:
         cpu = cpu_seconds_since(cpu_before)
         foreign = foreign_cpu_seconds(machine_before, cpu)
     return {"crops": sum(c for c, _ in done), "images_decoded": sum(i for _, i in done),
-            "seconds": round(seconds, 3), "processes": processes, "load_start": load,
+            "seconds": round(seconds, 3), "processes": processes, "decoder": decoder,
+            "load_start": load,
             "cpu_seconds": cpu, "foreign_cpu_seconds": foreign}
 
 
@@ -789,7 +802,7 @@ def _row_groups(root: Path) -> int:
     return pq.ParquetFile(root / "images" / "part-00000.parquet").metadata.num_row_groups
 
 
-def _windows_by_image(root: Path) -> dict:
+def _windows_by_image(root: Path, sizes: dict) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -800,7 +813,6 @@ def _windows_by_image(root: Path) -> dict:
     ids = table.column("image_id").to_numpy(zero_copy_only=False)
     xyxy = np.stack([table.column(c).to_numpy() for c in ("x_min", "y_min", "x_max", "y_max")],
                     axis=1)
-    sizes = _image_sizes(root)
     out: dict = {}
     for image_id in np.unique(ids):
         boxes = xyxy[ids == image_id]
@@ -821,14 +833,17 @@ def _image_sizes(root: Path) -> dict:
                                                   table.column("image").to_pylist(), strict=True)}
 
 
-def _floor_init(windows: dict) -> None:
+def _floor_init(windows: dict, sizes: dict) -> None:
     import cv2
     import numpy  # noqa: F401 - imported before the clock starts
     import pyarrow.parquet  # noqa: F401
+    import simplejpeg  # noqa: F401
 
     cv2.setNumThreads(1)
     _FLOOR_WINDOWS.clear()
     _FLOOR_WINDOWS.update(windows)
+    _FLOOR_SIZES.clear()
+    _FLOOR_SIZES.update(sizes)
 
 
 def _floor_ready(_: int) -> int:
@@ -836,12 +851,13 @@ def _floor_ready(_: int) -> int:
     return os.getpid()
 
 
-def _floor_unit(unit: tuple[str, int]) -> tuple[int, int]:
+def _floor_unit(unit: tuple[str, int, str]) -> tuple[int, int]:
     import cv2
     import numpy as np
     import pyarrow.parquet as pq
+    import simplejpeg
 
-    path, group = unit
+    path, group, decoder = unit
     rows = pq.ParquetFile(path).read_row_group(group, columns=["image_id", "image"])
     crops = decoded = 0
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
@@ -850,7 +866,14 @@ def _floor_unit(unit: tuple[str, int]) -> tuple[int, int]:
         windows = _FLOOR_WINDOWS.get(image_id)
         if windows is None:
             continue
-        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if decoder == "opencv":
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        else:
+            width, height = _FLOOR_SIZES[image_id]
+            size = width * height * 3
+            if _FLOOR_BUFFER[0] is None or _FLOOR_BUFFER[0].size < size:
+                _FLOOR_BUFFER[0] = np.empty(size, np.uint8)
+            pixels = simplejpeg.decode_jpeg(data, "BGR", buffer=_FLOOR_BUFFER[0][:size])
         decoded += 1
         for x0, y0, x1, y1 in windows.tolist():
             ok, _ = cv2.imencode(".jpg", pixels[y0:y1, x0:x1], params)
@@ -1175,8 +1198,15 @@ def _format_pipeline(label: str, part: dict) -> list[str]:
 
     for cpus, entry in sorted(part.get("floor", {}).items()):
         row("codec floor (cv2 decode + encode, processes)", cpus, entry)
+    for cpus, entry in sorted(part.get("turbo_floor", {}).items()):
+        row("  the same, libjpeg-turbo decode (simplejpeg)", cpus, entry)
     for cpus, entry in sorted(part.get("job", {}).items()):
         row("cropcore job (Ray Data, masks, JPEG q90)", cpus, entry)
+    ratios = [f"{cpus} CPU(s) {ratio:.2f}x" for cpus, entry in sorted(part.get("job", {}).items())
+              if (ratio := _ratio(_trusted(entry),
+                                  _trusted(part.get("turbo_floor", {}).get(cpus, {}))))]
+    if ratios:
+        lines.append(f"  job vs the libjpeg-turbo floor: {', '.join(ratios)}")
     names = {"as_written": "first-try Ray Data (flat_map, PIL, masks)",
              "repartitioned": "  the same + repartition(4)"}
     for variant, entry in part.get("naive", {}).items():

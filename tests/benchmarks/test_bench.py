@@ -94,13 +94,17 @@ def test_bench_pipeline_part_writes_the_results(tmp_path):
     assert {"mode", "machine", "sizes", "load", "kernels", "pipeline", "targets"} <= set(results)
     assert results["mode"] == "quick" and results["kernels"] == {}
     part = results["pipeline"]["640x480"]
-    assert set(part) == {"datasets", "floor", "job"}
-    assert set(part["floor"]) == set(part["job"]) == {"1", "2"}
+    assert set(part) == {"datasets", "floor", "turbo_floor", "job"}
+    assert set(part["floor"]) == set(part["turbo_floor"]) == set(part["job"]) == {"1", "2"}
     for cpus in ("1", "2"):
-        floor_runs, job_runs = part["floor"][cpus]["runs"], part["job"][cpus]["runs"]
-        assert [r["images"] for r in job_runs] == [r["images"] for r in floor_runs] == [2, 8]
-        # The job and the floor cut the same windows: every non-empty box, once.
-        assert [r["crops"] for r in job_runs] == [r["crops"] for r in floor_runs]
+        job_runs = part["job"][cpus]["runs"]
+        for floor in ("floor", "turbo_floor"):
+            floor_runs = part[floor][cpus]["runs"]
+            assert [r["images"] for r in job_runs] == [r["images"] for r in floor_runs] == [2, 8]
+            # The job and both floors cut the same windows: every non-empty box, once.
+            assert [r["crops"] for r in job_runs] == [r["crops"] for r in floor_runs]
+            assert [r["images_decoded"] for r in job_runs] == \
+                [r["images_decoded"] for r in floor_runs]
         assert all(r["crops"] > 0 and r["seconds"] > 0 for r in job_runs)
         assert "marginal_crops_per_s" in part["job"][cpus]
     for run in part["job"]["2"]["runs"]:

@@ -19,7 +19,8 @@ profile   ``jobs.udfs.crop_units`` in-process on one core (no Ray) under cProfil
 Throughputs are marginal: every system runs a dataset of N and of k*N images (the first N images
 are the same) and the rate is ``(crops(kN) - crops(N)) / (seconds(kN) - seconds(N))``, so fixed
 costs (start-up, planning, the manifest) cancel. The job and the floor run each size ``repeats``
-times and keep the fastest. Ray sessions, kernel runs and Daft each run in a child process, so
+times, interleaved (floor, job, floor, job: a slower spell of a shared machine then weighs on
+both), and keep the fastest. Ray sessions, kernel runs and Daft each run in a child process, so
 each gets fresh thread pools, and the memory of one cannot leak into another.
 """
 
@@ -249,23 +250,22 @@ def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python, rows_p
     part: dict = {"datasets": {str(k): v["counts"] for k, v in data.items()}}
     if "pipeline" in parts:
         part["floor"], part["job"] = {}, {}
-        part["turbo_floor"] = {}
-        for processes in cpus:
-            for key, decoder in (("floor", "opencv"), ("turbo_floor", "libjpeg-turbo")):
-                _say(f"{label}: codec floor ({decoder} decode), {processes} process(es)")
-                runs = [_fastest([codec_floor(data[k]["root"], processes, decoder)
-                                  for _ in range(sizes.repeats)]) | {"images": k}
-                        for k in job_counts]
-                part[key][str(processes)] = _with_rate(runs)
+        part["floor"], part["turbo_floor"], part["job"] = {}, {}, {}
         for num_cpus in cpus:
-            _say(f"{label}: the job on a local Ray with {num_cpus} CPU(s)")
+            _say(f"{label}: the job on a local Ray with {num_cpus} CPU(s), interleaved with the "
+                 f"codec floors ({num_cpus} process(es))")
             spec = {"num_cpus": num_cpus, "warmup": str(data[warmup]["root"]),
                     "runs": [{"images": k, "root": str(data[k]["root"])} for k in job_counts],
                     "scratch": str(workdir / "scratch"), "memory": num_cpus == max(cpus),
-                    "repeats": sizes.repeats}
+                    "repeats": sizes.repeats, "floors": True}
             session = _child("job", spec, workdir)
-            part["job"][str(num_cpus)] = _with_rate(session["runs"]) if "runs" in session \
-                else session
+            key = str(num_cpus)
+            if "runs" not in session:
+                part["job"][key] = part["floor"][key] = part["turbo_floor"][key] = session
+                continue
+            part["job"][key] = _with_rate(session["runs"])
+            for name in FLOORS:
+                part[name][key] = _with_rate(session[name])
     if "naive" in parts:
         part["naive"] = {}
         # As written, a single-file input is one read task fused with the flat_map: one busy
@@ -600,7 +600,8 @@ def task_gaps(events: list[dict], since: float) -> dict:
 
 # -- the job ---------------------------------------------------------------------------------------
 def job_session(spec: dict) -> dict:
-    """Child process: a fresh local Ray with ``num_cpus``; a warm-up run, then each timed run.
+    """Child process: a fresh local Ray with ``num_cpus``; a warm-up run, then each timed run,
+    and with ``spec["floors"]`` the codec floors (``num_cpus`` processes) just before each.
     With ``spec["memory"]`` each run is repeated with the memory sampler on: reading every
     process's ``smaps_rollup`` costs a few ms per process, which would slow the timed runs."""
     import ray
@@ -612,20 +613,30 @@ def job_session(spec: dict) -> dict:
     try:
         scratch = Path(spec["scratch"])
         _job_run(Path(spec["warmup"]), scratch / "job-warmup")
-        runs = []
-        for run in spec["runs"]:
-            tries = [_job_run(Path(run["root"]), scratch / f"job-{run['images']}")
-                     for _ in range(spec.get("repeats", 1))]
-            runs.append(_fastest(tries) | {"images": run["images"]})
+        floors = FLOORS if spec.get("floors") else {}
+        tries: dict = {(name, run["images"]): [] for run in spec["runs"]
+                       for name in ("job", *floors)}
+        # Each repeat runs every size of the floors and then the job, one after the other, so
+        # a slower spell of a shared machine weighs on both sides of a ratio alike.
+        for _ in range(spec.get("repeats", 1)):
+            for run in spec["runs"]:
+                root, images = Path(run["root"]), run["images"]
+                for name, decoder in floors.items():
+                    tries[name, images].append(codec_floor(root, spec["num_cpus"], decoder))
+                tries["job", images].append(_job_run(root, scratch / f"job-{images}"))
+        result = {name: [_fastest(tries[name, run["images"]]) | {"images": run["images"]}
+                         for run in spec["runs"]] for name in ("job", *floors)}
+        runs = result.pop("job")
         # How the tasks of the last run filled the workers, from Ray's own task timeline.
-        runs[-1]["tasks"] = task_gaps(ray.timeline(), since=tries[-1]["started_at"])
+        last = tries["job", spec["runs"][-1]["images"]][-1]
+        runs[-1]["tasks"] = task_gaps(ray.timeline(), since=last["started_at"])
         if spec.get("memory"):
             for run, timed in zip(spec["runs"], runs, strict=True):
                 sampled = _job_run(Path(run["root"]), scratch / f"job-{run['images']}",
                                    memory=True)
                 timed["memory"] = sampled["memory"] | {"seconds_while_sampling":
                                                        sampled["seconds"]}
-        return {"num_cpus": spec["num_cpus"], "runs": runs}
+        return {"num_cpus": spec["num_cpus"], "runs": runs, **result}
     finally:
         ray.shutdown()
 
@@ -762,6 +773,7 @@ _FLOOR_WINDOWS: dict = {}
 _FLOOR_SIZES: dict = {}  # image_id -> (width, height), for the libjpeg-turbo floor's buffer
 _FLOOR_BUFFER: list = [None]  # the libjpeg-turbo floor's decode buffer, reused
 FLOOR_DECODERS = ("opencv", "libjpeg-turbo")
+FLOORS = {"floor": "opencv", "turbo_floor": "libjpeg-turbo"}  # results key -> decoder
 
 
 def codec_floor(root: Path, processes: int, decoder: str = "opencv") -> dict:

@@ -541,6 +541,7 @@ def kernel_session(spec: dict) -> dict:
                                                      - reference).max())
     except Exception as error:  # noqa: BLE001 - TF is optional: report why it is missing
         car["tensorflow"] = {"error": f"{type(error).__name__}: {error}"[:300]}
+    car["float32"] = _crop_and_resize_float32(batch, boxes, indices, crop_hw, spec["repeats"])
 
     rng = np.random.default_rng(2)
     width, height = size_wh
@@ -574,6 +575,37 @@ def kernel_session(spec: dict) -> dict:
         "same_pixels": bool(agree),
     }
     result["load_end"] = _load()
+    return result
+
+
+def _crop_and_resize_float32(batch, boxes, indices, crop_hw, repeats: int) -> dict:
+    """The crop_and_resize timings on the same image as float32 (TensorFlow's float32 path
+    skips its conversion, so its ratio to cropcore is not the uint8 one)."""
+    import numpy as np
+
+    from cropcore import crop_and_resize
+
+    image = batch.astype(np.float32)
+    ours = crop_and_resize(image, boxes, indices, crop_hw)
+    reused = np.empty_like(ours)
+    result = {"image": "1x1080x1920x3 float32",
+              "cropcore": _time_ms(lambda: crop_and_resize(image, boxes, indices, crop_hw),
+                                   repeats),
+              "cropcore_out": _time_ms(lambda: crop_and_resize(image, boxes, indices, crop_hw,
+                                                               out=reused), repeats)}
+    try:
+        import tensorflow as tf
+
+        tf_image, tf_boxes, tf_indices = tf.constant(image), tf.constant(boxes), \
+            tf.constant(indices)
+
+        def tf_call():
+            return tf.image.crop_and_resize(tf_image, tf_boxes, tf_indices, crop_hw).numpy()
+
+        result["cropcore_bit_exact_with_tf"] = bool(np.array_equal(ours, tf_call()))
+        result["tensorflow"] = _time_ms(tf_call, repeats)
+    except Exception as error:  # noqa: BLE001 - TF is optional: report why it is missing
+        result["tensorflow"] = {"error": f"{type(error).__name__}: {error}"[:300]}
     return result
 
 
@@ -1046,13 +1078,17 @@ def evaluate_targets(results: dict) -> list[dict]:
                         "unit": unit})
 
     for threads, kernels in sorted(results.get("kernels", {}).items()):
-        car = kernels.get("crop_and_resize", {})
-        tf = car.get("tensorflow", {})
-        for key, variant in (("cropcore", "new output"), ("cropcore_out", "out=")):
-            ours = car.get(key, {})
-            ratio = (tf["min_ms"] / ours["min_ms"]) if "min_ms" in tf and "min_ms" in ours \
-                else None
-            add(f"crop_and_resize vs TF, {threads} thread(s), {variant}", ratio, 5.0, ">= 5x")
+        uint8 = kernels.get("crop_and_resize", {})
+        for name, car in (("crop_and_resize", uint8),
+                          ("crop_and_resize f32", uint8.get("float32"))):
+            if car is None:
+                continue
+            tf = car.get("tensorflow", {})
+            for key, variant in (("cropcore", "new output"), ("cropcore_out", "out=")):
+                ours = car.get(key, {})
+                ratio = (tf["min_ms"] / ours["min_ms"]) if "min_ms" in tf and "min_ms" in ours \
+                    else None
+                add(f"{name} vs TF, {threads} thread(s), {variant}", ratio, 5.0, ">= 5x")
     for label, part in results.get("pipeline", {}).items():
         job = part.get("job", {})
         rate = {c: _trusted(v) for c, v in job.items()}
@@ -1166,6 +1202,16 @@ def _format_kernels(kernels: dict) -> list[str]:
         lines.append(f"  {threads:<8} {cell(ours):>17} {cell(tf):>18} {cell(cv):>20} "
                      f"{tf_ratio:>8} {cv['min_ms'] / ours['min_ms']:>8.2f}x "
                      f"{cell(reused):>17} {tf_reused:>8}")
+    for threads, k in sorted(kernels.items()):
+        f32 = k.get("crop_and_resize", {}).get("float32")
+        if not f32:
+            continue
+        tf = f32.get("tensorflow", {})
+        ratios = " / ".join(f"{tf['min_ms'] / f32[key]['min_ms']:.2f}x" if "min_ms" in tf
+                            else "n/a" for key in ("cropcore", "cropcore_out"))
+        lines.append(f"  float32 image, {threads} thread(s): cropcore {_ms(f32['cropcore'])}, "
+                     f"out= {_ms(f32['cropcore_out'])}, TF {_ms(tf)} -> TF/ours {ratios}; "
+                     f"bit-exact {f32.get('cropcore_bit_exact_with_tf', 'n/a')}")
     first = kernels[min(kernels)]
     if "crop_and_resize" in first:
         car = first["crop_and_resize"]

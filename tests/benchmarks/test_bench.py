@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import datagen, memory
-from benchmarks.bench import _trusted, fixed_seconds
+from benchmarks.bench import _format_kernels, _trusted, evaluate_targets, fixed_seconds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,3 +137,22 @@ def test_fixed_seconds_is_the_small_runs_time_beyond_its_crops_at_the_marginal_r
                       {"images": 40, "crops": 800, "seconds": 8.5}]}
     assert fixed_seconds(entry) == pytest.approx(0.5)
     assert fixed_seconds({"runs": []}) is None
+
+
+def test_crop_and_resize_targets_cover_uint8_and_float32_with_and_without_out():
+    def timing(ms):
+        return {"min_ms": ms, "median_ms": ms}
+
+    kernels = {"1": {"crop_and_resize": {
+        "cropcore": timing(50.0), "cropcore_out": timing(40.0), "tensorflow": timing(260.0),
+        "cv2_warp_affine": timing(100.0),
+        "float32": {"cropcore": timing(60.0), "cropcore_out": timing(43.0),
+                    "tensorflow": timing(216.0), "cropcore_bit_exact_with_tf": True}}}}
+    targets = {t["target"]: t for t in evaluate_targets({"kernels": kernels})}
+    assert targets["crop_and_resize vs TF, 1 thread(s), new output"]["value"] == 5.2
+    assert targets["crop_and_resize vs TF, 1 thread(s), out="]["pass"] is True
+    assert targets["crop_and_resize f32 vs TF, 1 thread(s), new output"]["value"] == 3.6
+    assert targets["crop_and_resize f32 vs TF, 1 thread(s), new output"]["pass"] is False
+    assert targets["crop_and_resize f32 vs TF, 1 thread(s), out="]["value"] == 5.023
+    report = "\n".join(_format_kernels(kernels))
+    assert "float32 image, 1 thread(s)" in report and "3.60x / 5.02x" in report

@@ -249,7 +249,6 @@ def _run_pipeline_part(workdir, sizes, parts, size_wh, cpus, daft_python, rows_p
     data = prepare_datasets(workdir / "data", size_wh, sorted(wanted), rows_per_group)
     part: dict = {"datasets": {str(k): v["counts"] for k, v in data.items()}}
     if "pipeline" in parts:
-        part["floor"], part["job"] = {}, {}
         part["floor"], part["turbo_floor"], part["job"] = {}, {}, {}
         for num_cpus in cpus:
             _say(f"{label}: the job on a local Ray with {num_cpus} CPU(s), interleaved with the "
@@ -804,8 +803,8 @@ def _udf_pass(root: Path, output: Path, profiler=None,
 _FLOOR_WINDOWS: dict = {}
 _FLOOR_SIZES: dict = {}  # image_id -> (width, height), for the libjpeg-turbo floor's buffer
 _FLOOR_BUFFER: list = [None]  # the libjpeg-turbo floor's decode buffer, reused
-FLOOR_DECODERS = ("opencv", "libjpeg-turbo")
 FLOORS = {"floor": "opencv", "turbo_floor": "libjpeg-turbo"}  # results key -> decoder
+FLOOR_DECODERS = tuple(FLOORS.values())
 
 
 def codec_floor(root: Path, processes: int, decoder: str = "opencv") -> dict:
@@ -836,8 +835,7 @@ def codec_floor(root: Path, processes: int, decoder: str = "opencv") -> dict:
         foreign = foreign_cpu_seconds(machine_before, cpu)
     return {"crops": sum(c for c, _ in done), "images_decoded": sum(i for _, i in done),
             "seconds": round(seconds, 3), "processes": processes, "decoder": decoder,
-            "load_start": load,
-            "cpu_seconds": cpu, "foreign_cpu_seconds": foreign}
+            "load_start": load, "cpu_seconds": cpu, "foreign_cpu_seconds": foreign}
 
 
 def _row_groups(root: Path) -> int:

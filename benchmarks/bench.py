@@ -494,7 +494,7 @@ def kernel_session(spec: dict) -> dict:
     import cv2
     import numpy as np
 
-    from cropcore import Detections, crop_and_resize, dynamic_crop
+    from cropcore import Detections, dynamic_crop
 
     threads = spec["threads"]
     cv2.setNumThreads(threads)
@@ -511,36 +511,20 @@ def kernel_session(spec: dict) -> dict:
                     "crop_and_resize": {"image": "1x1080x1920x3 uint8",
                                         "boxes": len(boxes), "crop_size": list(crop_hw)}}
     car = result["crop_and_resize"]
-    ours = crop_and_resize(batch, boxes, indices, crop_hw)
-    car["cropcore"] = _time_ms(lambda: crop_and_resize(batch, boxes, indices, crop_hw),
-                                 spec["repeats"])
-    # The same calls writing into one reused output (out=), as a batch loop would.
-    reused = np.empty_like(ours)
-    car["cropcore_out"] = _time_ms(
-        lambda: crop_and_resize(batch, boxes, indices, crop_hw, out=reused), spec["repeats"])
+    car.update(_tensorflow_threads(threads))
+    timings, reference = _crop_and_resize_timings(batch, boxes, indices, crop_hw,
+                                                  spec["repeats"])
+    car.update(timings)
     warped = np.empty((len(boxes), *crop_hw, 3), np.uint8)
     car["cv2_warp_affine"] = _time_ms(lambda: warp_affine_crops(image, boxes, crop_hw, warped),
                                         spec["repeats"])
-    try:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-        tf_image, tf_boxes = tf.constant(batch), tf.constant(boxes)
-        tf_indices = tf.constant(indices)
-
-        def tf_call():
-            return tf.image.crop_and_resize(tf_image, tf_boxes, tf_indices, crop_hw).numpy()
-
-        reference = tf_call()
-        car["tensorflow"] = _time_ms(tf_call, spec["repeats"])
-        car["tensorflow_version"] = tf.__version__
-        car["cropcore_bit_exact_with_tf"] = bool(np.array_equal(ours, reference))
+    if reference is not None:
         car["cv2_max_abs_diff_vs_tf"] = float(np.abs(warped.astype(np.float32)
                                                      - reference).max())
-    except Exception as error:  # noqa: BLE001 - TF is optional: report why it is missing
-        car["tensorflow"] = {"error": f"{type(error).__name__}: {error}"[:300]}
-    car["float32"] = _crop_and_resize_float32(batch, boxes, indices, crop_hw, spec["repeats"])
+    # The same image as float32: TensorFlow's float32 path skips its conversion, so its ratio to
+    # cropcore is not the uint8 one.
+    car["float32"] = {"image": "1x1080x1920x3 float32", **_crop_and_resize_timings(
+        batch.astype(np.float32), boxes, indices, crop_hw, spec["repeats"])[0]}
 
     rng = np.random.default_rng(2)
     width, height = size_wh
@@ -577,35 +561,49 @@ def kernel_session(spec: dict) -> dict:
     return result
 
 
-def _crop_and_resize_float32(batch, boxes, indices, crop_hw, repeats: int) -> dict:
-    """The crop_and_resize timings on the same image as float32 (TensorFlow's float32 path
-    skips its conversion, so its ratio to cropcore is not the uint8 one)."""
+def _tensorflow_threads(threads: int) -> dict:
+    """Fix TensorFlow's thread pools (only possible before its first op); its version, or
+    nothing when it does not import (the timings then report why)."""
+    try:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except Exception:  # noqa: BLE001 - TF is optional
+        return {}
+    return {"tensorflow_version": tf.__version__}
+
+
+def _crop_and_resize_timings(batch, boxes, indices, crop_hw, repeats: int) -> tuple[dict, object]:
+    """cropcore's crop_and_resize timed with a new output per call (the default) and writing
+    into one reused output (``out=``, as a batch loop would), TensorFlow's on the same inputs,
+    and whether the two outputs are bit-exact; also TensorFlow's output (None without TF)."""
     import numpy as np
 
     from cropcore import crop_and_resize
 
-    image = batch.astype(np.float32)
-    ours = crop_and_resize(image, boxes, indices, crop_hw)
+    ours = crop_and_resize(batch, boxes, indices, crop_hw)
     reused = np.empty_like(ours)
-    result = {"image": "1x1080x1920x3 float32",
-              "cropcore": _time_ms(lambda: crop_and_resize(image, boxes, indices, crop_hw),
-                                   repeats),
-              "cropcore_out": _time_ms(lambda: crop_and_resize(image, boxes, indices, crop_hw,
-                                                               out=reused), repeats)}
+    timings = {"cropcore": _time_ms(lambda: crop_and_resize(batch, boxes, indices, crop_hw),
+                                    repeats),
+               "cropcore_out": _time_ms(lambda: crop_and_resize(batch, boxes, indices, crop_hw,
+                                                                out=reused), repeats)}
     try:
         import tensorflow as tf
 
-        tf_image, tf_boxes, tf_indices = tf.constant(image), tf.constant(boxes), \
-            tf.constant(indices)
+        tf_batch, tf_boxes, tf_indices = (tf.constant(batch), tf.constant(boxes),
+                                          tf.constant(indices))
 
         def tf_call():
-            return tf.image.crop_and_resize(tf_image, tf_boxes, tf_indices, crop_hw).numpy()
+            return tf.image.crop_and_resize(tf_batch, tf_boxes, tf_indices, crop_hw).numpy()
 
-        result["cropcore_bit_exact_with_tf"] = bool(np.array_equal(ours, tf_call()))
-        result["tensorflow"] = _time_ms(tf_call, repeats)
+        reference = tf_call()
+        timings["tensorflow"] = _time_ms(tf_call, repeats)
+        timings["cropcore_bit_exact_with_tf"] = bool(np.array_equal(ours, reference))
     except Exception as error:  # noqa: BLE001 - TF is optional: report why it is missing
-        result["tensorflow"] = {"error": f"{type(error).__name__}: {error}"[:300]}
-    return result
+        timings["tensorflow"] = {"error": f"{type(error).__name__}: {error}"[:300]}
+        reference = None
+    return timings, reference
 
 
 # -- Ray task gaps --------------------------------------------------------------------------------
@@ -801,7 +799,6 @@ def _udf_pass(root: Path, output: Path, profiler=None,
 
 # -- the codec floor -------------------------------------------------------------------------------
 _FLOOR_WINDOWS: dict = {}
-_FLOOR_SIZES: dict = {}  # image_id -> (width, height), for the libjpeg-turbo floor's buffer
 _FLOOR_BUFFER: list = [None]  # the libjpeg-turbo floor's decode buffer, reused
 FLOORS = {"floor": "opencv", "turbo_floor": "libjpeg-turbo"}  # results key -> decoder
 FLOOR_DECODERS = tuple(FLOORS.values())
@@ -819,12 +816,11 @@ def codec_floor(root: Path, processes: int, decoder: str = "opencv") -> dict:
 
     if decoder not in FLOOR_DECODERS:
         raise ValueError(f"decoder must be one of {FLOOR_DECODERS}, got {decoder!r}")
-    sizes = _image_sizes(root)
-    windows = _windows_by_image(root, sizes)
+    windows = _windows_by_image(root)
     units = [(str(root / "images" / "part-00000.parquet"), group, decoder)
              for group in range(_row_groups(root))]
     context = multiprocessing.get_context("spawn")
-    with context.Pool(processes, initializer=_floor_init, initargs=(windows, sizes)) as pool:
+    with context.Pool(processes, initializer=_floor_init, initargs=(windows,)) as pool:
         pool.map(_floor_ready, range(processes))
         load = _load()
         cpu_before, machine_before = cpu_snapshot(), machine_busy_seconds()
@@ -844,7 +840,7 @@ def _row_groups(root: Path) -> int:
     return pq.ParquetFile(root / "images" / "part-00000.parquet").metadata.num_row_groups
 
 
-def _windows_by_image(root: Path, sizes: dict) -> dict:
+def _windows_by_image(root: Path) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
@@ -855,6 +851,7 @@ def _windows_by_image(root: Path, sizes: dict) -> dict:
     ids = table.column("image_id").to_numpy(zero_copy_only=False)
     xyxy = np.stack([table.column(c).to_numpy() for c in ("x_min", "y_min", "x_max", "y_max")],
                     axis=1)
+    sizes = _image_sizes(root)
     out: dict = {}
     for image_id in np.unique(ids):
         boxes = xyxy[ids == image_id]
@@ -875,7 +872,7 @@ def _image_sizes(root: Path) -> dict:
                                                   table.column("image").to_pylist(), strict=True)}
 
 
-def _floor_init(windows: dict, sizes: dict) -> None:
+def _floor_init(windows: dict) -> None:
     import cv2
     import numpy  # noqa: F401 - imported before the clock starts
     import pyarrow.parquet  # noqa: F401
@@ -884,8 +881,6 @@ def _floor_init(windows: dict, sizes: dict) -> None:
     cv2.setNumThreads(1)
     _FLOOR_WINDOWS.clear()
     _FLOOR_WINDOWS.update(windows)
-    _FLOOR_SIZES.clear()
-    _FLOOR_SIZES.update(sizes)
 
 
 def _floor_ready(_: int) -> int:
@@ -911,7 +906,7 @@ def _floor_unit(unit: tuple[str, int, str]) -> tuple[int, int]:
         if decoder == "opencv":
             pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         else:
-            width, height = _FLOOR_SIZES[image_id]
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
             size = width * height * 3
             if _FLOOR_BUFFER[0] is None or _FLOOR_BUFFER[0].size < size:
                 _FLOOR_BUFFER[0] = np.empty(size, np.uint8)

@@ -278,18 +278,18 @@ if hasattr(os, "register_at_fork"):
 # below are placeholders that _kernels() binds to the Numba intrinsics first (Numba resolves
 # globals when it compiles).
 _LANES = 4
-_lerp4 = _lerp4_rows = _load4 = None
+_lerp4 = _lerp4_rows = _lerp4_rows_out = _load4 = None
 _KERNELS: SimpleNamespace | None = None
 _KERNELS_LOCK = threading.Lock()
 
 
 def _kernels() -> SimpleNamespace:
-    global _KERNELS, _lerp4, _lerp4_rows, _load4
+    global _KERNELS, _lerp4, _lerp4_rows, _lerp4_rows_out, _load4
     with _KERNELS_LOCK:
         if _KERNELS is None:
             import numba
 
-            _lerp4, _lerp4_rows, _load4 = _make_intrinsics()
+            _lerp4, _lerp4_rows, _lerp4_rows_out, _load4 = _make_intrinsics()
             jit = numba.njit(cache=True, nogil=True)
             _KERNELS = SimpleNamespace(
                 bilinear=jit(_bilinear_kernel),
@@ -365,6 +365,33 @@ def _make_intrinsics():
 
         return sig, codegen
 
+    def lerp_rows(context, builder, signature, args):
+        """Both rows' horizontal lerps as one 8-lane computation, stored to dst_a and dst_b;
+        returns the two 4-lane results."""
+        src_value, off_a, off_b, lo, hi, weight_value, dst_a_value, dst_b_value, at = args[:9]
+        src_type = signature.args[0]
+        f32x8 = ir.VectorType(ir.FloatType(), 2 * _LANES)
+        lanes = ir.VectorType(i32, 2 * _LANES)
+
+        def pixels(column):
+            a = load_lanes(context, builder, src_type, src_value, builder.add(off_a, column))
+            b = load_lanes(context, builder, src_type, src_value, builder.add(off_b, column))
+            both = builder.shuffle_vector(a, b, ir.Constant(lanes, list(range(2 * _LANES))))
+            return to_float32(builder, both, src_type.dtype, f32x8)
+
+        value = lerp(builder, pixels(lo), pixels(hi), weight_value)
+        parts = []
+        for half, (dst_type, dst_value) in enumerate(
+            ((signature.args[6], dst_a_value), (signature.args[7], dst_b_value))
+        ):
+            part = builder.shuffle_vector(
+                value, ir.Constant(f32x8, ir.Undefined),
+                ir.Constant(ir.VectorType(i32, _LANES),
+                            list(range(half * _LANES, (half + 1) * _LANES))))
+            store_f32x4(context, builder, dst_type, dst_value, at, part)
+            parts.append(part)
+        return parts
+
     @intrinsic
     def lerp4_rows(typingctx, src, off_a, off_b, lo, hi, weight, dst_a, dst_b, at):
         """lerp4(src, off_a + lo, off_a + hi, weight, dst_a, at) and the same for off_b and
@@ -375,26 +402,25 @@ def _make_intrinsics():
                          dst_a, dst_b, types.intp)
 
         def codegen(context, builder, signature, args):
-            src_value, off_a, off_b, lo, hi, weight_value, dst_a_value, dst_b_value, at = args
-            src_type = signature.args[0]
-            f32x8 = ir.VectorType(ir.FloatType(), 2 * _LANES)
-            lanes = ir.VectorType(i32, 2 * _LANES)
+            lerp_rows(context, builder, signature, args)
+            return context.get_dummy_value()
 
-            def pixels(column):
-                a = load_lanes(context, builder, src_type, src_value, builder.add(off_a, column))
-                b = load_lanes(context, builder, src_type, src_value, builder.add(off_b, column))
-                both = builder.shuffle_vector(a, b, ir.Constant(lanes, list(range(2 * _LANES))))
-                return to_float32(builder, both, src_type.dtype, f32x8)
+        return sig, codegen
 
-            value = lerp(builder, pixels(lo), pixels(hi), weight_value)
-            for half, (dst_type, dst_value) in enumerate(
-                ((signature.args[6], dst_a_value), (signature.args[7], dst_b_value))
-            ):
-                part = builder.shuffle_vector(
-                    value, ir.Constant(f32x8, ir.Undefined),
-                    ir.Constant(ir.VectorType(i32, _LANES),
-                                list(range(half * _LANES, (half + 1) * _LANES))))
-                store_f32x4(context, builder, dst_type, dst_value, at, part)
+    @intrinsic
+    def lerp4_rows_out(typingctx, src, off_a, off_b, lo, hi, weight, dst_a, dst_b, at,
+                       weight_y, out, out_at):
+        """lerp4_rows, then out[out_at:out_at+4] = a + (b - a) * weight_y of its two results
+        (the output pixel, without a second pass over the rows)."""
+        if not (supported(src, dst_a) and supported(src, dst_b) and supported(src, out)):
+            return None
+        sig = types.void(src, types.intp, types.intp, types.intp, types.intp, types.float32,
+                         dst_a, dst_b, types.intp, types.float32, out, types.intp)
+
+        def codegen(context, builder, signature, args):
+            upper, lower = lerp_rows(context, builder, signature, args)
+            store_f32x4(context, builder, signature.args[10], args[10], args[11],
+                        lerp(builder, upper, lower, args[9]))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -413,7 +439,7 @@ def _make_intrinsics():
 
         return sig, codegen
 
-    return lerp4, lerp4_rows, load4
+    return lerp4, lerp4_rows, lerp4_rows_out, load4
 
 
 def _bilinear_kernel(first_task, last_task, flat, tail, tail_start, height, row_size,
@@ -425,6 +451,8 @@ def _bilinear_kernel(first_task, last_task, flat, tail, tail_start, height, row_
     # TensorFlow's per-sample "top" and "bottom" values, so reusing them for the next output row
     # (which often shares a source row, always when upsampling) changes no bits.
     cache = np.empty((2, row_len + _LANES), dtype=np.float32)
+    # Pixels whose 4-lane output store stays inside the row: x * depth + _LANES <= row_len.
+    fused_width = min(crop_width, max(0, (row_len - _LANES) // depth + 1)) if depth else 0
     keys = np.empty(2, dtype=np.intp)
     lefts = np.empty(crop_width, dtype=np.intp)
     rights = np.empty(crop_width, dtype=np.intp)
@@ -477,14 +505,23 @@ def _bilinear_kernel(first_task, last_task, flat, tail, tail_start, height, row_
             off_t = (first_row + t) * row_size
             off_b = (first_row + b) * row_size
             if fill_t and fill_b and depth <= _LANES and off_b < tail_start:
-                # Both rows at once (the usual case when downsampling): one pass over the taps.
-                # Here t < b, so neither row is in the tail.
+                # Both rows at once (the usual case when downsampling): one pass over the taps
+                # that also writes the output pixel, except the last pixels, whose 4-lane store
+                # would spill past the row. Here t < b, so neither row is in the tail.
                 row_t = cache[st]
                 row_b = cache[sb]
-                for x in range(crop_width):
+                for x in range(fused_width):
+                    _lerp4_rows_out(flat, off_t, off_b, lefts[x], rights[x], weights[x], row_t,
+                                    row_b, x * depth, w, dst, x * depth)
+                for x in range(fused_width, crop_width):
                     _lerp4_rows(flat, off_t, off_b, lefts[x], rights[x], weights[x], row_t, row_b,
                                 x * depth)
-                fill_t = fill_b = False
+                for j in range(fused_width * depth, row_len):
+                    dst[j] = row_t[j] + (row_b[j] - row_t[j]) * w
+                for k in range(num_outside):
+                    x = outside[k]
+                    dst[x * depth : (x + 1) * depth] = extrapolation
+                continue
             for fill, slot, offset in ((fill_t, st, off_t), (fill_b, sb, off_b)):
                 if not fill:
                     continue

@@ -334,7 +334,7 @@ def test_many_channels_and_one_large_crop():
                              reference_crop_and_resize(image, boxes, [0], (29, 23), method))
 
 
-GUARDED_READS_SCRIPT = """
+GUARDED_ACCESS_SCRIPT = """
 import ctypes, mmap, sys
 import numpy as np
 from cropcore import crop_and_resize
@@ -366,15 +366,22 @@ for shape, dtype in [((1, 1, 1, 1), np.uint8), ((1, 2, 1, 1), np.uint8), ((2, 3,
             expected = crop_and_resize(image, boxes, indices, crop_size, method)
             actual = crop_and_resize(guarded(image), boxes, indices, crop_size, method)
             np.testing.assert_array_equal(actual, expected)
+            # and writes: the output ends at the page too, after each box in turn
+            for last in range(len(boxes)):
+                order = np.r_[np.delete(np.arange(len(boxes)), last), last]
+                out = guarded(np.zeros(expected.shape, np.float32))
+                crop_and_resize(image, boxes[order], indices, crop_size, method, out=out)
+                np.testing.assert_array_equal(out, expected[order])
 print("ok")
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses mprotect")
-def test_reads_stay_inside_the_image():
-    # The kernels read four channels at a time. Put the image right before an inaccessible page:
-    # a read past its end kills the (separate) process instead of passing unnoticed.
-    result = subprocess.run([sys.executable, "-c", GUARDED_READS_SCRIPT], capture_output=True,
+def test_reads_and_writes_stay_inside_the_image_and_output():
+    # The kernels read and write four channels at a time. Put the image, then the output, right
+    # before an inaccessible page: an access past its end kills the (separate) process instead
+    # of passing unnoticed.
+    result = subprocess.run([sys.executable, "-c", GUARDED_ACCESS_SCRIPT], capture_output=True,
                             text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"

@@ -11,6 +11,11 @@ hits both sides alike. Both allocate a fresh output per call, as callers do. Tim
 compilation; the ratio is TensorFlow's best time over ours. The workers also hash each output so
 the table can confirm that both libraries produced identical bits.
 
+A third worker times the write-only floor: a fresh float32 output of the same shape, filled once
+(``np.empty(...).fill``). Any implementation that returns a new output pays at least this (page
+faults that zero it, then one pass of stores), whatever its arithmetic; on a machine with little
+memory bandwidth it is most of the 5x budget.
+
     python benchmarks/crop_and_resize.py [--threads 1,2] [--rounds 5] [--batch 3] [--no-tf]
 """
 
@@ -50,7 +55,12 @@ def worker(library: str, threads: int) -> None:
     """Serve requests from the parent: one JSON line in ({"case", "repeats"}), one out."""
     image_u8, boxes, box_indices = workload()
     images = {"uint8": image_u8, "float32": image_u8.astype(np.float32)}
-    if library == "tf":
+    if library == "floor":
+        def call(dtype, method):
+            out = np.empty((NUM_BOXES, *CROP, CHANNELS), dtype=np.float32)
+            out.fill(1.0)
+            return out
+    elif library == "tf":
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -115,7 +125,7 @@ class Worker:
 
 
 def measure(threads: int, rounds: int, batch: int, with_tf: bool) -> dict:
-    libraries = ["cropcore", "tf"] if with_tf else ["cropcore"]
+    libraries = ["cropcore", "floor", "tf"] if with_tf else ["cropcore", "floor"]
     workers = {lib: Worker(lib, threads) for lib in libraries}
     try:
         results = {lib: {case: {"times": []} for case in CASES} for lib in libraries}
@@ -141,7 +151,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per case")
     parser.add_argument("--batch", type=int, default=3, help="timed calls per round")
     parser.add_argument("--no-tf", action="store_true", help="skip TensorFlow")
-    parser.add_argument("--worker", choices=["tf", "cropcore"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["tf", "cropcore", "floor"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, int(args.threads))
@@ -171,6 +181,8 @@ def main() -> None:
                 same = "-"
             print(f"{threads:>7}  {dtype:<8} {method:<9} {tf_best:>8.1f} {tf_median:>9.1f} "
                   f"{best:>12.1f} {median:>9.1f} {tf_best / best:>6.1f}x  {same}")
+        floor = 1e3 * min(results["floor"]["float32/bilinear"]["times"])
+        print(f"{threads:>7}  write-only floor (fresh float32 output filled once): {floor:.1f} ms")
     print(f"first call in a fresh process (JIT compile, or loading the on-disk cache): "
           f"{first_ms:.0f} ms")
 

@@ -19,6 +19,7 @@ permanent error row. Messages name the URL (redacted), never the content.
 
 from __future__ import annotations
 
+import http.client
 import os
 import posixpath
 import re
@@ -46,6 +47,8 @@ HTTP_TIMEOUT_S = 30.0
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 # HTTP answers that retrying cannot change; every other failure is retried.
 _PERMANENT_HTTP = {400, 401, 403, 404, 405, 410, 414, 451}
+# Characters no path or URL holds; Python's file and HTTP functions raise on some of them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ def canonical_url(value: str, base: str | None) -> str:
     """The URL a value names: local paths as ``file://`` + the resolved absolute path, relative
     paths joined to ``base``; ``MissingObjectError`` for a value that cannot be made safe."""
     value = str(value)
+    if _CONTROL.search(value):
+        raise MissingObjectError(f"cannot open {redact(value)!r}: control characters (NUL, "
+                                 f"newline...) in a path or URL")
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*@", value):
         raise MissingObjectError(f"cannot open {redact(value)}: URLs must not carry credentials")
     match = _SCHEME.match(value)
@@ -98,13 +104,31 @@ def canonical_url(value: str, base: str | None) -> str:
             raise MissingObjectError(f"cannot open {redact(value)}: file URLs name this machine")
         return "file://" + os.path.realpath(urllib.parse.unquote(parsed.path) or "/")
     host, _, path = rest.partition("/")
-    segments = path.split("/")
-    if any(s in ("..", ".") for s in segments) or "%2e" in path.lower():
+    if _dot_segments(path):
         raise MissingObjectError(f"cannot open {redact(value)}: '.' and '..' path segments are "
-                                 f"not allowed")
+                                 f"not allowed, nor are encoded ones or encoded separators")
     if scheme in ("http", "https"):
+        if " " in value:
+            raise MissingObjectError(f"cannot open {redact(value)}: a URL cannot hold a space "
+                                     f"(percent-encode it as %20)")
         host = host.lower()
     return f"{scheme}://{host}/{path}"
+
+
+def _dot_segments(path: str) -> bool:
+    """Whether a URL path holds a ``.`` or ``..`` segment, as it is or once a server has
+    percent-decoded it (once or twice), or an encoded ``/`` or ``\\`` that a server may decode
+    into a separator: ``..%2fsecret`` climbs out of a folder on such servers."""
+    for _ in range(3):
+        if any(s in ("..", ".") for s in re.split(r"[/\\]", path)):
+            return True
+        decoded = urllib.parse.unquote(path)
+        if decoded == path:
+            return False
+        if re.search(r"%(2f|5c)", path, re.IGNORECASE):
+            return True
+        path = decoded
+    return True  # still encoded after three decodings: not a name anyone writes by accident
 
 
 def _join_relative(base: str, relative: str) -> str:
@@ -182,6 +206,9 @@ def _fetch_http(url: str, shown: str, cap: int) -> bytes:
             if length is not None and length.isdigit() and int(length) > cap:
                 raise _too_big(shown, int(length), cap)
             data = response.read(cap + 1)
+    except (http.client.InvalidURL, ValueError) as error:  # a malformed URL: no retry heals it
+        raise MissingObjectError(f"cannot read {shown}: {type(error).__name__}: "
+                                 f"{redact(str(error))}") from None
     except urllib.error.HTTPError as error:
         if error.code in _PERMANENT_HTTP or 300 <= error.code < 400:
             raise MissingObjectError(f"cannot read {shown}: HTTP {error.code}") from None

@@ -111,6 +111,15 @@ def test_only_regular_files_within_the_size_cap_are_read(images):
         # dot segments on an object store
         ("s3://bucket/images/../secret", r"'\.' and '\.\.' path segments"),
         ("s3://bucket/images/%2E%2E/secret", r"'\.' and '\.\.' path segments"),
+        # encoded separators, which servers that decode %2F before normalising walk through
+        ("http://host/images/..%2fsecret.jpg", r"encoded separators"),
+        ("http://host/images/..%5Csecret.jpg", r"encoded separators"),
+        ("http://host/images/%252e%252e/secret.jpg", r"path segments"),
+        ("s3://bucket/images/..\\secret", r"path segments"),
+        # characters no path or URL holds
+        ("/data/images/a\x00b.jpg", r"control characters"),
+        ("s3://bucket/images/a\nb.jpg", r"control characters"),
+        ("http://host/images/my photo.jpg", r"cannot hold a space"),
         # a file URL naming another host
         ("file://otherhost/etc/passwd", r"file URLs name this machine"),
     ],
@@ -119,6 +128,21 @@ def test_unsafe_urls_are_refused(value, match):
     with pytest.raises(MissingObjectError, match=match) as error:
         canonical_url(value, base=None)
     assert "SECRET" not in str(error.value)
+
+
+@pytest.mark.parametrize("value, canonical", [
+    ("http://Host/images/a%2ejpg", "http://host/images/a%2ejpg"),  # an encoded dot in a name
+    ("http://host/images/100%.jpg", "http://host/images/100%.jpg"),  # not an escape
+    ("s3://bucket/images/a%2541.jpg", "s3://bucket/images/a%2541.jpg"),
+])
+def test_urls_with_harmless_escapes_are_kept(value, canonical):
+    assert canonical_url(value, base=None) == canonical
+
+
+def test_a_malformed_url_is_a_row_not_a_failed_task(http_server):
+    # http.client refuses what canonical_url lets through (a raw non-ASCII character)
+    with pytest.raises(MissingObjectError, match=r"cannot read"):
+        fetch(http_server + "/images/caf\u00e9.jpg", policy(http_server + "/"))
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -210,10 +210,31 @@ def _validate(args) -> int:
     return 0
 
 
+DEMO_MARK = ".cropcore-demo"
+
+
+def claim_demo_folder(root: Path) -> None:
+    """Make ``root`` the demo's folder, or refuse (``JobError``): the demo replaces what it
+    finds under ``input/`` and ``crops-run/``, so it only works in a folder that is new, empty,
+    or that an earlier demo made (it holds the demo's mark file)."""
+    from jobs.pipeline import JobError
+
+    if root.exists() and not root.is_dir():
+        raise JobError(f"demo --output {root} is a file, not a folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / DEMO_MARK).is_file():
+        raise JobError(f"demo --output {root} already holds files that no demo wrote, and the "
+                       f"demo replaces its input/ and crops-run/ folders: choose a new or "
+                       f"empty folder")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / DEMO_MARK).write_text("made by `python -m jobs demo`, which may replace anything "
+                                  "in this folder\n")
+
+
 def _demo(args) -> int:
     from jobs import demodata, pipeline, raycompat
 
     root = Path(args.output).resolve()
+    claim_demo_folder(root)
     inputs = root / "input"
     print(f"generating {args.images} demo images from scikit-image's photographs in {inputs}")
     counts = demodata.make_dataset(str(inputs), demodata.DatasetSpec(num_images=args.images,
@@ -224,7 +245,7 @@ def _demo(args) -> int:
     config = pipeline.JobConfig(images=str(inputs / "images"),
                                 detections=str(inputs / "detections"),
                                 output=str(root / "crops-run"), step=step, rows_per_shard=8)
-    # The demo owns this folder: each demo is a fresh run, never a resume of an older one.
+    # The demo owns this folder (claim_demo_folder): each demo is a fresh run, never a resume.
     shutil.rmtree(root / "crops-run", ignore_errors=True)
     raycompat.init(args.address, args.num_cpus)
     raycompat.configure_progress(sys.stderr.isatty(), args.verbose)

@@ -158,3 +158,33 @@ def test_run_webp_method_encodes_with_that_effort_and_a_change_is_refused(ray_cl
     assert main(args) == 2  # back to OpenCV's encoder: a change too
     assert refused in capsys.readouterr().err
     assert pq.read_table(tmp_path / "out" / "crops").sort_by("crop_id").to_pylist() == crops
+
+
+def test_demo_refuses_a_folder_it_did_not_make_and_touches_nothing(tmp_path, capsys):
+    # the demo replaces input/ and crops-run/: a user's files there must survive a mistyped path
+    root = tmp_path / "mine"
+    (root / "crops-run").mkdir(parents=True)
+    (root / "crops-run" / "thesis.txt").write_text("precious")
+    (root / "input" / "images").mkdir(parents=True)
+    (root / "input" / "images" / "part-00000.parquet").write_text("mine")
+    assert main(["demo", "--output", str(root), "--images", "2"]) == 2
+    assert "already holds files that no demo wrote" in capsys.readouterr().err
+    assert (root / "crops-run" / "thesis.txt").read_text() == "precious"
+    assert (root / "input" / "images" / "part-00000.parquet").read_text() == "mine"
+    assert sorted(p.name for p in root.iterdir()) == ["crops-run", "input"]
+    (tmp_path / "file").write_text("x")
+    assert main(["demo", "--output", str(tmp_path / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_demo_claims_a_new_an_empty_or_its_own_folder(tmp_path):
+    from jobs.cli import DEMO_MARK, claim_demo_folder
+
+    claim_demo_folder(tmp_path / "new" / "demo")
+    assert (tmp_path / "new" / "demo" / DEMO_MARK).is_file()
+    (tmp_path / "empty").mkdir()
+    claim_demo_folder(tmp_path / "empty")
+    own = tmp_path / "new" / "demo"
+    (own / "crops-run").mkdir()
+    claim_demo_folder(own)  # a folder an earlier demo made, whatever it holds
+    assert (own / DEMO_MARK).is_file()

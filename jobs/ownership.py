@@ -86,6 +86,8 @@ class Claim:
     @classmethod
     def from_json(cls, data: bytes) -> Claim:
         value = json.loads(data)
+        if not isinstance(value, dict):
+            raise TypeError(f"a JSON {type(value).__name__}, not an object")
         return cls(str(value["run_id"]), str(value["fingerprint"]), str(value["created_at"]),
                    dict(value.get("settings") or {}))
 
@@ -110,7 +112,7 @@ def inspect_output(output: Location) -> OutputState:
     if exists(claim_location):
         try:
             claim = Claim.from_json(read_bytes(claim_location))
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise OutputRefused(f"{output.url}/{CLAIM} is not a claim this job wrote "
                                 f"({type(error).__name__}); choose a new --output") from None
     if exists(output.child("_manifest.json")):
@@ -119,6 +121,9 @@ def inspect_output(output: Location) -> OutputState:
         except ValueError:
             raise OutputRefused(f"{output.url}/_manifest.json is not valid JSON; choose a new "
                                 f"--output") from None
+        if not isinstance(manifest, dict):
+            raise OutputRefused(f"{output.url}/_manifest.json is not a manifest this job wrote "
+                                f"(a JSON {type(manifest).__name__}); choose a new --output")
     if claim is not None:
         return OutputState(claim, manifest, (), 0)
     files = list_tree(output)
@@ -183,8 +188,9 @@ def claim_output(output: Location, *, run_id: str, fingerprint: str, settings: d
 
 def _legacy_claim(manifest: dict) -> Claim:
     """Outputs committed before claims existed: the manifest names the owner."""
+    settings = manifest.get("settings")
     return Claim(str(manifest.get("run_id")), str(manifest.get("fingerprint")),
-                 "", dict(manifest.get("settings") or {}))
+                 "", dict(settings) if isinstance(settings, dict) else {})
 
 
 def overlapping(a: Location, b: Location) -> bool:

@@ -184,8 +184,8 @@ def check_output(prepared: Prepared) -> ownership.OutputState:
     ``claim`` runs them too, before starting any work."""
     if prepared.output is None:
         raise JobError("--output is required to run")
-    state = ownership.inspect_output(prepared.output)
     try:
+        state = ownership.inspect_output(prepared.output)
         ownership.check_output(prepared.output, state, run_id=prepared.run_id,
                                fingerprint=prepared.fingerprint, settings=prepared.settings,
                                allow_foreign=prepared.config.allow_foreign_files,

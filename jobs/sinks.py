@@ -121,9 +121,13 @@ def read_manifest(output: Location) -> dict | None:
     if not exists(location):
         return None
     try:
-        return json.loads(read_bytes(location))
+        manifest = json.loads(read_bytes(location))
     except json.JSONDecodeError as error:
         raise StorageError(f"{location.url} is not valid JSON: {error}") from None
+    if not isinstance(manifest, dict):
+        raise StorageError(f"{location.url} is not a manifest this job wrote (a JSON "
+                           f"{type(manifest).__name__})")
+    return manifest
 
 
 def add_counts(total: dict, counts: dict) -> dict:

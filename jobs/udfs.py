@@ -132,7 +132,7 @@ def _crop_unit(unit: Unit, context: JobContext) -> list[dict]:
             done = committed()
             if all(done.values()):
                 return list(done.values())
-            raise StorageError(f"the work file of row group {unit['index']} is missing; "
+            raise StorageError(f"the work file of row group {unit.index} is missing; "
                                f"rerun to pair again") from None
         if context.layout.nested_detections or not context.step.needs_detections:
             detections = None

@@ -188,3 +188,28 @@ def test_demo_claims_a_new_an_empty_or_its_own_folder(tmp_path):
     (own / "crops-run").mkdir()
     claim_demo_folder(own)  # a folder an earlier demo made, whatever it holds
     assert (own / DEMO_MARK).is_file()
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("_manifest.json", '"x"', "_manifest.json is not a manifest this job wrote (a JSON str)"),
+    ("_manifest.json", "[1, 2]", "_manifest.json is not a manifest this job wrote (a JSON list)"),
+    ("_manifest.json", "{not json", "_manifest.json is not valid JSON"),
+    ("_claim.json", '{"run_id": 5}', "_claim.json is not a claim this job wrote (KeyError)"),
+    ("_claim.json", '"x"', "_claim.json is not a claim this job wrote (TypeError)"),
+])
+def test_an_output_whose_claim_or_manifest_is_not_ours_is_refused_in_one_line(
+        inputs, capsys, name, content, message):
+    from jobs.sinks import read_manifest
+    from jobs.storage import StorageError, resolve
+
+    out = inputs / "out"
+    out.mkdir()
+    (out / name).write_text(content)
+    code = main(["validate", "--images", str(inputs / "images.parquet"), "--detections",
+                 str(inputs / "detections"), "--output", str(out), "--step", DYNAMIC])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert (out / name).read_text() == content
+    if name == "_manifest.json":  # what `run` reads first, before it claims
+        with pytest.raises(StorageError, match=r"_manifest\.json is not"):
+            read_manifest(resolve(str(out)))

@@ -1,12 +1,15 @@
 """The crop UDF in-process (no Ray): how a shard's columns are built."""
 
+import dataclasses
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from jobs import steps, udfs
 from jobs.pipeline import JobConfig, prepare
 from jobs.pipeline import crop_in_process as pair_and_crop
+from jobs.storage import StorageError
 from tests.jobs.builders import detections_table, images_table, write_parquet
 
 DYNAMIC = {"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 1.0}
@@ -210,3 +213,18 @@ def test_crop_and_resize_of_a_box_beyond_float32_is_an_error_row_not_a_failed_ta
     assert tables["crops"].column("detection_id").to_pylist() == ["ok"]
     assert tables["errors"].column("reason").to_pylist() == ["invalid_box"]
     assert builder.counts["errors"] == {"invalid_box": 1}
+
+
+def test_a_staged_unit_whose_work_file_is_gone_fails_its_task_with_a_retryable_error(tmp_path):
+    # the work area is deleted at the commit; a task of an uncommitted run that finds it gone
+    # must fail so that it is retried (StorageError), naming the row group
+    write_parquet(images_table(2), tmp_path / "images.parquet")
+    write_parquet(detections_table(2, per_image=2), tmp_path / "detections.parquet")
+    prepared = prepare(JobConfig(images=str(tmp_path / "images.parquet"),
+                                 detections=str(tmp_path / "detections.parquet"),
+                                 output=str(tmp_path / "out"), step=steps.parse_step(DYNAMIC)))
+    context = dataclasses.replace(prepared.context,
+                                  work_url=str(tmp_path / "out" / "_work" / "gone"))
+    unit = dataclasses.replace(prepared.plan.units[0], staged=True)
+    with pytest.raises(StorageError, match=r"work file of row group 0 is missing"):
+        udfs._crop_unit(unit, context)

@@ -109,12 +109,12 @@ class _StaticStep:
         values = {name: per_image.get(name, getattr(self, name)) for name in _CENTRE_AND_SIZE}
         if not all(np.isfinite(float(v)) for v in values.values()):
             return values, f"a per-image step parameter is null or not finite: {values}"
-        outside = [name for name in per_image
-                   if (not 0.0 <= values[name] <= 1.0 if self.relative
-                       else name in ("width", "height") and values[name] <= 0)]
-        if outside:  # the step's domains: relative fields in [0, 1], absolute sizes positive
-            return values, (f"per-image {outside[0]} {values[outside[0]]} is outside the step's "
-                            f"domain ({'[0.0, 1.0]' if self.relative else '> 0'})")
+        for name in (n for n in _CENTRE_AND_SIZE if n in per_image):
+            low, high, low_open = self.domains[name]  # the literal fields' domains (parse)
+            value = float(values[name])
+            if value < low or value > high or (low_open and value == low):
+                return values, (f"per-image {name} {values[name]} is outside the step's domain "
+                                f"({'(' if low_open else '['}{low}, {high}])")
         return values, None
 
     def crop(self, pixels: np.ndarray, values: dict) -> CropBatch:
@@ -133,15 +133,16 @@ class AbsoluteStaticCrop(_StaticStep):
     names = (ABSOLUTE, "AbsoluteStaticCrop")
     integer_parameters = True  # lineage records per-image values as integers
 
+    # (low, high, low_open) of each field: centres and sizes within int32 (sizes positive)
+    domains = {"x_center": (-float(2**31), float(2**31), False),
+               "y_center": (-float(2**31), float(2**31), False),
+               "width": (0.0, float(2**31), True), "height": (0.0, float(2**31), True)}
+
     @classmethod
     def parse(cls, raw: dict) -> AbsoluteStaticCrop:
-        big = float(2**31)
-        return cls(
-            x_center=_number(raw, "x_center", integer=True, low=-big, high=big),
-            y_center=_number(raw, "y_center", integer=True, low=-big, high=big),
-            width=_number(raw, "width", integer=True, low=0, high=big, low_open=True),
-            height=_number(raw, "height", integer=True, low=0, high=big, low_open=True),
-        )
+        return cls(**{f: _number(raw, f, integer=True, low=cls.domains[f][0],
+                                 high=cls.domains[f][1], low_open=cls.domains[f][2])
+                      for f in _CENTRE_AND_SIZE})
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class RelativeStaticCrop(_StaticStep):
     names = (RELATIVE, RELATIVE_ALIAS, "RelativeStaticCrop")
     integer_parameters = False
     relative = True
+    domains = dict.fromkeys(_CENTRE_AND_SIZE, (0.0, 1.0, False))
 
     @classmethod
     def parse(cls, raw: dict) -> RelativeStaticCrop:

@@ -375,7 +375,13 @@ def test_static_steps_check_per_image_values_against_their_domains():
     assert absolute.check({"x_center": 3.0, "width": 2.0}) == (
         {"x_center": 3.0, "y_center": 5, "width": 2.0, "height": 4}, None)
     assert absolute.check({"x_center": 3.0, "width": -1.0})[1] == (
-        "per-image width -1.0 is outside the step's domain (> 0)")
+        "per-image width -1.0 is outside the step's domain ((0.0, 2147483648.0])")
+    # per-image values get the literal fields' int32 domain: no overflow in the window maths
+    for cx in (1e300, -4.7e18, 2.0**31 + 1):
+        assert absolute.check({"x_center": cx, "width": 2.0})[1] == (
+            f"per-image x_center {cx} is outside the step's domain "
+            f"([-2147483648.0, 2147483648.0])")
+    assert absolute.check({"x_center": -(2.0**31), "width": 2.0**31})[1] is None
     assert absolute.check({"x_center": float("nan"), "width": 1.0})[1].startswith(
         "a per-image step parameter is null or not finite: ")
     relative = parse_step({"type": RELATIVE, "x_center": "$inputs.cx", "y_center": 0.5,

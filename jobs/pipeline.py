@@ -99,6 +99,12 @@ class JobConfig:
         for name in ("max_pixels", "max_detections", "rows_per_shard", "max_image_bytes"):
             if getattr(self, name) < 1:
                 raise JobError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        crop_size = getattr(self.step, "crop_size", None)
+        if crop_size is not None and crop_size[0] * crop_size[1] > self.max_pixels:
+            # every crop is made in memory: the operator's pixel budget holds for crops too
+            raise JobError(f"crop_size {crop_size[0]}x{crop_size[1]} is "
+                           f"{crop_size[0] * crop_size[1]:,} pixels per crop, over --max-pixels "
+                           f"({self.max_pixels:,})")
 
 
 @dataclass

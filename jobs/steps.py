@@ -402,11 +402,19 @@ def _colour(raw: dict):
     return (r, g, b)
 
 
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    repeated = next((key for key in keys if keys.count(key) > 1), None)
+    if repeated is not None:  # json keeps the last silently: which one was meant is unknown
+        raise StepError(f"step field '{repeated}' is given twice")
+    return dict(pairs)
+
+
 def parse_step(step: str | dict) -> Step:
     """A validated step from JSON text or a dict; ``StepError`` names the offending field."""
     if isinstance(step, str):
         try:
-            raw = json.loads(step)
+            raw = json.loads(step, object_pairs_hook=_refuse_duplicate_keys)
         except json.JSONDecodeError as error:
             raise StepError(f"step is not valid JSON: {error.msg} at line {error.lineno} "
                             f"column {error.colno}") from None

@@ -55,6 +55,11 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
          "error: step field 'mask_opacity' must be within"),
         ({"--images": "{tmp}/nowhere"}, "error: {tmp}/nowhere does not exist"),
         ({"--format": "npy"}, "error: --format npy needs the crop_and_resize step"),
+        ({"--step": '{"type": "roboflow_core/dynamic_crop@v1", "type": "x"}'},
+         "error: step field 'type' is given twice"),
+        ({"--step": '{"type": "cropcore/crop_and_resize@v1", "crop_size": [100000, 100000]}'},
+         "error: crop_size 100000x100000 is 10,000,000,000 pixels per crop, over --max-pixels "
+         "(178,956,970)"),
         ({"--webp-method": "0"}, "error: --webp-method applies to webp only, not png"),
         ({"--format": "jpeg", "--webp-method": "0"},
          "error: --webp-method applies to webp only, not jpeg"),

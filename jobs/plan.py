@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from jobs import schema
-from jobs.storage import Location, list_files, open_parquet, resolve
+from jobs.storage import Location, StorageError, list_files, open_parquet, redact, resolve
 
 __all__ = ["DetectionPart", "Plan", "Unit", "make_plan"]
 
@@ -88,6 +88,17 @@ def _footers(files: list[Location]):
         yield from pool.map(read, files)
 
 
+def _input_files(url: str, flag: str) -> list[Location]:
+    """The Parquet files of an input; ``StorageError`` when there is none. A folder of ``.pq``
+    files or a mistyped glob would otherwise be an empty input: a run of nothing, committed."""
+    files = list_files(resolve(url))
+    if not files:
+        raise StorageError(f"{flag} {redact(url)} holds no Parquet files (names ending in "
+                           f".parquet; names starting with '_' or '.' are skipped); an empty "
+                           f"input is a Parquet file with no rows")
+    return files
+
+
 def make_plan(images_url: str, detections_url: str | None, *, needs_detections: bool,
               keep_columns: tuple[str, ...] | None, parameter_columns: dict[str, str]) -> Plan:
     """Units of the images table and parts of the detections table, from footers only.
@@ -95,7 +106,7 @@ def make_plan(images_url: str, detections_url: str | None, *, needs_detections: 
     digest: list[str] = []
     units: list[Unit] = []
     layout = None
-    for location, parquet, identity in _footers(list_files(resolve(images_url))):
+    for location, parquet, identity in _footers(_input_files(images_url, "--images")):
         digest.append(identity)
         if parquet.metadata.num_rows == 0:
             continue
@@ -120,7 +131,8 @@ def make_plan(images_url: str, detections_url: str | None, *, needs_detections: 
                                      "do not pass --detections as well")
         schemas = []
         order = 0
-        for location, parquet, identity in _footers(list_files(resolve(detections_url))):
+        for location, parquet, identity in _footers(_input_files(detections_url,
+                                                                 "--detections")):
             digest.append(identity)
             if parquet.metadata.num_rows == 0:
                 continue

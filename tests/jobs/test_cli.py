@@ -218,3 +218,15 @@ def test_an_output_whose_claim_or_manifest_is_not_ours_is_refused_in_one_line(
     if name == "_manifest.json":  # what `run` reads first, before it claims
         with pytest.raises(StorageError, match=r"_manifest\.json is not"):
             read_manifest(resolve(str(out)))
+
+
+@pytest.mark.parametrize("detections", ["{tmp}/nothing", "{tmp}/pq", "{tmp}/detections/*.pq"])
+def test_an_input_with_no_parquet_file_is_refused_not_run_as_empty(inputs, capsys, detections):
+    (inputs / "nothing").mkdir()
+    (inputs / "pq").mkdir()
+    write_parquet(detections_table(2, 2), inputs / "pq" / "d.pq")  # Parquet, wrongly named
+    detections = detections.replace("{tmp}", str(inputs))
+    code = main(["validate", "--images", str(inputs / "images.parquet"), "--detections",
+                 detections, "--output", str(inputs / "out"), "--step", DYNAMIC])
+    assert code == 2
+    assert f"--detections {detections} holds no Parquet files" in capsys.readouterr().err

@@ -23,6 +23,7 @@ detections  ``image_id, detection_id: string``, ``x_min, y_min, x_max, y_max: fl
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -331,6 +332,10 @@ class ImagesLayout:
     has_root: bool
 
 
+# The row index pandas' ``DataFrame.to_parquet`` stores as a column: bookkeeping, not data.
+_PANDAS_INDEX = re.compile(r"__index_level_\d+__")
+
+
 def images_layout(schema: pa.Schema, keep_columns: tuple[str, ...] | None,
                   parameter_columns: dict[str, str]) -> ImagesLayout:
     """Check an images schema and decide how to read it; ``SchemaError`` names the column."""
@@ -381,6 +386,7 @@ def images_layout(schema: pa.Schema, keep_columns: tuple[str, ...] | None,
         carried = tuple(
             f.name for f in schema
             if f.name not in used and f.name not in RESERVED_COLUMNS and _is_small_scalar(f.type)
+            and not _PANDAS_INDEX.fullmatch(f.name)
         )
     else:
         for column in keep_columns:

@@ -162,9 +162,20 @@ def check_output(output: Location, state: OutputState, *, run_id: str, fingerpri
 def check_writable(output: Location) -> None:
     """Write and delete a probe object: a read-only or unreachable output fails here, before
     any work, with the storage layer's one-line error."""
+    made = []  # local folders the probe creates; removed again (``validate`` leaves nothing)
+    if output.is_local:
+        folder = os.path.abspath(output.path)
+        while not os.path.exists(folder):
+            made.append(folder)
+            folder = os.path.dirname(folder)
     probe = output.child(f"_probe-{uuid.uuid4().hex}")
     write_atomic(probe, b"")
     delete(probe)
+    for folder in made:  # innermost first; a folder that something else filled meanwhile stays
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break
 
 
 def claim_output(output: Location, *, run_id: str, fingerprint: str, settings: dict) -> Claim:

@@ -230,3 +230,10 @@ def test_an_input_with_no_parquet_file_is_refused_not_run_as_empty(inputs, capsy
                  detections, "--output", str(inputs / "out"), "--step", DYNAMIC])
     assert code == 2
     assert f"--detections {detections} holds no Parquet files" in capsys.readouterr().err
+
+
+def test_validate_leaves_no_output_folder_behind(inputs):
+    out = inputs / "new" / "deeper" / "out"
+    assert main(["validate", "--images", str(inputs / "images.parquet"), "--detections",
+                 str(inputs / "detections"), "--output", str(out), "--step", DYNAMIC]) == 0
+    assert not (inputs / "new").exists()

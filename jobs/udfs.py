@@ -339,6 +339,16 @@ class ShardBuilder:
                     keep[i] = False
                     self.error(image_id, None, "plan", "missing_id",
                                "nested detection has a null detection_id", row)
+        if context.layout.nested_detections and len(set(detection_ids)) < len(detection_ids):
+            # a detections table is checked across images when it is paired; a nested list
+            # within its image (crop ids include the image, so they stay unique across images)
+            seen = set()
+            for i, detection_id in enumerate(detection_ids):
+                if detection_id is not None and detection_id in seen:
+                    keep[i] = False
+                    self.error(image_id, detection_id, "plan", "duplicate_detection_id",
+                               "detection_id appears on an earlier detection of this image", row)
+                seen.add(detection_id)
         if keep.sum() > context.max_detections:
             for i in np.flatnonzero(keep)[context.max_detections :]:
                 keep[i] = False

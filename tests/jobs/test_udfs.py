@@ -228,3 +228,22 @@ def test_a_staged_unit_whose_work_file_is_gone_fails_its_task_with_a_retryable_e
     unit = dataclasses.replace(prepared.plan.units[0], staged=True)
     with pytest.raises(StorageError, match=r"work file of row group 0 is missing"):
         udfs._crop_unit(unit, context)
+
+
+def test_nested_detections_repeating_an_id_within_an_image_are_refused_after_the_first(tmp_path):
+    images = images_table(2)
+    box = {"x_min": 1.0, "y_min": 1.0, "x_max": 20.0, "y_max": 20.0}
+    nested = [[{"detection_id": "a", **box}, {"detection_id": "a", **box},
+               {"detection_id": "b", **box}],
+              [{"detection_id": "a", **box}]]  # the same id on another image: its own crop
+    write_parquet(images.append_column("detections", pa.array(nested)),
+                  tmp_path / "images.parquet")
+    prepared = prepare(JobConfig(images=str(tmp_path / "images.parquet"),
+                                 output=str(tmp_path / "out"), step=steps.parse_step(DYNAMIC)))
+    pair_and_crop(prepared)
+    crops = pq.read_table(tmp_path / "out" / "crops")
+    assert sorted(zip(crops["image_id"].to_pylist(), crops["detection_id"].to_pylist(),
+                      strict=True)) == [("im0", "a"), ("im0", "b"), ("im1", "a")]
+    errors = pq.read_table(tmp_path / "out" / "errors").to_pylist()
+    assert [(e["image_id"], e["detection_id"], e["stage"], e["reason"]) for e in errors] == [
+        ("im0", "a", "plan", "duplicate_detection_id")]

@@ -253,22 +253,23 @@ def write_atomic(location: Location, data: bytes | pa.Buffer, tag: str = "") -> 
     target. A writer that dies in between leaves the sibling; ``tag`` (the job passes its run's
     fingerprint prefix) lets a later attempt prove the sibling is its own before deleting it.
     """
-    with atomic_output(location) as stream:
+    with atomic_output(location, tag) as stream:
         stream.write(data)
 
 
 @contextmanager
-def atomic_output(location: Location) -> Iterator[pa.NativeFile]:
+def atomic_output(location: Location, tag: str = "") -> Iterator[pa.NativeFile]:
     """A stream to write the object at ``location`` in pieces (``pq.write_table(table, stream)``),
     published as ``write_atomic`` publishes: whole when the block ends, never half.
 
     On a local disk the data goes to a temporary sibling, renamed over the target at the end
     and removed if the block raises. An object store publishes the object when the stream
     closes, so an upload cut short by an error in the block is published as far as it got:
-    delete it (the importers do). Filesystem errors raise ``StorageError``.
+    delete it (the importers do). Filesystem errors raise ``StorageError``. ``tag`` as for
+    ``write_atomic``.
     """
     fs, path = location.fs, location.path
-    temporary = f"{path}.tmp-{uuid.uuid4().hex}" if location.is_local else None
+    temporary = f"{path}.tmp-{tag}{uuid.uuid4().hex}" if location.is_local else None
     try:
         try:
             if temporary is not None:

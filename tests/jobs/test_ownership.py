@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import subprocess
+import sys
 
 import pyarrow.fs as pafs
 import pytest
@@ -241,3 +243,26 @@ def test_an_emptied_work_area_leaves_no_folders(tmp_path):
     (tmp_path / "_work" / fingerprint[:16] / "units" / "unit-0.parquet").write_bytes(b"x")
     assert ownership.remove_own_leftovers(local(tmp_path), fingerprint) == 1
     assert not (tmp_path / "_work").exists()
+
+
+CRASH_BEFORE_RENAME = """
+import os, sys
+import pyarrow as pa
+from jobs import sinks
+from jobs.storage import resolve
+os.replace = lambda a, b: os._exit(9)  # the worker dies between the write and the rename
+sinks.write_shard(resolve(sys.argv[1]), "a" * 24, {"crops": pa.table({"x": [1]})}, {},
+                  fingerprint=sys.argv[2])
+"""
+
+
+def test_a_shard_write_cut_short_by_a_crash_is_removed_by_the_next_attempt(tmp_path):
+    # the names write_shard really gives its temporary files, not names the test makes up
+    fingerprint = "f" * 64
+    crashed = subprocess.run([sys.executable, "-c", CRASH_BEFORE_RENAME, str(tmp_path),
+                              fingerprint], capture_output=True, text=True, timeout=120)
+    assert crashed.returncode == 9, crashed.stderr
+    left = [p.name for p in (tmp_path / "crops").iterdir()]
+    assert len(left) == 1 and ".tmp-" in left[0]
+    assert ownership.remove_own_leftovers(local(tmp_path), fingerprint) == 1
+    assert not any((tmp_path / "crops").iterdir())

@@ -33,6 +33,7 @@ import json
 import math
 import posixpath
 import sys
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ from jobs.storage import (
     MissingObjectError,
     StorageError,
     atomic_output,
+    create_exclusive,
     delete,
     file_info,
     list_tree,
@@ -157,8 +159,8 @@ def import_coco(
     # Sizes first (decoding only images the JSON gives none for), so that all annotations are
     # converted, and every error found, before any image is copied.
     for record in coco_images.values():
+        path = _join(images_root, record.file_name)  # every name checked before any write
         if record.size_hw is None:
-            path = _join(images_root, record.file_name)
             record.size_hw = _decoded_size_hw(
                 _read_file_bytes(images_store, path), _shown(images_store, path)
             )
@@ -816,6 +818,11 @@ def _roboflow_detection(prediction: Any, where: str, image_id: str, index: int) 
 # Output
 
 
+#: The file an import creates first in its output, exclusively (``create_exclusive``), and
+#: keeps: the job's readers skip ``_``-prefixed names.
+IMPORT_CLAIM = "_import.json"
+
+
 def _write_output(
     output: str,
     image_rows: Iterable[tuple[str, bytes, str, int, int]],
@@ -832,6 +839,17 @@ def _write_output(
                 f"{_shown(store, directory)}: output already holds files; import into a "
                 "new or empty output directory"
             )
+    # One writer per output: of two imports started together, the second is refused here
+    # (before, both wrote the same part names and each reported success over mixed tables).
+    claim = f"{root}/{IMPORT_CLAIM}"
+    if not create_exclusive(store.sibling(claim), json.dumps({"writer": uuid.uuid4().hex,
+                                                               "tables": ["images",
+                                                                          "detections"]}).encode()):
+        raise ValueError(
+            f"{_shown(store, claim)} exists: another import is writing this output, or one was "
+            "killed while writing it; import into a new or empty output directory (or, if no "
+            "import is running, delete the output's files)"
+        )
     written: list[str] = []
     try:
         image_ids: set[str] = set()
@@ -862,7 +880,7 @@ def _write_output(
         with atomic_output(store.sibling(detections_path)) as f:
             pq.write_table(detections, f)
     except BaseException:
-        for path in written:
+        for path in [*written, claim]:  # the claim last: no other import enters meanwhile
             try:
                 delete(store.sibling(path))
             except OSError:
@@ -907,6 +925,11 @@ def _check_max_file_bytes(max_file_bytes: int) -> None:
 
 
 def _join(root: str, relative: str) -> str:
+    """``relative`` (a file name from an annotation file) inside the folder ``root``: names are
+    data, so one that climbs out with ``..`` (or holds a NUL) is refused, never read."""
+    if "\x00" in relative or ".." in relative.split("/"):
+        raise ValueError(f"image file name {relative!r} leaves the images folder (a '..' "
+                         f"segment) or holds a NUL: names must stay inside --images")
     return f"{root.rstrip('/')}/{relative.lstrip('/')}"
 
 

@@ -1034,3 +1034,58 @@ def test_import_coco_from_and_to_s3(s3_server, s3_bucket, tmp_path):
     images = pq.read_table(f"{s3_bucket}/imported/images", filesystem=filesystem)
     assert box(detections.to_pylist()[0]) == [10.0, 5.0, 30.0, 13.0]
     assert images["image"].to_pylist() == [(tmp_path / "images" / "street.jpg").read_bytes()]
+
+
+@pytest.mark.parametrize("name", ["../secret.txt", "sub/../../secret.txt", "a\x00.jpg"])
+def test_image_names_that_leave_the_images_folder_are_refused_never_read(tmp_path, name):
+    # names in annotation files are data: with width and height given, nothing else stops them
+    write_bytes(tmp_path / "secret.txt", "AWS_SECRET_ACCESS_KEY=hunter2\n")
+    (tmp_path / "coco").mkdir()
+    coco = coco_dataset(tmp_path / "coco", [])
+    document = json.loads(coco.read_text())
+    document["images"] = [{"id": 1, "file_name": name, "width": 60, "height": 40}]
+    coco.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"leaves the images folder"):
+        import_coco(str(coco), str(tmp_path / "coco" / "images"), str(tmp_path / "out-coco"))
+    images = write_images(tmp_path, "a.jpg")
+    predictions = write_bytes(tmp_path / "p.json", json.dumps(roboflow_result(image_path=name)))
+    with pytest.raises(ValueError, match=r"leaves the images folder"):
+        import_roboflow(str(predictions), str(images), str(tmp_path / "out-roboflow"))
+    assert not (tmp_path / "out-coco").exists() and not (tmp_path / "out-roboflow").exists()
+
+
+def test_of_two_imports_into_one_output_one_writes_and_the_other_is_refused(tmp_path):
+    import threading
+
+    coco = coco_dataset(tmp_path, [{"id": 1, "image_id": 1, "category_id": 1,
+                                    "bbox": [1, 2, 10, 20]}])
+    images, out = str(tmp_path / "images"), tmp_path / "out"
+    # an import in flight (or killed) holds the output's claim: a second one does not enter
+    out.mkdir()
+    (out / importers.IMPORT_CLAIM).write_text("{}")
+    with pytest.raises(ValueError, match=r"_import\.json exists: another import is writing"):
+        import_coco(str(coco), images, str(out))
+    assert sorted(p.name for p in out.iterdir()) == [importers.IMPORT_CLAIM]
+    (out / importers.IMPORT_CLAIM).unlink()
+    # two started together: exactly one succeeds, and the output is exactly its tables
+    results: list = []
+
+    def run():
+        try:
+            results.append(import_coco(str(coco), images, str(out)))
+        except ValueError as error:
+            results.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(isinstance(r, ValueError) for r in results) == 1
+    rows, detections = read_output(out)
+    assert len(rows) == 1 and len(detections) == 1
+    # a failed import removes its claim with its files: the output can be imported into again
+    other = tmp_path / "out2"
+    with pytest.raises(ValueError):
+        import_coco(str(coco), str(tmp_path / "nowhere"), str(other))
+    assert not other.exists() or not any(other.rglob("*.*"))

@@ -56,7 +56,8 @@ _OWN_FILE = re.compile(
     rf"|_index/[0-9a-f]{{16}}-{_HEX24}\.parquet"
     rf"|_work/[0-9a-f]{{16}}/(?:_paired\.json|units/unit-\d+\.parquet)"
     rf"|webdataset/shard-\d{{6}}\.tar|openlineage/events\.jsonl"
-    rf"|report/(?:contact_sheet\.png|index\.html)){_TMP}"
+    rf"|report/(?:contact_sheet\.png|index\.html)"
+    rf"|(?:webdataset|openlineage|report)/_written\.json){_TMP}"
 )
 _SHOWN = 3  # foreign names quoted in a refusal
 
@@ -142,14 +143,17 @@ def check_output(output: Location, state: OutputState, *, run_id: str, fingerpri
         status = ("committed" if state.manifest
                   else "claimed (running, or stopped before its commit)")
         difference = describe(owner.settings, settings) if describe and owner.settings else ""
+        if not difference and owner.run_id != run_id:
+            difference = f"run id ({owner.run_id} there, {run_id} here)"
         raise OutputRefused(
             f"{output.url} belongs to run {owner.run_id}, {status}, with other "
             f"{difference or 'inputs, step, settings or code version'}; "
             f"write to a new --output (nothing was changed)")
     if owner is None and state.own_data and not allow_foreign:
         raise OutputRefused(
-            f"{output.url} holds crop files of a run that did not claim it "
-            f"({state.own_data} files, no {CLAIM}); write to a new --output (nothing was changed)")
+            f"{output.url} holds {state.own_data} files named as this job's outputs (crops, "
+            f"markers, exports) but no {CLAIM}: a run's files whose claim is gone, or someone's "
+            f"files under the job's names; write to a new --output (nothing was changed)")
     if state.foreign and not allow_foreign:
         shown = ", ".join(state.foreign[:_SHOWN])
         more = f" and {len(state.foreign) - _SHOWN} more" if len(state.foreign) > _SHOWN else ""

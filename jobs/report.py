@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from cropcore.codec import ImageDecodeError, decode_image, read_image_size
 from cropcore.masks import decode_rle
 from jobs import schema
-from jobs.runs import CommittedRun, RunError, open_run
+from jobs.runs import CommittedRun, RunError, open_run, tool_files
 from jobs.storage import StorageError, open_parquet, read_bytes, resolve, write_atomic
 
 __all__ = [
@@ -791,9 +791,9 @@ def write_report(output_url: str, max_parents: int = 6, error_sample: int = 25) 
     page = render_html(manifest, sheet_png, widths, heights, error_rows,
                        0 if errors is None else errors.num_rows, Counter(class_names), skipped,
                        len(panels), shard_count=len(run.shards))
-    folder = run.output.child("report")
-    write_atomic(folder.child("contact_sheet.png"), sheet_png)
-    write_atomic(folder.child("index.html"), page.encode("utf-8"))
+    with tool_files(run.output, "report", ["contact_sheet.png", "index.html"]) as folder:
+        write_atomic(folder.child("contact_sheet.png"), sheet_png)
+        write_atomic(folder.child("index.html"), page.encode("utf-8"))
     return Report(folder.child("contact_sheet.png").url, folder.child("index.html").url,
                   [p.source_uri for p in panels], skipped)
 

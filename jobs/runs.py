@@ -9,13 +9,26 @@ metadata that the written crops tables carry is defined here too, beside the rea
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from jobs import schema, sinks
 from jobs.sinks import KINDS, read_manifest
-from jobs.storage import Location, open_parquet, read_parquet, resolve
+from jobs.storage import (
+    Location,
+    MissingObjectError,
+    delete,
+    list_tree,
+    open_parquet,
+    read_bytes,
+    read_parquet,
+    resolve,
+    write_atomic,
+)
 
 __all__ = [
     "HF_METADATA_KEY",
@@ -23,6 +36,7 @@ __all__ = [
     "RunError",
     "hf_features_metadata",
     "open_run",
+    "tool_files",
     "with_hf_features",
 ]
 
@@ -133,3 +147,60 @@ def _committed_shards(output: Location, manifest: dict) -> tuple:
         return tuple(manifest["shards"])
     # the Parquet shard index beside the manifest (jobs.sinks writes and reads it)
     return tuple(sinks.read_shard_index(output, manifest))
+
+
+# -- files the tools (export, report) write into a run's output ---------------------------------
+#: In each tool's folder (``webdataset/``, ``report/``, ``openlineage/``): the files it wrote.
+TOOL_RECORD = "_written.json"
+_TEMPORARY = re.compile(r"(.+)\.tmp-(?:[0-9a-f]{16})?[0-9a-f]{32}")  # write_atomic's siblings
+
+
+@contextmanager
+def tool_files(output: Location, folder: str, names: Iterable[str]) -> Iterator[Location]:
+    """Write the files ``names`` into ``folder`` of a run's output (the block writes them; the
+    folder's location is yielded), replacing and deleting only files the tool wrote before.
+
+    The folder's ``_written.json`` lists what the tool wrote. A file there that it does not
+    list (someone's own, in an output run with ``--allow-foreign-files``) is a ``RunError``
+    before anything is written. The record lists the new names before the block writes them,
+    so a crash leaves only listed files; after the block, the files listed before and not
+    written now are deleted, and the record lists exactly ``names``.
+    """
+    location = output.child(folder)
+    record = location.child(TOOL_RECORD)
+    previous = set(_recorded(record))
+    present = set(list_tree(location)) - {TOOL_RECORD}
+    ours = {name for name in present if name in previous
+            or ((match := _TEMPORARY.fullmatch(name)) and match.group(1) in previous)}
+    foreign = sorted(present - ours)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
+                                          else "")
+        raise RunError(f"{location.url} holds files that no earlier {folder} of this tool "
+                       f"wrote ({shown}); nothing was written: move them, or write the {folder} "
+                       f"of a run whose output holds only its own files")
+    names = sorted(set(names))
+    write_atomic(record, _record_bytes(previous | set(names)))
+    yield location
+    for name in sorted(ours - set(names)):
+        delete(location.child(name))
+    write_atomic(record, _record_bytes(names))
+
+
+def _recorded(record: Location) -> list[str]:
+    try:
+        data = read_bytes(record)
+    except MissingObjectError:  # no record: the tool wrote nothing here before
+        return []
+    try:
+        files = json.loads(data)["files"]
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise RunError(f"{record.url} is not a record this job's tools wrote; move it "
+                       f"away") from None
+    return files
+
+
+def _record_bytes(names: Iterable[str]) -> bytes:
+    return json.dumps({"files": sorted(names)}, indent=1).encode()

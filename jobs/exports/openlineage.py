@@ -14,7 +14,7 @@ import uuid
 import pyarrow as pa
 
 from jobs.exports.jsonsafe import jsonable
-from jobs.runs import CommittedRun, RunError, open_run
+from jobs.runs import CommittedRun, RunError, open_run, tool_files
 from jobs.sinks import KINDS
 from jobs.storage import StorageError, file_info, list_files, open_parquet, resolve, write_atomic
 
@@ -217,8 +217,9 @@ def openlineage_events(output_url: str, producer: str | None = None) -> list[dic
 def write_openlineage(output_url: str, producer: str | None = None) -> str:
     """Write ``OUTPUT/openlineage/events.jsonl`` (one RunEvent per line); returns its URL."""
     events = openlineage_events(output_url, producer)
-    location = resolve(output_url).child(OPENLINEAGE_FILE)
     lines = [json.dumps(jsonable(event), sort_keys=True, separators=(",", ":"),
                         allow_nan=False) for event in events]
-    write_atomic(location, ("\n".join(lines) + "\n").encode("utf-8"))
-    return location.url
+    folder, name = OPENLINEAGE_FILE.split("/")
+    with tool_files(resolve(output_url), folder, [name]) as location:
+        write_atomic(location.child(name), ("\n".join(lines) + "\n").encode("utf-8"))
+    return location.child(name).url

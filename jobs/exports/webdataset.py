@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import tarfile
 from collections.abc import Iterable, Iterator
 
@@ -26,8 +25,8 @@ import pyarrow as pa
 
 from jobs import schema
 from jobs.exports.jsonsafe import jsonable
-from jobs.runs import CommittedRun, RunError, open_run
-from jobs.storage import Location, delete, exists, list_files, write_atomic
+from jobs.runs import CommittedRun, RunError, open_run, tool_files
+from jobs.storage import write_atomic
 
 __all__ = [
     "PREDICTION_COLUMNS",
@@ -74,13 +73,20 @@ def export_webdataset(output_url: str, samples_per_shard: int | None = None) -> 
         raise RunError(f"--samples-per-shard must be a positive integer, got "
                           f"{samples_per_shard}")
     run = open_run(output_url)
-    folder = run.output.child(WEBDATASET_FOLDER)
+    rows = [entry.get("rows") for _, entry in run.files("crops")]
+    if any(not isinstance(n, int) for n in rows):
+        raise RunError(f"the manifest of {run.output.url} does not give every crops file's "
+                       f"rows; expected them")
+    tars = (sum(n > 0 for n in rows) if samples_per_shard is None
+            else -(-sum(rows) // samples_per_shard))
+    names = [f"shard-{index:06d}.tar" for index in range(tars)]
     written = []
-    for index, samples in enumerate(_sample_groups(run, samples_per_shard)):
-        location = folder.child(f"shard-{index:06d}.tar")
-        write_atomic(location, tar_bytes(m for sample in samples for m in sample))
-        written.append(location.url)
-    _delete_stale_tars(folder, keep={u.rsplit("/", 1)[-1] for u in written})
+    # Replaces and deletes only the tars an earlier export wrote (runs.tool_files).
+    with tool_files(run.output, WEBDATASET_FOLDER, names) as folder:
+        for name, samples in zip(names, _sample_groups(run, samples_per_shard), strict=True):
+            location = folder.child(name)
+            write_atomic(location, tar_bytes(m for sample in samples for m in sample))
+            written.append(location.url)
     return written
 
 
@@ -178,12 +184,3 @@ def sample_json(crop_row: dict, lineage_row: dict, extension: str) -> bytes:
     }
     return json.dumps(jsonable(document), sort_keys=True, separators=(",", ":"),
                       allow_nan=False).encode("utf-8")
-
-
-def _delete_stale_tars(folder: Location, keep: set[str]) -> None:
-    if not exists(folder):
-        return
-    for location in list_files(folder, suffix=".tar"):
-        name = location.path.rsplit("/", 1)[-1]
-        if re.fullmatch(r"shard-\d{6}\.tar", name) and name not in keep:
-            delete(location)

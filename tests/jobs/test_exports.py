@@ -423,3 +423,42 @@ def test_openlineage_producer_is_configurable_with_a_sensible_default(tmp_path, 
     assert given[0]["run"]["runId"] == default[0]["run"]["runId"]  # the run id never moves
     with pytest.raises(exports.ExportError, match="producer must be a URI .* got 'not a uri'"):
         exports.openlineage_events(output, producer="not a uri")
+
+
+def _two_crop_output(tmp_path: Path) -> Path:
+    ids = ["c0", "c1"]
+    crop = pa.array([{"bytes": cv2.imencode(".png", np.full((4, 3, 3), i, np.uint8))[1]
+                      .tobytes(), "path": None} for i in range(2)], HF_IMAGE_TYPE)
+    crops = pa.table({"crop_id": ids, "image_id": ["im0", "im0"], "detection_id": ["d0", "d1"],
+                      "crop": crop, "width": pa.array([3, 3], pa.int32()),
+                      "height": pa.array([4, 4], pa.int32())})
+    return write_committed_output(tmp_path / "out", crops, lineage_rows(ids))
+
+
+@pytest.mark.parametrize("mine", ["webdataset/shard-000009.tar", "webdataset/notes.txt",
+                                  "report/index.html", "openlineage/events.jsonl"])
+def test_exports_and_report_never_replace_or_delete_files_they_did_not_write(tmp_path, mine):
+    # an output run with --allow-foreign-files may hold a user's files under the tools' names
+    from jobs.report import write_report
+
+    output = _two_crop_output(tmp_path)
+    (output / mine).parent.mkdir(parents=True, exist_ok=True)
+    (output / mine).write_text("mine")
+    tool = {"webdataset": lambda: exports.export_webdataset(str(output), samples_per_shard=1),
+            "report": lambda: write_report(str(output)),
+            "openlineage": lambda: exports.write_openlineage(str(output))}[mine.split("/")[0]]
+    with pytest.raises(exports.ExportError, match=r"holds files that no earlier .* wrote"):
+        tool()
+    assert (output / mine).read_text() == "mine"
+    assert sorted(p.name for p in (output / mine).parent.iterdir()) == [Path(mine).name]
+
+
+def test_a_rewritten_export_replaces_and_deletes_only_its_own_earlier_files(tmp_path):
+    output = _two_crop_output(tmp_path)
+    assert len(exports.export_webdataset(str(output), samples_per_shard=1)) == 2
+    folder = output / "webdataset"
+    # an export that crashed after writing a temporary file leaves nothing it cannot clean up
+    (folder / f"shard-000001.tar.tmp-{'a' * 32}").write_bytes(b"half")
+    assert len(exports.export_webdataset(str(output))) == 1  # one tar per crops shard
+    assert sorted(p.name for p in folder.iterdir()) == ["_written.json", "shard-000000.tar"]
+    assert json.loads((folder / "_written.json").read_text()) == {"files": ["shard-000000.tar"]}

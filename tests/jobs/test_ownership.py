@@ -87,6 +87,11 @@ def test_an_output_claimed_by_another_run_is_refused_saying_what_differs(tmp_pat
         ownership.check_output(output, state, run_id="run-b", fingerprint="b",
                                settings={"step": "s2", "inputs": "i", "code_version": "v"},
                                allow_foreign=False, describe=describe)
+    # a run that differs only in its id is told so
+    with pytest.raises(OutputRefused, match=r"with other run id \(run-a there, run-c here\)"):
+        ownership.check_output(output, state, run_id="run-c", fingerprint="c",
+                               settings={"step": "s1", "inputs": "i", "code_version": "v"},
+                               allow_foreign=False, describe=describe)
     # the same run passes
     ownership.check_output(output, state, run_id="run-a", fingerprint="a",
                            settings={}, allow_foreign=False)
@@ -96,7 +101,8 @@ def test_unclaimed_crop_files_are_not_adopted(tmp_path):
     (tmp_path / "crops").mkdir()
     (tmp_path / "crops" / f"part-{SHARD}.parquet").write_bytes(b"PAR1")
     state = ownership.inspect_output(local(tmp_path))
-    with pytest.raises(OutputRefused, match=r"crop files of a run that did not claim it"):
+    with pytest.raises(OutputRefused, match=r"holds 1 files named as this job's outputs .* but "
+                                            r"no _claim\.json"):
         ownership.check_output(local(tmp_path), state, allow_foreign=False, **claim_for("f"))
 
 

@@ -31,11 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from ray.data import Datasink
 
 from cropcore.codec import DEFAULT_MAX_PIXELS
-from jobs import convert, ownership, schema, steps
+from jobs import convert, ownership, pairing, schema, steps
 from jobs.sinks import commit_run, sum_parts, write_index_part, write_shard
 from jobs.storage import resolve
 from jobs.udfs import JobContext, ShardBuilder, now
@@ -50,7 +52,7 @@ _ROWS_PER_INDEX = 10_000
 def crop(images, step: steps.Step, *, detections=None, image_format: str | None = None,
          quality: int | None = None, webp_method: int | None = None,
          max_pixels: int = DEFAULT_MAX_PIXELS, max_detections: int = 10_000,
-         allow_uris: tuple[str, ...] = (), run_id: str = "ray-data",
+         allow_uris: tuple[str, ...] | str = (), run_id: str = "ray-data",
          num_partitions: int | None = None):
     """Crop every image of a Ray ``Dataset``; returns a Dataset of crop rows (lazy).
 
@@ -62,13 +64,24 @@ def crop(images, step: steps.Step, *, detections=None, image_format: str | None 
         detections: optional rows with ``image_id``, ``detection_id`` and the box columns;
             nested onto the images by a hash join (``num_partitions`` of it).
         image_format, quality, webp_method, max_pixels, max_detections, allow_uris: as on the
-            command line.
+            command line (``allow_uris``: prefixes, or one comma-separated string), and
+            checked as it checks them: a bad value is a ``ValueError`` here, before any work.
         run_id: recorded in lineage.
 
     Returns:
         A Dataset whose rows have the crops columns and the lineage columns; rows of inputs
         that gave no crop carry ``reason`` and ``message`` and a null ``crop``.
     """
+    # the command line's checks, before any work: format, quality, limits, --allow-uris
+    from jobs.pipeline import JobConfig, JobError
+
+    try:
+        checked = JobConfig(images="", output="", step=step, image_format=image_format,
+                            quality=quality, webp_method=webp_method, max_pixels=max_pixels,
+                            max_detections=max_detections, allow_uris=allow_uris)
+    except JobError as error:
+        raise ValueError(str(error)) from None
+    image_format = checked.image_format
     if detections is not None:
         nested = detections.groupby(schema.IMAGE_ID, num_partitions=num_partitions) \
             .map_groups(_nest_detections, batch_format="pyarrow")
@@ -76,13 +89,12 @@ def crop(images, step: steps.Step, *, detections=None, image_format: str | None 
                              num_partitions=num_partitions or 8)
     layout = schema.images_layout(images.schema().base_schema, None,
                                   steps.column_refs(step))
-    image_format = image_format or step.default_format
     context = JobContext(
         step=step, step_json=steps.step_to_json(step), layout=layout, output_url="",
         image_format=image_format, quality=quality, max_pixels=max_pixels,
         max_detections=max_detections, rows_per_shard=1, reduced_decode=False, run_id=run_id,
         fingerprint="", code_version=code_version(), created_at=now(),
-        parameter_columns=steps.column_refs(step), allow_uris=tuple(allow_uris),
+        parameter_columns=steps.column_refs(step), allow_uris=checked.allow_uris,
         webp_method=webp_method)
     return images.map_batches(crop_rows, fn_kwargs={"context": context},
                               batch_format="pyarrow", zero_copy_batch=True)
@@ -113,7 +125,16 @@ def crop_rows(batch: pa.Table, context: JobContext) -> pa.Table:
     shard = ShardBuilder(context, "ray-data", list(range(batch.num_rows)))
     detections = convert.flatten_nested_detections(batch) \
         if context.layout.nested_detections else None
-    shard.crop_chunk(batch, detections, set())
+    # an image without an id is skipped with an error row, as the command line's pairing does
+    # (repeated ids are not seen here: they may sit in other blocks)
+    ids = batch.column(context.layout.id_column)
+    skipped = set()
+    if ids.null_count:
+        for row in np.flatnonzero(pc.is_null(ids).to_numpy(zero_copy_only=False)).tolist():
+            skipped.add(row)
+            shard.error(None, None, "plan", "duplicate_image_id",
+                        pairing.MESSAGES["duplicate_image_id"], row)
+    shard.crop_chunk(batch, detections, skipped)
     return rows_of(shard.tables())
 
 
@@ -155,7 +176,9 @@ class CropSink(Datasink):
     ``on_write_start`` claims the output for this run (refusing an output that holds other
     files or another run, as the command line does); each write task writes its block as one
     shard; ``on_write_complete`` writes the shard index and ``_manifest.json`` last. The run is
-    identified by ``run_id``: writing the same run again to the same output is idempotent.
+    identified by ``run_id`` only (the sink cannot know what the rows were made from): a write
+    that failed before its commit can be repeated into the same output, but a committed output
+    is refused, even for the same ``run_id``, since other rows would silently replace it.
     """
 
     def __init__(self, output_url: str, run_id: str = "ray-data",
@@ -171,6 +194,11 @@ class CropSink(Datasink):
         ownership.check_output(output, state, run_id=self.run_id, fingerprint=self.fingerprint,
                                settings={"run_id": self.run_id},
                                allow_foreign=self.allow_foreign_files)
+        if state.manifest is not None:
+            raise ownership.OutputRefused(
+                f"{output.url} already holds run {self.run_id}, committed; CropSink commits a "
+                f"run once (other rows under the same run id would replace it): write to a new "
+                f"output (nothing was changed)")
         ownership.claim_output(output, run_id=self.run_id, fingerprint=self.fingerprint,
                                settings={"run_id": self.run_id})
 

@@ -70,10 +70,55 @@ def test_crop_rows_then_a_model_then_the_committed_sink(ray_cluster, tmp_path):
     np.testing.assert_array_equal(
         decode_image(written.sort_by("crop_id")["crop"][0].as_py()["bytes"]),
         decode_image(cli["crop"][0].as_py()["bytes"]))
-    # writing the same run again is idempotent; another run is refused
-    crops.write_datasink(CropSink(str(tmp_path / "sink"), run_id="embed-v1"))
+    # a committed run is final: another run is refused, and so is the same run id, which
+    # the sink cannot tell from other rows written under it
+    committed = sorted(p.relative_to(tmp_path) for p in (tmp_path / "sink").rglob("*"))
     with pytest.raises(Exception, match=r"belongs to run embed-v1"):
         crops.write_datasink(CropSink(str(tmp_path / "sink"), run_id="other"))
+    with pytest.raises(Exception, match=r"already holds run embed-v1, committed"):
+        crop(ray.data.from_arrow(table.slice(0, 1)), DYNAMIC).write_datasink(
+            CropSink(str(tmp_path / "sink"), run_id="embed-v1"))
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "sink").rglob("*")) == committed
+
+
+def test_crop_checks_its_arguments_as_the_command_line_does(ray_cluster, tmp_path):
+    images = ray.data.from_arrow(nested_images(1))
+    for kwargs, message in [({"image_format": "gif"}, r"--format must be one of"),
+                            ({"quality": 1000, "image_format": "jpeg"}, r"--quality must be"),
+                            ({"max_pixels": 0}, r"max_pixels must be a positive integer"),
+                            ({"image_format": "npy"}, r"--format npy needs the crop_and_resize"),
+                            ({"allow_uris": "relative/path"}, r"absolute paths or URLs")]:
+        with pytest.raises(ValueError, match=message):
+            crop(images, DYNAMIC, **kwargs)
+    # --allow-uris as a string is the flag's comma-separated list, not a list of characters
+    folder = tmp_path / "allowed"
+    folder.mkdir()
+    (tmp_path / "allowed-not").mkdir()
+    png = images_table(1)["image"][0].as_py()
+    for name in ("allowed/a.png", "allowed-not/b.png"):
+        (tmp_path / name).write_bytes(png)
+    table = pa.table({"image_id": ["a", "b"], "uri": [str(tmp_path / "allowed/a.png"),
+                                                      str(tmp_path / "allowed-not/b.png")]})
+    for allow in (f"file://{folder}", (f"file://{folder}",), f"file://{folder}/"):
+        got = pa.concat_tables(ray.get(crop(ray.data.from_arrow(table), parse_static(),
+                                            allow_uris=allow).to_arrow_refs()))
+        outcome = dict(zip(got["image_id"].to_pylist(), got["reason"].to_pylist(), strict=True))
+        assert outcome == {"a": None, "b": "fetch_failed"}, (allow, outcome)
+
+
+def test_an_image_without_an_id_is_an_error_row_not_a_crop(ray_cluster):
+    table = nested_images(2)
+    table = table.set_column(0, "image_id", pa.array([None, "im1"], pa.string()))
+    got = pa.concat_tables(ray.get(crop(ray.data.from_arrow(table), DYNAMIC).to_arrow_refs()))
+    nameless = got.filter(pa.compute.is_null(got["image_id"]))
+    assert nameless["reason"].to_pylist() == ["duplicate_image_id"]
+    assert set(got.filter(pa.compute.equal(got["image_id"], "im1"))["detection_id"]
+               .to_pylist()) == {"im1-d0", "im1-d1", "im1-d2"}
+
+
+def parse_static():
+    return steps.parse_step({"type": "roboflow_core/absolute_static_crop@v1", "x_center": 10,
+                             "y_center": 10, "width": 8, "height": 8})
 
 
 def test_a_separate_detections_dataset_is_joined(ray_cluster):

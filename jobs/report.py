@@ -25,6 +25,8 @@ import base64
 import hashlib
 import html
 import json
+import os
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,8 +39,9 @@ import pyarrow.compute as pc
 from cropcore.codec import ImageDecodeError, decode_image, read_image_size
 from cropcore.masks import decode_rle
 from jobs import schema
+from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, fetch
 from jobs.runs import CommittedRun, RunError, open_run, tool_files
-from jobs.storage import StorageError, open_parquet, read_bytes, resolve, write_atomic
+from jobs.storage import StorageError, open_parquet, resolve, write_atomic
 
 __all__ = [
     "CropThumb",
@@ -142,8 +145,12 @@ def _split_source_uri(source_uri: str) -> tuple[str, int]:
     return url, int(row)
 
 
-def _image_bytes(source_uri: str) -> bytes:
+def _image_bytes(source_uri: str, policy: FetchPolicy | None) -> bytes:
     url, row = _split_source_uri(source_uri)
+    if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url) and not os.path.isabs(url):
+        # a CropSink run records "ray-data#row=N": no file to read (never the working folder)
+        raise ParentUnreadable(f"{source_uri} names no images file (a run written from a Ray "
+                               f"Data pipeline of one's own records none)")
     location = resolve(url)
     try:
         parquet = open_parquet(location)
@@ -162,12 +169,16 @@ def _image_bytes(source_uri: str) -> bytes:
     except (OSError, pa.ArrowInvalid, schema.SchemaError) as error:
         raise ParentUnreadable(f"cannot read {location.url}: "
                                f"{str(error).splitlines()[0]}") from None
+    # what the run fetched, the report fetches under the run's own rules (jobs.fetch)
+    if policy is None:
+        policy = FetchPolicy((), "")
+    policy = FetchPolicy(policy.allowed, location.url.rsplit("/", 1)[0], policy.max_bytes)
     if layout.image_source == "uri":
-        data = None if value is None else read_bytes(resolve(value))
+        data = None if value is None else fetch(value, policy)
     elif layout.image_source == "struct":
         data = None if value is None else value.get("bytes")
         if not data and value is not None and value.get("path"):
-            data = read_bytes(resolve(value["path"]))
+            data = fetch(value["path"], policy)
     else:
         data = value
     if not data:
@@ -176,7 +187,8 @@ def _image_bytes(source_uri: str) -> bytes:
 
 
 def read_parent_image(source_uri: str, expected_sha256: str | None = None,
-                      fit_wh: tuple[int, int] | None = None) -> np.ndarray:
+                      fit_wh: tuple[int, int] | None = None,
+                      policy: FetchPolicy | None = None) -> np.ndarray:
     """Decode the parent image a lineage ``source_uri`` (``<parquet url>#row=N``) points at.
 
     Args:
@@ -185,6 +197,8 @@ def read_parent_image(source_uri: str, expected_sha256: str | None = None,
             input was rewritten since the run) are refused rather than drawn with wrong boxes.
         fit_wh: when given, decode at 1/2, 1/4 or 1/8 of the size if the result still covers
             this box once fitted (cheap previews of large images).
+        policy: what a ``uri`` (or Hugging Face ``path``) value may name and its size cap, as
+            the run had them (``run_fetch_policy``); ``None`` reads none.
 
     Returns:
         ndarray[H, W, 3] uint8, BGR.
@@ -193,7 +207,7 @@ def read_parent_image(source_uri: str, expected_sha256: str | None = None,
         ParentUnreadable: with the reason, for anything that stops the image being shown.
     """
     try:
-        data = _image_bytes(source_uri)
+        data = _image_bytes(source_uri, policy)
         if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
             raise ParentUnreadable(f"{source_uri} changed since the run: its sha256 differs "
                                    f"from lineage's {expected_sha256[:12]}...")
@@ -234,6 +248,17 @@ def _candidate_order(source_uri: str) -> str:
     return hashlib.sha256(source_uri.encode()).hexdigest()
 
 
+def run_fetch_policy(run: CommittedRun) -> FetchPolicy:
+    """The ``--allow-uris`` and ``--max-image-bytes`` the run was given (its manifest's
+    settings); an older manifest without them allows nothing."""
+    settings = run.manifest.get("settings") or {}
+    allowed = settings.get("allow_uris") or []
+    max_bytes = settings.get("max_image_bytes")
+    return FetchPolicy(tuple(str(a) for a in allowed), "",
+                       max_bytes if isinstance(max_bytes, int) and max_bytes > 0
+                       else DEFAULT_MAX_IMAGE_BYTES)
+
+
 def _gather_panels(run: CommittedRun, lineage: pa.Table | None, max_parents: int):
     """Up to ``max_parents`` readable parents with their crops, and the parents skipped (why)."""
     if lineage is None or lineage.num_rows == 0 or max_parents < 1:
@@ -253,7 +278,8 @@ def _gather_panels(run: CommittedRun, lineage: pa.Table | None, max_parents: int
         parent_rows = by_parent[source_uri]
         first = parent_rows[0]
         try:
-            pixels = read_parent_image(source_uri, first["source_sha256"], PARENT_MAX_WH)
+            pixels = read_parent_image(source_uri, first["source_sha256"], PARENT_MAX_WH,
+                                       run_fetch_policy(run))
             crops = _read_crops(run, crops_files, parent_rows)
         except (ParentUnreadable, StorageError) as error:
             skipped.append((source_uri, str(error)))

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import report, steps
+from jobs.fetch import FetchPolicy, parse_allow_list
 from jobs.pipeline import JobConfig, run
 from jobs.schema import HF_IMAGE_TYPE
 from tests.jobs.builders import (
@@ -228,10 +229,24 @@ def test_read_parent_image_reads_every_images_layout(kind, tmp_path):
     path = tmp_path / "images.parquet"
     # Two rows per row group, so row 2 is found in the second group.
     write_parquet(_images(kind, tmp_path), path, row_group_size=2)
+    # a uri is fetched under the run's own --allow-uris and size cap, as the run fetched it
+    policy = FetchPolicy(parse_allow_list(str(tmp_path)), "")
     for row in (0, 2):
         # Convention: BGR pixels, as OpenCV encoded them.
-        np.testing.assert_array_equal(report.read_parent_image(f"{path}#row={row}"),
-                                      image_pixels(row))
+        np.testing.assert_array_equal(
+            report.read_parent_image(f"{path}#row={row}", policy=policy), image_pixels(row))
+    if kind == "uri":
+        with pytest.raises(report.ParentUnreadable, match=r"outside the prefixes"):
+            report.read_parent_image(f"{path}#row=0")  # a run without --allow-uris
+        with pytest.raises(report.ParentUnreadable, match=r"over --max-image-bytes"):
+            report.read_parent_image(f"{path}#row=0", policy=FetchPolicy(policy.allowed, "", 10))
+
+
+def test_a_sink_runs_source_uri_is_not_read_from_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_parquet(_images("binary", tmp_path), tmp_path / "ray-data")
+    with pytest.raises(report.ParentUnreadable, match=r"names no images file"):
+        report.read_parent_image("ray-data#row=0")
 
 
 def test_read_parent_image_decodes_large_parents_reduced(tmp_path):

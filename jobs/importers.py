@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import posixpath
 import sys
 import uuid
@@ -44,6 +45,7 @@ import pyarrow.parquet as pq
 from pyarrow.fs import FileType
 
 from cropcore import ImageDecodeError, read_image_size
+from cropcore.masks import decode_rle
 from jobs.schema import IMAGE_ID, IMAGES_SCHEMA, IMPORTED_DETECTIONS_SCHEMA
 from jobs.storage import (
     Location,
@@ -272,6 +274,11 @@ def _coco_detection(
             {"x": values[i], "y": values[i + 1], "confidence": values[i + 2]}
             for i in range(0, len(values), 3)
         ]
+    if not all(math.isfinite(v) for v in (x + w, y + h)):
+        raise ValueError(f"{where}: bbox {[x, y, w, h]} ends beyond the float range")
+    iscrowd = annotation.get("iscrowd", 0)
+    if iscrowd not in (0, 1) or isinstance(iscrowd, float):  # True and False are 1 and 0
+        raise ValueError(f"{where}: iscrowd must be 0 or 1, got {iscrowd!r}")
     score = annotation.get("score")
     return {
         IMAGE_ID: image_id,
@@ -290,7 +297,7 @@ def _coco_detection(
         "mask": mask,
         "keypoints": keypoints,
         "polygon": polygon,
-        "iscrowd": bool(annotation.get("iscrowd", 0)),  # COCO's crowd flag, carried to crops
+        "iscrowd": bool(iscrowd),  # COCO's crowd flag, carried to crops
         "polygon_style": "coco",  # polygons rasterize as pycocotools does (crop-semantics.md)
     }
 
@@ -310,13 +317,20 @@ def _coco_segmentation(
     if isinstance(segmentation, dict):
         size = _required(segmentation, "size", f"{where} segmentation")
         counts = _required(segmentation, "counts", f"{where} segmentation")
-        if not isinstance(size, list) or [int(v) for v in size] != [height, width]:
+        if not isinstance(size, list) or len(size) != 2 or [
+            _integer(v, f"{where} segmentation size") for v in size
+        ] != [height, width]:
             raise ValueError(
                 f"{where}: RLE size {size} does not match the image's [height, width] "
                 f"[{height}, {width}]"
             )
         if isinstance(counts, str):
-            return {"size": [height, width], "counts": counts}, None, None
+            rle = {"size": [height, width], "counts": counts}
+            try:
+                decode_rle(rle, (0, 0, 0, 0))  # checks every run, decodes no pixel
+            except ValueError as error:
+                raise ValueError(f"{where}: segmentation: {error}") from None
+            return rle, None, None
         runs = _numbers(counts, f"{where} segmentation counts")
         if any(run < 0 or run != int(run) for run in runs) or sum(runs) != height * width:
             raise ValueError(
@@ -839,6 +853,7 @@ def _write_output(
                 f"{_shown(store, directory)}: output already holds files; import into a "
                 "new or empty output directory"
             )
+    root_existed = file_info(store.sibling(root)).type != FileType.NotFound
     # One writer per output: of two imports started together, the second is refused here
     # (before, both wrote the same part names and each reported success over mixed tables).
     claim = f"{root}/{IMPORT_CLAIM}"
@@ -885,6 +900,12 @@ def _write_output(
                 delete(store.sibling(path))
             except OSError:
                 pass
+        if store.is_local:  # and the folders it made, when they are empty
+            for folder in (images_dir, detections_dir, *([] if root_existed else [root])):
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass
         raise
     return ImportSummary(
         images=len(image_ids),
@@ -1078,24 +1099,26 @@ def _numbers(value: Any, where: str, count: int | None = None) -> list[float]:
 
 
 def _integer(value: Any, where: str) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{where}: expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
+    """An integer (or an integral float or string) within int64, the tables' integer type."""
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             pass
-    raise ValueError(f"{where}: expected an integer, got {value!r}")
+    if number is None or not -(2**63) <= number < 2**63:
+        raise ValueError(f"{where}: expected an integer within int64, got {value!r}")
+    return number
 
 
 def _positive_integer(value: Any, where: str) -> int:
     number = _integer(value, where)
-    if number <= 0:
-        raise ValueError(f"{where}: expected a positive integer, got {value!r}")
+    if not 0 < number < 2**31:  # image sides: OpenCV and the tables hold them in int32
+        raise ValueError(f"{where}: expected a positive integer below 2**31, got {value!r}")
     return number
 
 
@@ -1175,6 +1198,10 @@ def command(args: argparse.Namespace) -> int:
             )
     except (ValueError, StorageError) as error:
         print(f"error: {redact(str(error))}", file=sys.stderr)
+        return 2
+    except (TypeError, OverflowError) as error:  # a value of a kind no check above foresaw
+        print(f"error: malformed input ({type(error).__name__}: {redact(str(error))}); "
+              f"nothing was imported", file=sys.stderr)
         return 2
     print(
         f"images     {summary.images} in {len(summary.image_files)} files\n"

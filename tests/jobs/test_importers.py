@@ -383,6 +383,42 @@ def test_images_are_split_into_files_of_bounded_size(tmp_path):
             {"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "keypoints": [1, 2]},
             r"expected keypoints as \[x, y, v\] triples, got 2 numbers",
         ),
+        # compressed RLE counts that are not COCO's alphabet, or do not cover the image
+        (
+            {"id": 9, "image_id": 1, "category_id": 1,
+             "segmentation": {"size": [40, 60], "counts": "!!!!garbage"}},
+            r"segmentation: compressed RLE counts must use characters",
+        ),
+        (
+            {"id": 9, "image_id": 1, "category_id": 1,
+             "segmentation": {"size": [40, 60], "counts": "PPYo0"}},
+            r"segmentation: RLE run lengths must sum to h \* w",
+        ),
+        # an RLE size that is not two integers
+        (
+            {"id": 9, "image_id": 1, "category_id": 1,
+             "segmentation": {"size": [None, 60], "counts": "0"}},
+            r"segmentation size: expected an integer within int64, got None",
+        ),
+        (
+            {"id": 9, "image_id": 1, "category_id": 1,
+             "segmentation": {"size": [40.7, 60.2], "counts": "0"}},
+            r"segmentation size: expected an integer within int64, got 40\.7",
+        ),
+        # a box that ends beyond the float range, a crowd flag that is not 0 or 1
+        (
+            {"id": 9, "image_id": 1, "category_id": 1, "bbox": [1e308, 0, 1e308, 1]},
+            r"ends beyond the float range",
+        ),
+        (
+            {"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "iscrowd": "no"},
+            r"iscrowd must be 0 or 1, got 'no'",
+        ),
+        # a category id beyond int64
+        (
+            {"id": 9, "image_id": 1, "category_id": 2**70, "bbox": [0, 0, 1, 1]},
+            r"category_id: expected an integer within int64",
+        ),
     ],
 )
 def test_coco_invalid_annotations(tmp_path, annotation, message):
@@ -1089,3 +1125,22 @@ def test_of_two_imports_into_one_output_one_writes_and_the_other_is_refused(tmp_
     with pytest.raises(ValueError):
         import_coco(str(coco), str(tmp_path / "nowhere"), str(other))
     assert not other.exists() or not any(other.rglob("*.*"))
+
+
+def test_coco_image_sides_beyond_int32_are_refused_in_one_line(tmp_path, capsys):
+    from jobs.cli import main
+
+    annotations = coco_dataset(tmp_path, [], images=[
+        {"id": 1, "file_name": "street.jpg", "width": 60, "height": 40}])
+    document = json.loads(annotations.read_text())
+    document["images"][0]["width"] = 1e20
+    annotations.write_text(json.dumps(document))
+    assert main(["import", "coco", "--annotations", str(annotations), "--images",
+                 str(tmp_path / "images"), "--output", str(tmp_path / "out")]) == 2
+    assert "images[0] width: expected an integer within int64, got 1e+20" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    document["images"][0]["width"] = 3_000_000_000
+    annotations.write_text(json.dumps(document))
+    assert main(["import", "coco", "--annotations", str(annotations), "--images",
+                 str(tmp_path / "images"), "--output", str(tmp_path / "out")]) == 2
+    assert "expected a positive integer below 2**31" in capsys.readouterr().err

@@ -17,14 +17,16 @@ from hypothesis import strategies as st
 
 from jobs import pairing
 from jobs.plan import make_plan
-from jobs.storage import resolve
+from jobs.storage import StorageError, resolve
 
 IDS = ["a", "b", "c", None]
 
 
 def write_inputs(root, image_files: list[list[str | None]], detection_files: list[list[tuple]],
                  row_group_size: int = 2):
-    """Images files of ids, and detections files of ``(image_id, detection_id)`` rows."""
+    """Images files of ids, and detections files of ``(image_id, detection_id)`` rows; no
+    files at all is one file with no rows (a folder without Parquet files is refused)."""
+    image_files, detection_files = image_files or [[]], detection_files or [[]]
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "detections").mkdir(parents=True, exist_ok=True)
     for i, ids in enumerate(image_files):
@@ -148,6 +150,9 @@ def test_empty_inputs(tmp_path):
     write_inputs(tmp_path, [[]], [[]])
     staged, errors = pair_here(tmp_path)
     assert (staged, errors) == ({}, Counter())
+    (tmp_path / "detections" / "part-0.parquet").unlink()
+    with pytest.raises(StorageError, match=r"--detections .* holds no Parquet files"):
+        plan_for(tmp_path)
 
 
 def test_the_plan_reads_footers_only(tmp_path):

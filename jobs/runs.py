@@ -171,14 +171,16 @@ def tool_files(output: Location, folder: str, names: Iterable[str]) -> Iterator[
     previous = set(_recorded(record))
     present = set(list_tree(location)) - {TOOL_RECORD}
     ours = {name for name in present if name in previous
-            or ((match := _TEMPORARY.fullmatch(name)) and match.group(1) in previous)}
+            or ((match := _TEMPORARY.fullmatch(name))
+                and match.group(1) in previous | {TOOL_RECORD})}
     foreign = sorted(present - ours)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
                                           else "")
         raise RunError(f"{location.url} holds files that no earlier {folder} of this tool "
-                       f"wrote ({shown}); nothing was written: move them, or write the {folder} "
-                       f"of a run whose output holds only its own files")
+                       f"recorded in {TOOL_RECORD} ({shown}); nothing was written: move them "
+                       f"away (a {folder} written by a version that kept no record can be "
+                       f"deleted and written again)")
     names = sorted(set(names))
     write_atomic(record, _record_bytes(previous | set(names)))
     yield location

@@ -447,7 +447,7 @@ def test_exports_and_report_never_replace_or_delete_files_they_did_not_write(tmp
     tool = {"webdataset": lambda: exports.export_webdataset(str(output), samples_per_shard=1),
             "report": lambda: write_report(str(output)),
             "openlineage": lambda: exports.write_openlineage(str(output))}[mine.split("/")[0]]
-    with pytest.raises(exports.ExportError, match=r"holds files that no earlier .* wrote"):
+    with pytest.raises(exports.ExportError, match=r"holds files that no earlier .* recorded"):
         tool()
     assert (output / mine).read_text() == "mine"
     assert sorted(p.name for p in (output / mine).parent.iterdir()) == [Path(mine).name]
@@ -459,6 +459,7 @@ def test_a_rewritten_export_replaces_and_deletes_only_its_own_earlier_files(tmp_
     folder = output / "webdataset"
     # an export that crashed after writing a temporary file leaves nothing it cannot clean up
     (folder / f"shard-000001.tar.tmp-{'a' * 32}").write_bytes(b"half")
+    (folder / f"_written.json.tmp-{'b' * 32}").write_bytes(b"half")
     assert len(exports.export_webdataset(str(output))) == 1  # one tar per crops shard
     assert sorted(p.name for p in folder.iterdir()) == ["_written.json", "shard-000000.tar"]
     assert json.loads((folder / "_written.json").read_text()) == {"files": ["shard-000000.tar"]}

@@ -34,6 +34,7 @@ import pyarrow.fs as pafs
 from jobs.storage import (
     MissingObjectError,
     StorageError,
+    carries_credentials,
     file_info,
     read_bytes,
     redact,
@@ -86,7 +87,7 @@ def canonical_url(value: str, base: str | None) -> str:
     if _CONTROL.search(value):
         raise MissingObjectError(f"cannot open {redact(value)!r}: control characters (NUL, "
                                  f"newline...) in a path or URL")
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*@", value):
+    if carries_credentials(value):
         raise MissingObjectError(f"cannot open {redact(value)}: URLs must not carry credentials")
     match = _SCHEME.match(value)
     if match is None:
@@ -147,7 +148,7 @@ def allowed(url: str, policy: FetchPolicy) -> bool:
 def fetch(value: str, policy: FetchPolicy) -> bytes:
     """The bytes of the image a dataset names, within ``policy`` (see the module's docstring)."""
     url = canonical_url(value, policy.base)
-    shown = redact(str(value))
+    shown = _shown(str(value))
     if not allowed(url, policy):
         hint = ("no --allow-uris was given" if not policy.allowed
                 else "allowed: " + ", ".join(policy.allowed))
@@ -157,6 +158,15 @@ def fetch(value: str, policy: FetchPolicy) -> bytes:
     if url.startswith(("http://", "https://")):
         return _fetch_http(url, shown, policy.max_bytes)
     return _fetch_store(url, shown, policy.max_bytes)
+
+
+def _shown(value: str) -> str:
+    """A value as error rows quote it: no userinfo, and no query string of a URL (presigned
+    URLs carry their signature and credential there)."""
+    value = redact(value)
+    if _SCHEME.match(value) and "?" in value:
+        return value.split("?", 1)[0] + "?<query hidden>"
+    return value
 
 
 def _too_big(shown: str, size: int, cap: int) -> MissingObjectError:

@@ -47,7 +47,18 @@ __all__ = [
 
 _NATIVE = {"s3", "gs", "gcs", "hdfs", "viewfs", "file", "local", "abfs", "abfss"}
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-_PASSWORD = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*:[^/@]*@")
+# A URL's userinfo, the part before its host. A password may hold "/" (about half of AWS secret
+# keys do), so "name:" followed by anything up to an "@" is a password too, unless the colon
+# starts a port ("host:9000/key@x" is a host, a port and a key with "@" in it).
+_PASSWORD_INFO = r"[^/:@\s]*:(?![0-9]*(?:/|$|\s))[^@\s]*@"
+_USER_INFO = rf"(?:{_PASSWORD_INFO}|[^/@\s]*@)"
+_PASSWORD = re.compile(rf"^[a-zA-Z][a-zA-Z0-9+.-]*://{_PASSWORD_INFO}")
+_URL_WITH_USERINFO = re.compile(rf"([a-zA-Z][a-zA-Z0-9+.-]*://){_USER_INFO}")
+
+
+def carries_credentials(url: str) -> bool:
+    """Whether a URL holds a userinfo part (``user@`` or ``user:password@``)."""
+    return _URL_WITH_USERINFO.match(str(url)) is not None
 
 
 class StorageError(OSError):
@@ -88,9 +99,9 @@ class Location:
         return Location(self.fs, path, path)
 
 
-def redact(url: str) -> str:
-    """The URL without any ``user:password@`` part."""
-    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1", str(url))
+def redact(text: str) -> str:
+    """A URL, or a message quoting URLs, without any ``user:password@`` part."""
+    return _URL_WITH_USERINFO.sub(r"\1", str(text))
 
 
 def join(base: str, *parts: str) -> str:

@@ -35,10 +35,15 @@ def test_resolve_other_protocols_through_fsspec():
     assert location.sibling(location.path + "/z").url == "memory://bucket/folder/z"
 
 
-def test_resolve_refuses_credentials_in_urls_without_echoing_them():
+@pytest.mark.parametrize("url", [
+    "s3://user:secret@bucket/k",
+    "s3://AKIAEXAMPLE:wJalrXUtn/FEMIsecret@bucket/k",  # AWS secret keys may hold "/"
+    "s3://AKIA:a+b/c/secret@bucket/k",
+])
+def test_resolve_refuses_credentials_in_urls_without_echoing_them(url):
     with pytest.raises(MissingObjectError, match=r"cannot open s3://bucket/k: URLs must not "
                                                  r"carry credentials") as raised:
-        storage.resolve("s3://user:secret@bucket/k")
+        storage.resolve(url)
     assert "secret" not in str(raised.value)
 
 
@@ -52,6 +57,12 @@ def test_resolve_an_unknown_protocol_is_a_missing_object():
     ("https://token@host/path", "https://host/path"),
     ("/plain/path", "/plain/path"),
     ("s3://bucket/a@b", "s3://bucket/a@b"),
+    ("s3://KEY:se/cr+et@bucket/key", "s3://bucket/key"),  # a password holding "/"
+    ("http://127.0.0.1:9000/bucket/user@x.jpg", "http://127.0.0.1:9000/bucket/user@x.jpg"),
+    ("http://u:1234@host/x", "http://host/x"),  # a numeric password is not a port
+    # whole messages: every URL quoted in them
+    ("cannot list s3://K:se/cret@b/i/: Expected an S3 path; also https://t@h/p",
+     "cannot list s3://b/i/: Expected an S3 path; also https://h/p"),
 ])
 def test_redact_strips_userinfo_only(url, expected):
     assert storage.redact(url) == expected

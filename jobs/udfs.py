@@ -296,6 +296,11 @@ class ShardBuilder:
                 self.error(image_id, detection_id, "read", "no_image_bytes",
                            "the image is null or empty", row)
             return None
+        problem = self._resized_crop(row, data)
+        if problem is not None:
+            for detection_id in detection_ids:
+                self.error(image_id, detection_id, "decode", "unsupported", problem, row)
+            return None
         reduce = 1
         if self.context.reduced_decode and data[:2] == b"\xff\xd8":  # JPEG only: DCT scaling
             reduce = max([1] + [r for r in (2, 4, 8) if shrink >= r])
@@ -311,6 +316,26 @@ class ShardBuilder:
             return None
         self.counts["images_decoded"] += 1
         return pixels, hashlib.sha256(data).hexdigest(), size_wh, reduce
+
+    def _resized_crop(self, row: int, data: bytes) -> str | None:
+        """Why an earlier run's crop cannot be cropped again: its pixels are not its root
+        window's (crop_and_resize resized them), so windows in it do not map to the root by a
+        translation. ``None`` for anything else (an undecodable header is the decoder's to
+        report)."""
+        root = self.roots[row] if self.roots is not None else None
+        if root is None or root["root_image_id"] is None:
+            return None
+        try:
+            size_wh = read_image_size(data)
+        except ImageDecodeError:
+            return None
+        window_wh = (root["root_window_x_max"] - root["root_window_x_min"],
+                     root["root_window_y_max"] - root["root_window_y_min"])
+        if size_wh == window_wh:
+            return None
+        return (f"the image is a crop resized from its root window ({window_wh[0]}x"
+                f"{window_wh[1]} there, {size_wh[0]}x{size_wh[1]} here): its crops would get "
+                f"wrong root windows; crop the root images instead")
 
     def _crop_static(self, row: int, image_id, sources, parameters: dict) -> None:
         """The step's static window of one image (``step.crop``: cropcore's static crop)."""

@@ -247,3 +247,23 @@ def test_nested_detections_repeating_an_id_within_an_image_are_refused_after_the
     errors = pq.read_table(tmp_path / "out" / "errors").to_pylist()
     assert [(e["image_id"], e["detection_id"], e["stage"], e["reason"]) for e in errors] == [
         ("im0", "a", "plan", "duplicate_detection_id")]
+
+
+def test_crops_that_crop_and_resize_resized_are_not_cropped_again(tmp_path):
+    # their pixels are not their root window's: a window in them has no root window
+    write_parquet(images_table(2), tmp_path / "images.parquet")
+    write_parquet(detections_table(2, per_image=2), tmp_path / "detections.parquet")
+    resize = steps.parse_step({"type": "cropcore/crop_and_resize@v1", "crop_size": [40, 30]})
+    pair_and_crop(prepare(JobConfig(images=str(tmp_path / "images.parquet"),
+                                    detections=str(tmp_path / "detections.parquet"),
+                                    output=str(tmp_path / "resized"), step=resize,
+                                    image_format="png")))
+    static = steps.parse_step({"type": "roboflow_core/absolute_static_crop@v1", "x_center": 15,
+                               "y_center": 20, "width": 10, "height": 10})
+    pair_and_crop(prepare(JobConfig(images=str(tmp_path / "resized" / "crops"),
+                                    output=str(tmp_path / "again"), step=static)))
+    assert not (tmp_path / "again" / "crops").exists() or \
+        pq.read_table(tmp_path / "again" / "crops").num_rows == 0
+    errors = pq.read_table(tmp_path / "again" / "errors").to_pylist()
+    assert len(errors) == 4 and {e["reason"] for e in errors} == {"unsupported"}
+    assert "resized from its root window" in errors[0]["message"]

@@ -189,6 +189,9 @@ class CropSink(Datasink):
         self.manifest: dict | None = None
 
     def on_write_start(self, schema_=None) -> None:
+        self._claim()
+
+    def _claim(self) -> None:
         output = resolve(self.output_url)
         state = ownership.inspect_output(output)
         ownership.check_output(output, state, run_id=self.run_id, fingerprint=self.fingerprint,
@@ -203,6 +206,10 @@ class CropSink(Datasink):
                                settings={"run_id": self.run_id})
 
     def write(self, blocks, ctx) -> list[dict]:
+        # Ray Data 2.60 does not call on_write_start when it fuses the write into the last step
+        # of a shuffle (crop's detections= join), so every write task claims (or joins the
+        # claim of this run) and runs the same checks first.
+        self._claim()
         output = resolve(self.output_url)
         markers = []
         for block in blocks:

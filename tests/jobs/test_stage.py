@@ -121,7 +121,7 @@ def parse_static():
                              "y_center": 10, "width": 8, "height": 8})
 
 
-def test_a_separate_detections_dataset_is_joined(ray_cluster):
+def test_a_separate_detections_dataset_is_joined(ray_cluster, tmp_path):
     images = images_table(3)
     detections = detections_table(3, 2, masks=False).drop_columns(["mask"])
     crops = crop(ray.data.from_arrow(images), DYNAMIC,
@@ -130,3 +130,10 @@ def test_a_separate_detections_dataset_is_joined(ray_cluster):
     assert got.num_rows == 6
     assert sorted(got["detection_id"].to_pylist()) == sorted(
         detections["detection_id"].to_pylist())
+    # the write fuses into the join's last step, where Ray Data calls no on_write_start: the
+    # sink still claims the output, and refuses it once committed
+    crops.write_datasink(CropSink(str(tmp_path / "sink"), run_id="joined"))
+    assert (tmp_path / "sink" / "_claim.json").is_file()
+    assert (tmp_path / "sink" / "_manifest.json").is_file()
+    with pytest.raises(Exception, match=r"already holds run joined, committed"):
+        crops.write_datasink(CropSink(str(tmp_path / "sink"), run_id="joined"))

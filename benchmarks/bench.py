@@ -91,7 +91,7 @@ CHILD_ENV = {
 
 EXAMPLE = """examples:
   python -m jobs bench --quick --json bench-quick.json     (a smoke run: a few minutes)
-  python -m jobs bench --json bench-output/results.json    (the full run: ~16 min on 2 cores)
+  python -m jobs bench --json bench-output/results.json    (the full run: ~19 min on 2 cores)
   python -m jobs bench --quick --parts pipeline --images 8 --resolutions 640x480
 the Daft comparison needs its own venv (Daft pins pyarrow<26), created once with:
   """ + DAFT_SETUP
@@ -138,7 +138,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workdir", default="bench-output",
                         help="generated datasets (kept for reruns) and scratch outputs")
     parser.add_argument("--parts", default=",".join(PARTS),
-                        help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
+                        help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--resolutions", default=",".join(f"{w}x{h}" for w, h in RESOLUTIONS),
                         help="comma-separated WxH of the generated images")
     parser.add_argument("--cpus", default="1,2",

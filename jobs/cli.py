@@ -68,7 +68,8 @@ def _job_arguments(parser: argparse.ArgumentParser, *, output_required: bool = T
                         help="the step JSON, or @path/to/step.json")
     parser.add_argument("--format", choices=tuple(schema.CROP_FORMATS),
                         help="crop encoding (default png; npy for crop_and_resize)")
-    parser.add_argument("--quality", type=int, help="jpeg/webp quality 1..100")
+    parser.add_argument("--quality", type=int,
+                        help="jpeg/webp quality 1..100 (default: 95 for jpeg, 90 for webp)")
     parser.add_argument("--webp-method", type=int,
                         help="webp only: libwebp's effort 0..6, 0 fastest (about 3x faster than "
                         "the default encoder, files about 8%% larger; default: OpenCV's encoder, "

@@ -832,7 +832,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLE
     parser.add_argument("output", metavar="OUTPUT", help="the run's output folder (path or URL)")
     parser.add_argument("--max-parents", type=int, default=6,
-                        help="parent images on the contact sheet (default 6)")
+                        help="parent images on the contact sheet")
 
 
 def command(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "MissingObjectError",
     "StorageError",
     "atomic_output",
+    "carries_credentials",
     "create_exclusive",
     "delete",
     "exists",
@@ -340,7 +341,10 @@ def list_tree(location: Location) -> list[str]:
             return []
         if info.is_file:
             raise StorageError(f"{location.url} is a file, not a folder")
-        infos = location.fs.get_file_info(pafs.FileSelector(location.path, recursive=True))
+        # allow_not_found: on an object store a folder is only a prefix, which vanishes when
+        # its last object is deleted between the two calls (another run's writable probe)
+        infos = location.fs.get_file_info(pafs.FileSelector(location.path, recursive=True,
+                                                            allow_not_found=True))
     except StorageError:
         raise
     except (OSError, ValueError) as error:

@@ -201,7 +201,7 @@ def _validate(args) -> int:
     prepared = pipeline.prepare(_config(args))
     output = ""
     if prepared.output is not None:
-        state = pipeline.check_output(prepared)
+        state = pipeline.check_output(prepared, leave_no_folder=True)
         output = ("; output committed by this run already" if state.manifest
                   else f"; output {prepared.output.url} can be claimed")
     plan = prepared.plan

@@ -105,7 +105,7 @@ def canonical_url(value: str, base: str | None) -> str:
             raise MissingObjectError(f"cannot open {redact(value)}: file URLs name this machine")
         return "file://" + os.path.realpath(urllib.parse.unquote(parsed.path) or "/")
     host, _, path = rest.partition("/")
-    if _dot_segments(path):
+    if _dot_segments(re.split(r"[?#]", path, maxsplit=1)[0]):  # a query may hold %2F (SigV4)
         raise MissingObjectError(f"cannot open {redact(value)}: '.' and '..' path segments are "
                                  f"not allowed, nor are encoded ones or encoded separators")
     if scheme in ("http", "https"):
@@ -147,8 +147,11 @@ def allowed(url: str, policy: FetchPolicy) -> bool:
 
 def fetch(value: str, policy: FetchPolicy) -> bytes:
     """The bytes of the image a dataset names, within ``policy`` (see the module's docstring)."""
-    url = canonical_url(value, policy.base)
     shown = _shown(str(value))
+    try:
+        url = canonical_url(value, policy.base)
+    except MissingObjectError as error:  # its message quotes the value: without the query
+        raise MissingObjectError(str(error).replace(redact(str(value)), shown)) from None
     if not allowed(url, policy):
         hint = ("no --allow-uris was given" if not policy.allowed
                 else "allowed: " + ", ".join(policy.allowed))

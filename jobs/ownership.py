@@ -163,11 +163,13 @@ def check_output(output: Location, state: OutputState, *, run_id: str, fingerpri
             f"never read or deleted)")
 
 
-def check_writable(output: Location) -> None:
+def check_writable(output: Location, leave_no_folder: bool = False) -> None:
     """Write and delete a probe object: a read-only or unreachable output fails here, before
-    any work, with the storage layer's one-line error."""
-    made = []  # local folders the probe creates; removed again (``validate`` leaves nothing)
-    if output.is_local:
+    any work, with the storage layer's one-line error. ``leave_no_folder`` (``validate``, which
+    does no work) also removes the empty local folders the probe made; a run keeps them, since
+    a concurrent run may be creating its claim in them."""
+    made = []
+    if output.is_local and leave_no_folder:
         folder = os.path.abspath(output.path)
         while not os.path.exists(folder):
             made.append(folder)

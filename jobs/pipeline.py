@@ -184,7 +184,7 @@ def prepare(config: JobConfig) -> Prepared:
     return Prepared(config, plan, context, run_id, fingerprint, settings, output)
 
 
-def check_output(prepared: Prepared) -> ownership.OutputState:
+def check_output(prepared: Prepared, leave_no_folder: bool = False) -> ownership.OutputState:
     """Every check of the output that needs no claim: who owns it, what else it holds, and
     whether it can be written (a probe object is written and deleted). ``validate`` runs these;
     ``claim`` runs them too, before starting any work."""
@@ -199,7 +199,7 @@ def check_output(prepared: Prepared) -> ownership.OutputState:
     except ownership.OutputRefused as error:
         raise JobError(str(error)) from None
     if state.manifest is None:
-        ownership.check_writable(prepared.output)
+        ownership.check_writable(prepared.output, leave_no_folder)
     return state
 
 

@@ -25,8 +25,6 @@ import base64
 import hashlib
 import html
 import json
-import os
-import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -147,7 +145,7 @@ def _split_source_uri(source_uri: str) -> tuple[str, int]:
 
 def _image_bytes(source_uri: str, policy: FetchPolicy | None) -> bytes:
     url, row = _split_source_uri(source_uri)
-    if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", url) and not os.path.isabs(url):
+    if url == schema.SINK_SOURCE:
         # a CropSink run records "ray-data#row=N": no file to read (never the working folder)
         raise ParentUnreadable(f"{source_uri} names no images file (a run written from a Ray "
                                f"Data pipeline of one's own records none)")

@@ -184,9 +184,13 @@ def tool_files(output: Location, folder: str, names: Iterable[str]) -> Iterator[
     names = sorted(set(names))
     write_atomic(record, _record_bytes(previous | set(names)))
     yield location
-    for name in sorted(ours - set(names)):
+    stale = ours - set(names)
+    for name in sorted(stale):
         delete(location.child(name))
-    write_atomic(record, _record_bytes(names))
+    # Read the record again: a concurrent run of the tool may have listed files meanwhile,
+    # which must stay listed (a listed file that is gone is harmless; an unlisted one would
+    # make every later run refuse the folder).
+    write_atomic(record, _record_bytes((set(_recorded(record)) | set(names)) - stale))
 
 
 def _recorded(record: Location) -> list[str]:

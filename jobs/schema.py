@@ -106,6 +106,9 @@ IMPORTED_DETECTIONS_SCHEMA = DETECTIONS_SCHEMA.append(pa.field("iscrowd", pa.boo
 IMAGES_SCHEMA = pa.schema([(IMAGE_ID, pa.string()), ("image", pa.binary())])
 
 # Columns the job writes; input columns with these names are never carried along.
+#: The file lineage's ``source_uri`` names for rows cropped in a Ray Data pipeline of one's own
+#: (``jobs.stage``): none (``ray-data#row=N``).
+SINK_SOURCE = "ray-data"
 ROOT_COLUMNS = (
     "root_image_id",
     "root_window_x_min",

@@ -122,7 +122,7 @@ def crop_rows(batch: pa.Table, context: JobContext) -> pa.Table:
                                  pa.compute.fill_null(batch.column("detections"),
                                                       pa.scalar([], batch.schema.field(
                                                           "detections").type)))
-    shard = ShardBuilder(context, "ray-data", list(range(batch.num_rows)))
+    shard = ShardBuilder(context, schema.SINK_SOURCE, list(range(batch.num_rows)))
     detections = convert.flatten_nested_detections(batch) \
         if context.layout.nested_detections else None
     # an image without an id is skipped with an error row, as the command line's pairing does

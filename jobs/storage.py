@@ -51,7 +51,7 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 # A URL's userinfo, the part before its host. A password may hold "/" (about half of AWS secret
 # keys do), so "name:" followed by anything up to an "@" is a password too, unless the colon
 # starts a port ("host:9000/key@x" is a host, a port and a key with "@" in it).
-_PASSWORD_INFO = r"[^/:@\s]*:(?![0-9]*(?:/|$|\s))[^@\s]*@"
+_PASSWORD_INFO = r"[^/:@\s\[]*:(?![0-9]*(?:/|$|\s))[^@\s]*@"  # "[" opens an IPv6 host
 _USER_INFO = rf"(?:{_PASSWORD_INFO}|[^/@\s]*@)"
 _PASSWORD = re.compile(rf"^[a-zA-Z][a-zA-Z0-9+.-]*://{_PASSWORD_INFO}")
 _URL_WITH_USERINFO = re.compile(rf"([a-zA-Z][a-zA-Z0-9+.-]*://){_USER_INFO}")

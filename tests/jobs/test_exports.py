@@ -463,3 +463,20 @@ def test_a_rewritten_export_replaces_and_deletes_only_its_own_earlier_files(tmp_
     assert len(exports.export_webdataset(str(output))) == 1  # one tar per crops shard
     assert sorted(p.name for p in folder.iterdir()) == ["_written.json", "shard-000000.tar"]
     assert json.loads((folder / "_written.json").read_text()) == {"files": ["shard-000000.tar"]}
+
+
+def test_two_exports_at_once_leave_a_folder_the_next_export_accepts(tmp_path):
+    from jobs.runs import tool_files
+    from jobs.storage import resolve
+
+    output = resolve(str(_two_crop_output(tmp_path)))
+    ten = [f"shard-{i:06d}.tar" for i in range(10)]
+    with tool_files(output, "webdataset", ten[:5]) as first:
+        with tool_files(output, "webdataset", ten) as second:  # started later, done first
+            for name in ten:
+                (Path(second.path) / name).write_bytes(b"second")
+        for name in ten[:5]:
+            (Path(first.path) / name).write_bytes(b"first")
+    assert len(exports.export_webdataset(str(output.path))) == 1  # accepted, and tidied
+    assert sorted(p.name for p in Path(output.path, "webdataset").iterdir()) == [
+        "_written.json", "shard-000000.tar"]

@@ -136,6 +136,12 @@ def test_unsafe_urls_are_refused(value, match):
     ("http://Host/images/a%2ejpg", "http://host/images/a%2ejpg"),  # an encoded dot in a name
     ("http://host/images/100%.jpg", "http://host/images/100%.jpg"),  # not an escape
     ("s3://bucket/images/a%2541.jpg", "s3://bucket/images/a%2541.jpg"),
+    # a presigned URL: its query holds %2F, which is no path separator
+    ("https://b.s3.amazonaws.com/i/cat.jpg?X-Amz-Credential=AKIA%2F2024%2Fs3&X-Amz-Signature=d",
+     "https://b.s3.amazonaws.com/i/cat.jpg?X-Amz-Credential=AKIA%2F2024%2Fs3&X-Amz-Signature=d"),
+    # an IPv6 host and a file name with "@" are not credentials
+    ("http://[::1]:8080/images/logo@2x.png", "http://[::1]:8080/images/logo@2x.png"),
+    ("http://[2001:db8::1]/img@2x.png", "http://[2001:db8::1]/img@2x.png"),
 ])
 def test_urls_with_harmless_escapes_are_kept(value, canonical):
     assert canonical_url(value, base=None) == canonical
@@ -196,6 +202,10 @@ def test_a_presigned_urls_query_is_not_quoted_in_errors(http_server):
     with pytest.raises(MissingObjectError, match=r"gone\.jpg\?<query hidden>: HTTP 404") as error:
         fetch(signed, policy(http_server + "/"))
     assert "SIGSECRET" not in str(error.value) and "AKIAQUERY" not in str(error.value)
+    # nor in the refusals made before any request
+    with pytest.raises(MissingObjectError, match=r"<query hidden>: '\.' and '\.\.'") as error:
+        fetch(f"{http_server}/a/../gone.jpg?X-Amz-Signature=SIGSECRET", policy(http_server + "/"))
+    assert "SIGSECRET" not in str(error.value)
 
 
 def test_http_refused_connection_is_retried():

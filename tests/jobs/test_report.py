@@ -247,6 +247,10 @@ def test_a_sink_runs_source_uri_is_not_read_from_the_working_folder(tmp_path, mo
     write_parquet(_images("binary", tmp_path), tmp_path / "ray-data")
     with pytest.raises(report.ParentUnreadable, match=r"names no images file"):
         report.read_parent_image("ray-data#row=0")
+    # a run given a relative --images path records it so, and its parents are read
+    write_parquet(_images("binary", tmp_path), tmp_path / "images.parquet")
+    np.testing.assert_array_equal(report.read_parent_image("images.parquet#row=0"),
+                                  image_pixels(0))
 
 
 def test_read_parent_image_decodes_large_parents_reduced(tmp_path):

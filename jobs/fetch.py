@@ -85,10 +85,10 @@ def canonical_url(value: str, base: str | None) -> str:
     paths joined to ``base``; ``MissingObjectError`` for a value that cannot be made safe."""
     value = str(value)
     if _CONTROL.search(value):
-        raise MissingObjectError(f"cannot open {redact(value)!r}: control characters (NUL, "
+        raise MissingObjectError(f"cannot open {_shown(value)!r}: control characters (NUL, "
                                  f"newline...) in a path or URL")
     if carries_credentials(value):
-        raise MissingObjectError(f"cannot open {redact(value)}: URLs must not carry credentials")
+        raise MissingObjectError(f"cannot open {_shown(value)}: URLs must not carry credentials")
     match = _SCHEME.match(value)
     if match is None:
         if not os.path.isabs(value):
@@ -102,15 +102,15 @@ def canonical_url(value: str, base: str | None) -> str:
     if scheme in ("file", "local"):
         parsed = urllib.parse.urlsplit(value)
         if parsed.netloc not in ("", "localhost"):
-            raise MissingObjectError(f"cannot open {redact(value)}: file URLs name this machine")
+            raise MissingObjectError(f"cannot open {_shown(value)}: file URLs name this machine")
         return "file://" + os.path.realpath(urllib.parse.unquote(parsed.path) or "/")
     host, _, path = rest.partition("/")
     if _dot_segments(re.split(r"[?#]", path, maxsplit=1)[0]):  # a query may hold %2F (SigV4)
-        raise MissingObjectError(f"cannot open {redact(value)}: '.' and '..' path segments are "
+        raise MissingObjectError(f"cannot open {_shown(value)}: '.' and '..' path segments are "
                                  f"not allowed, nor are encoded ones or encoded separators")
     if scheme in ("http", "https"):
         if " " in value:
-            raise MissingObjectError(f"cannot open {redact(value)}: a URL cannot hold a space "
+            raise MissingObjectError(f"cannot open {_shown(value)}: a URL cannot hold a space "
                                      f"(percent-encode it as %20)")
         host = host.lower()
     return f"{scheme}://{host}/{path}"
@@ -147,11 +147,8 @@ def allowed(url: str, policy: FetchPolicy) -> bool:
 
 def fetch(value: str, policy: FetchPolicy) -> bytes:
     """The bytes of the image a dataset names, within ``policy`` (see the module's docstring)."""
+    url = canonical_url(value, policy.base)
     shown = _shown(str(value))
-    try:
-        url = canonical_url(value, policy.base)
-    except MissingObjectError as error:  # its message quotes the value: without the query
-        raise MissingObjectError(str(error).replace(redact(str(value)), shown)) from None
     if not allowed(url, policy):
         hint = ("no --allow-uris was given" if not policy.allowed
                 else "allowed: " + ", ".join(policy.allowed))

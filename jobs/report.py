@@ -269,6 +269,7 @@ def _gather_panels(run: CommittedRun, lineage: pa.Table | None, max_parents: int
     for row in chosen.to_pylist():
         by_parent.setdefault(row["source_uri"], []).append(row)
     crops_files = dict(run.files("crops"))
+    policy = run_fetch_policy(run)
     panels, skipped = [], []
     for source_uri in candidates:
         if len(panels) == max_parents:
@@ -276,8 +277,7 @@ def _gather_panels(run: CommittedRun, lineage: pa.Table | None, max_parents: int
         parent_rows = by_parent[source_uri]
         first = parent_rows[0]
         try:
-            pixels = read_parent_image(source_uri, first["source_sha256"], PARENT_MAX_WH,
-                                       run_fetch_policy(run))
+            pixels = read_parent_image(source_uri, first["source_sha256"], PARENT_MAX_WH, policy)
             crops = _read_crops(run, crops_files, parent_rows)
         except (ParentUnreadable, StorageError) as error:
             skipped.append((source_uri, str(error)))

@@ -219,7 +219,7 @@ def decode_image(
         # data (an eighth-size decode: the entropy decoding is whole, the rest is cheap).
         _decode_jpeg(header, view, 8, "cmyk", False)
     if image is None:
-        flags = _imread_flags(mode, reduce if dct_scaled else 1, header.jpeg_components == 1)
+        flags = _imread_flags(mode, reduce if dct_scaled else 1)
         try:
             image = cv2.imdecode(np.frombuffer(view, dtype=np.uint8), flags)
         except cv2.error as error:
@@ -346,10 +346,8 @@ def _fpng_encode(image: np.ndarray, channels: int) -> bytes:
 def _pillow_webp(image: np.ndarray, channels: int, quality: int, method: int) -> bytes:
     from PIL import Image  # only this setting needs Pillow
 
-    if channels == 1:
-        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    else:
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGBA)
+    # OpenCV's BGR2RGB repeats a grey channel three times (WebP stores grey as colour anyway).
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if channels == 4 else cv2.COLOR_BGR2RGB)
     sink = io.BytesIO()
     Image.fromarray(rgb).save(sink, "WEBP", quality=quality, method=method)
     return sink.getvalue()
@@ -389,15 +387,15 @@ def _thread_buffer(nbytes: int) -> np.ndarray:
     return buffer[:nbytes]
 
 
-def _imread_flags(mode: str, dct_reduce: int, jpeg_grayscale: bool) -> int:
+def _imread_flags(mode: str, dct_reduce: int) -> int:
     # IMREAD_UNCHANGED ignores EXIF orientation by itself; the other flags need telling.
     if dct_reduce == 1:
         if mode == "unchanged":
             return cv2.IMREAD_UNCHANGED
         return cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    # There is no "reduced unchanged" flag; a JPEG holds no alpha, so gray or colour covers it.
-    kind = "GRAYSCALE" if mode == "unchanged" and jpeg_grayscale else "COLOR"
-    return getattr(cv2, f"IMREAD_REDUCED_{kind}_{dct_reduce}") | cv2.IMREAD_IGNORE_ORIENTATION
+    # Only CMYK/YCCK JPEG is DCT-scaled by OpenCV (libjpeg-turbo decodes grey and YCbCr), and
+    # there is no "reduced unchanged" flag: both modes give BGR.
+    return getattr(cv2, f"IMREAD_REDUCED_COLOR_{dct_reduce}") | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 def _check_decodable_layout(header: _Header, view: memoryview) -> None:

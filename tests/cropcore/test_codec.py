@@ -159,13 +159,17 @@ def test_read_image_size_skips_app_segments_and_fill_bytes():
         (b"\xff\xd8\xff\xe0\x00\x01", "undecodable", r"JPEG segment length 1 at byte 4"),
         (b"\xff\xd8\xff\xda\x00\x08", "undecodable", r"JPEG without a frame header \(SOF\)"),
         (b"\xff\xd8\xff\xc0\x00\x11\x08\x00", "undecodable", r"JPEG frame header truncated"),
-        (b"\xff\xd8\xff\xc0\x00\x11\x08\x00\x00\x00\x10\x03", "undecodable", r"size 16 x 0"),
+        (b"\xff\xd8\xff\xc0\x00\x11\x08\x00\x00\x00\x10\x03", "undecodable",
+         r"JPEG frame declares size 16 x 0"),
         (png_by_hand(4, 4)[:20], "undecodable", r"PNG without a complete IHDR chunk"),
         (png_by_hand(0, 4), "undecodable", r"PNG IHDR declares an invalid size 0 x 4"),
         (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "undecodable", r"WebP header truncated"),
-        (b"RIFF\x00\x00\x00\x00WEBPABCD" + bytes(20), "undecodable", r"unknown first chunk"),
-        (b"RIFF\x00\x00\x00\x00WEBPVP8 " + bytes(20), "undecodable", r"VP8 frame without"),
-        (b"RIFF\x00\x00\x00\x00WEBPVP8L" + bytes(20), "undecodable", r"VP8L stream without"),
+        (b"RIFF\x00\x00\x00\x00WEBPABCD" + bytes(20), "undecodable",
+         r"WebP with unknown first chunk"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 " + bytes(20), "undecodable",
+         r"WebP VP8 frame without its start code"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8L" + bytes(20), "undecodable",
+         r"WebP VP8L stream without its signature"),
         (
             b"RIFF\x00\x00\x00\x00WEBPVP8 " + bytes(7) + b"\x9d\x01\x2a" + bytes(4),
             "undecodable",
@@ -178,7 +182,8 @@ def test_read_image_size_skips_app_segments_and_fill_bytes():
     ],
 )
 def test_read_image_size_errors(data, reason, match):
-    with pytest.raises(ImageDecodeError, match=match) as info:
+    # anchored: the message starts with the reason, then the expected text
+    with pytest.raises(ImageDecodeError, match=rf"^{reason}: {match}") as info:
         read_image_size(data)
     assert info.value.reason == reason
     # decode_image reads the same header and refuses the same way.
@@ -188,9 +193,10 @@ def test_read_image_size_errors(data, reason, match):
 
 @pytest.mark.parametrize("data", ["text", None, 12, np.zeros(4, np.uint8)])
 def test_data_must_be_bytes_like(data):
-    with pytest.raises(TypeError, match=r"data must be bytes, bytearray or memoryview, got"):
+    message = rf"data must be bytes, bytearray or memoryview, got {type(data).__name__}$"
+    with pytest.raises(TypeError, match=message):
         read_image_size(data)
-    with pytest.raises(TypeError, match=r"data must be bytes, bytearray or memoryview, got"):
+    with pytest.raises(TypeError, match=message):
         decode_image(data)
 
 
@@ -260,6 +266,7 @@ def test_16_bit_png_keeps_the_high_byte(channels):
     pixels = random_image(8, 12, channels, np.uint16)
     data = cv2_bytes(pixels, ".png")
     high = (pixels >> 8).astype(np.uint8).reshape(8, 12, -1)
+    assert decode_image(data).dtype == decode_image(data, mode="unchanged").dtype == np.uint8
     np.testing.assert_array_equal(decode_image(data, mode="unchanged"), high)
     np.testing.assert_array_equal(decode_image(data), np.broadcast_to(high[..., :3], (8, 12, 3)))
 
@@ -394,7 +401,8 @@ def _jpeg() -> bytes:
 )
 def test_truncated_jpeg(keep):
     data = _jpeg()
-    with pytest.raises(ImageDecodeError, match=r"truncated JPEG") as info:
+    with pytest.raises(ImageDecodeError,
+                       match=r"^undecodable: truncated JPEG \(no end-of-image marker\)$") as info:
         decode_image(data[: keep(data)])
     assert info.value.reason == "undecodable"
 
@@ -500,6 +508,8 @@ def test_convention_jpeg_min_blocks_follow_the_sampling_factors():
         (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, 813 * 813),
         (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422, 813 * 1625),
         (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444, 1625 * 1625),
+        # 4:4:0: luma is sampled twice vertically; chroma has every column, half the rows
+        (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_440, 1625 * 813),
     ]:
         data = _claiming(cv2_bytes(pixels, ".jpg", [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, sampling]),
                          13_000, 13_000)
@@ -554,9 +564,10 @@ def _patch_sof(data: bytes, offset: int, value: int) -> bytes:
         (lambda: _patch_sof(_jpeg(), 1, 0xC3), r"JPEG process SOF3 \(lossless or hierarchical\)"),
         (lambda: _patch_sof(_jpeg(), 4, 12), r"12-bit JPEG"),
         (lambda: _patch_sof(_jpeg(), 9, 2), r"JPEG with 2 components"),
-        (lambda: cv2_bytes(random_image(4, 4), ".bmp"), r"BMP image"),
-        (lambda: cv2_bytes(random_image(4, 4), ".tiff"), r"TIFF image"),
-        (lambda: pil_bytes(PIL_Image.fromarray(random_image(4, 4)), "GIF"), r"GIF image"),
+        (lambda: cv2_bytes(random_image(4, 4), ".bmp"), r"BMP image; expected JPEG, PNG or WebP"),
+        (lambda: cv2_bytes(random_image(4, 4), ".tiff"), r"TIFF image; expected JPEG, PNG or WebP"),
+        (lambda: pil_bytes(PIL_Image.fromarray(random_image(4, 4)), "GIF"),
+         r"GIF image; expected JPEG, PNG or WebP"),
         (
             lambda: pil_bytes(
                 PIL_Image.fromarray(random_image(4, 4)),
@@ -569,7 +580,7 @@ def _patch_sof(data: bytes, offset: int, value: int) -> bytes:
     ],
 )
 def test_unsupported_images(make, match):
-    with pytest.raises(ImageDecodeError, match=match) as info:
+    with pytest.raises(ImageDecodeError, match=rf"^unsupported: {match}$") as info:
         decode_image(make())
     assert info.value.reason == "unsupported"
 
@@ -583,6 +594,13 @@ def test_decoder_output_is_checked_against_the_header(monkeypatch):
     )
     with pytest.raises(
         ImageDecodeError, match=r"decoded size 5 x 5 differs from the header's 20 x 10"
+    ):
+        decode_image(data)
+    monkeypatch.setattr(
+        cropcore.codec.cv2, "imdecode", lambda buf, flags: np.zeros((5, 7, 3), np.uint8)
+    )
+    with pytest.raises(
+        ImageDecodeError, match=r"decoded size 7 x 5 differs from the header's 20 x 10"
     ):
         decode_image(data)
     monkeypatch.setattr(
@@ -749,8 +767,14 @@ _JPEG_SETTINGS = [
 
 
 def _opencv_decode(data: bytes, reduce: int, mode: str) -> np.ndarray:
-    flags = cropcore.codec._imread_flags(mode, reduce, data.find(b"\xff\xc0") > 0
-                                         and data[data.find(b"\xff\xc0") + 9] == 1)
+    sof = data.find(b"\xff\xc0")
+    grey = sof > 0 and data[sof + 9] == 1
+    if reduce == 1:
+        flags = (cv2.IMREAD_UNCHANGED if mode == "unchanged"
+                 else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    else:
+        kind = "GRAYSCALE" if mode == "unchanged" and grey else "COLOR"
+        flags = getattr(cv2, f"IMREAD_REDUCED_{kind}_{reduce}") | cv2.IMREAD_IGNORE_ORIENTATION
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     return image.reshape(*image.shape[:2], -1)
 
@@ -940,3 +964,172 @@ def test_an_unknown_format_error_never_echoes_content_bytes():
     with pytest.raises(ImageDecodeError, match=expected) as error:
         decode_image(secret)
     assert "root" not in str(error.value) and secret[:8].hex() not in str(error.value)
+
+
+# --- header and decode edges (boundaries and layouts the tests above do not reach) -------------
+
+
+def _riff(chunk: bytes, payload: bytes) -> bytes:
+    return b"RIFF\x00\x00\x00\x00WEBP" + chunk + payload
+
+
+@pytest.mark.parametrize(
+    ("data", "size_wh"),
+    [
+        # the 24 bytes up to IHDR's height are enough; sizes past 2**24 use all four bytes
+        (png_by_hand(2**31 - 1, 2**24 + 1)[:24], (2**31 - 1, 2**24 + 1)),
+        (png_by_hand(2**24 + 3, 2**31 - 1)[:24], (2**24 + 3, 2**31 - 1)),
+        # a standalone marker (TEM) and an empty APP segment (length 2) before the frame header
+        (lambda: _jpeg()[:2] + b"\xff\x01" + b"\xff\xe5\x00\x02" + _jpeg()[2:], (64, 64)),
+    ],
+)
+def test_read_image_size_edges(data, size_wh):
+    data = data() if callable(data) else data
+    assert read_image_size(data) == size_wh
+    if len(data) > 24:
+        assert decode_image(data).shape == (size_wh[1], size_wh[0], 3)
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (png_by_hand(2**31, 1), r"PNG IHDR declares an invalid size 2147483648 x 1$"),
+        (png_by_hand(1, 2**31), r"PNG IHDR declares an invalid size 1 x 2147483648$"),
+        (png_by_hand(4, 0), r"PNG IHDR declares an invalid size 4 x 0$"),
+        # VP8 width 0, height 5
+        (_riff(b"VP8 ", bytes(4) + bytes(3) + b"\x9d\x01\x2a" + b"\x00\x00\x05\x00"),
+         r"WebP declares an invalid size 0 x 5$"),
+        # a RIFF file that is not WebP (a WAVE header)
+        (b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(30), r"unknown format \(46 bytes"),
+        # an end-of-image marker before any frame header
+        (b"\xff\xd8\xff\xd9" + bytes(30), r"JPEG without a frame header \(SOF\) before its scan$"),
+        (b"\xff\xd8\xff\xe0\x00\x02\xff\xd9", r"JPEG without a frame header"),
+    ],
+)
+def test_read_image_size_refuses_edge_headers(data, match):
+    with pytest.raises(ImageDecodeError, match=rf"^undecodable: {match}"):
+        read_image_size(data)
+
+
+def test_lossless_and_extended_webp_decode():
+    pixels = random_image(37, 53)
+    lossless = cv2_bytes(pixels, ".webp", [cv2.IMWRITE_WEBP_QUALITY, 101])
+    assert lossless[12:16] == b"VP8L"
+    np.testing.assert_array_equal(decode_image(lossless), pixels)
+    # VP8X's reserved flag bits are ignored, as the format says readers must; only bit 1
+    # (animation) is read
+    rgba = np.dstack([pixels, random_image(37, 53, 1)])
+    extended = cv2_bytes(rgba, ".webp", [cv2.IMWRITE_WEBP_QUALITY, 90])
+    assert extended[12:16] == b"VP8X" and extended[20] & 0x03 == 0
+    reserved = extended[:20] + bytes([extended[20] | 0x01]) + extended[21:]
+    np.testing.assert_array_equal(decode_image(reserved, mode="unchanged"),
+                                  decode_image(extended, mode="unchanged"))
+
+
+def test_bytes_like_views_of_other_shapes_and_formats_decode_the_same():
+    data = _jpeg()
+    expected = decode_image(data)
+    signed = memoryview(data).cast("b")
+    two_d = memoryview(np.frombuffer(data, np.uint8).reshape(1, -1))
+    for view in (signed, two_d):
+        assert read_image_size(view) == (64, 64)
+        np.testing.assert_array_equal(decode_image(view), expected)
+
+
+def test_smallest_max_pixels_and_jpeg_quality_are_accepted():
+    assert decode_image(png_by_hand(1, 1, b"\x00\x01\x02\x03"), max_pixels=1).shape == (1, 1, 3)
+    pixels = ASTRONAUT_BGR[:16, :16]
+    assert encode_image(pixels, "jpeg", quality=1) == cv2_bytes(
+        pixels, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 1])
+
+
+def test_png_is_the_default_format_and_fpng_writes_colour():
+    # fpng writes 3 and 4 channels (its own private chunk, fdEC, names it); OpenCV writes grey
+    for channels in (3, 4):
+        pixels = np.dstack([ASTRONAUT_BGR[:20, :30], random_image(20, 30, 1)])[..., :channels]
+        data = encode_image(pixels)
+        assert data == encode_image(pixels, "png") and data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert b"fdEC" in data
+        assert data != cv2_bytes(pixels, ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])
+
+
+def test_jpeg_alpha_error_names_the_fix():
+    with pytest.raises(ValueError, match=r"^JPEG has no alpha channel: drop it first "
+                                         r"\(image\[\.\.\., :3\]\), got 4 channels$"):
+        encode_image(np.zeros((4, 4, 4), np.uint8), "jpeg")
+
+
+def test_fast_webp_quality_is_used():
+    pixels = ASTRONAUT_BGR[100:196, 200:328]
+    low = encode_image(pixels, "webp", 20, webp_method=0)
+    high = encode_image(pixels, "webp", 95, webp_method=0)
+    assert len(low) < len(high)
+
+
+def test_cmyk_jpeg_reduced_is_opencvs_reduced_decode():
+    cmyk = pil_bytes(PIL_Image.fromarray(ASTRONAUT_BGR[:61, :45, ::-1]).convert("CMYK"), "JPEG")
+    for mode in ("color", "unchanged"):
+        reduced = decode_image(cmyk, reduce=2, mode=mode)
+        assert reduced.shape == (31, 23, 3)
+        expected = cv2.imdecode(np.frombuffer(cmyk, np.uint8),
+                                cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION)
+        np.testing.assert_array_equal(reduced, expected)
+
+
+def test_a_cmyk_decode_leaves_the_threads_reused_buffer_alone():
+    kept = decode_image(_jpeg(), reuse_buffer=True)
+    before = kept.copy()
+    cmyk = pil_bytes(PIL_Image.fromarray(ASTRONAUT_BGR[200:264, 200:264, ::-1]).convert("CMYK"),
+                     "JPEG")
+    decode_image(cmyk)  # without reuse_buffer: the thread's buffer is not touched
+    np.testing.assert_array_equal(kept, before)
+
+
+def test_reuse_buffer_is_kept_for_the_next_call(monkeypatch):
+    # a fresh thread state: what earlier tests left in it must not decide this one
+    monkeypatch.setattr(cropcore.codec, "_thread_state", threading.local())
+    monkeypatch.setattr(cropcore.codec, "_KEPT_BUFFER_BYTES", 64 * 64 * 3)  # exactly kept
+    data = _jpeg()
+    assert np.shares_memory(decode_image(data, reuse_buffer=True),
+                            decode_image(data, reuse_buffer=True))
+    assert cropcore.codec._thread_state.decode_buffer.nbytes == 64 * 64 * 3  # bytes, no more
+
+
+def test_reduce_two_of_a_png_is_an_area_resize():
+    pixels = ASTRONAUT_BGR[:37, :53]
+    reduced = decode_image(encode_image(pixels, "png"), reduce=2)
+    np.testing.assert_array_equal(
+        reduced, cv2.resize(pixels, (27, 19), interpolation=cv2.INTER_AREA))
+
+
+def test_scan_byte_floor_is_exact_at_its_boundary():
+    # A Huffman JPEG needs at least one bit per 8x8 block of its least-sampled component after
+    # the frame header. A 16-row 4:2:0 frame has one chroma block per 16 columns: at exactly one
+    # bit per block the decoder is asked (and runs out of data); one block more is refused from
+    # the byte count, before decoding.
+    small = encode_image(np.full((16, 16, 3), 90, np.uint8), "jpeg")  # a flat MCU: few bytes
+    sof = small.find(b"\xff\xc0")
+    scan = len(small) - (sof + 2 + int.from_bytes(small[sof + 2 : sof + 4], "big"))
+    assert 16 * (8 * scan + 1) < 2**16
+    with pytest.raises(ImageDecodeError, match=r"libjpeg-turbo: .*premature end of data"):
+        decode_image(_claiming(small, 16 * 8 * scan, 16))
+    with pytest.raises(ImageDecodeError, match=rf"needs at least {scan + 1} bytes .*got {scan}$"):
+        decode_image(_claiming(small, 16 * (8 * scan + 1), 16))
+
+
+def test_a_jpeg_ending_right_after_its_frame_header_is_refused_by_libjpeg():
+    # an end-of-image marker right after the frame header (then padding): not truncated, but
+    # no tables and no scan
+    data = _jpeg()
+    sof = data.find(b"\xff\xc0")
+    cut = data[: sof + 2 + int.from_bytes(data[sof + 2 : sof + 4], "big")] + b"\xff\xd9\x00\x00"
+    with pytest.raises(ImageDecodeError, match=r"^undecodable: libjpeg-turbo: "):
+        decode_image(cut)
+
+
+@pytest.mark.parametrize("sampling", [0x01, 0x10, 0x00])
+def test_bogus_sampling_factors_are_refused_by_libjpeg(sampling):
+    # a zero horizontal or vertical factor: no block count, the decoder refuses the frame
+    data = _patch_sof(cv2_bytes(ASTRONAUT_BGR[:16, :16, 1], ".jpg"), 11, sampling)
+    with pytest.raises(ImageDecodeError, match=r"^undecodable: libjpeg-turbo: "):
+        decode_image(data)

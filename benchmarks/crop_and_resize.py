@@ -6,15 +6,17 @@ of 64-600 px per side (seeded), 224 x 224 output; uint8 and float32 input, bilin
 Each library runs in its own worker process per thread count (TensorFlow fixes its thread pools
 when it starts; Numba's count is set with numba.set_num_threads). The parent alternates short
 timed batches between the two workers, so that load from other processes on a shared machine
-hits both sides alike. Both allocate a fresh output per call, as callers do. Times are the best
+hits both sides alike. Each call returns a new output, which the worker drops before the next
+call: TensorFlow's allocator and cropcore (its recycled large outputs) both hand that memory to
+the next call, so neither pays page faults after its first calls. Times are the best
 (and median) of all timed calls after one warm-up call per case, which excludes Numba's one-off
 compilation; the ratio is TensorFlow's best time over ours. The workers also hash each output so
 the table can confirm that both libraries produced identical bits.
 
 A third worker times the write-only floor: a fresh float32 output of the same shape, filled once
-(``np.empty(...).fill``). Any implementation that returns a new output pays at least this (page
-faults that zero it, then one pass of stores), whatever its arithmetic; on a machine with little
-memory bandwidth it is most of the 5x budget.
+(``np.empty(...).fill``): page faults that zero it, then one pass of stores. An implementation
+that allocated truly fresh memory for every output would pay at least this, whatever its
+arithmetic; on this machine it is most of a 5x budget, which is why cropcore recycles.
 
     python benchmarks/crop_and_resize.py [--threads 1,2] [--rounds 5] [--batch 3] [--no-tf]
 """

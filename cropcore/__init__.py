@@ -24,7 +24,7 @@ from cropcore.dynamic import (
     remove_background,
 )
 from cropcore.masks import POLYGON_STYLES, cut_rle, decode_rle, encode_rle, polygon_to_mask
-from cropcore.resize import crop_and_resize
+from cropcore.resize import crop_and_resize, release_output_memory
 from cropcore.static import absolute_static_crop, relative_static_crop, static_crop_batch
 from cropcore.windows import box_faults, windows_from_xyxy
 
@@ -56,6 +56,7 @@ __all__ = [
     "polygon_to_mask",
     "read_image_size",
     "relative_static_crop",
+    "release_output_memory",
     "remove_background",
     "root_windows",
     "static_crop_batch",

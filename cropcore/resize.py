@@ -22,7 +22,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-__all__ = ["crop_and_resize"]
+from cropcore import _outputs
+
+__all__ = ["crop_and_resize", "release_output_memory"]
 
 _METHODS = ("bilinear", "nearest")
 
@@ -56,7 +58,12 @@ def crop_and_resize(
 
     Returns:
         float32 array ``[N, crop_height, crop_width, D]`` (``out`` when given), bit-exact with
-        ``tf.image.crop_and_resize`` on CPU.
+        ``tf.image.crop_and_resize`` on CPU. A new output of 4 MiB or more reuses the memory of
+        the last such output the caller dropped (``del`` or replaced, with every view of it),
+        when the size is the same: TensorFlow's allocator does the same, so a loop that
+        replaces its result pays no page faults from the third call on. That memory (one
+        output, at most 1 GiB) stays with the process until a new output of another size of
+        4 MiB or more, or ``release_output_memory()``.
 
     Raises:
         ValueError: on a malformed argument, a box index outside ``[0, B)`` or a non-finite box;
@@ -83,7 +90,7 @@ def crop_and_resize(
     num_boxes = boxes.shape[0]
     shape = (num_boxes, crop_height, crop_width, depth)
     if out is None:
-        out = np.empty(shape, dtype=np.float32)
+        out = _outputs.empty(shape, np.float32)
     elif not (isinstance(out, np.ndarray) and out.shape == shape and out.dtype == np.float32
               and out.flags.c_contiguous and out.flags.writeable):
         raise ValueError(
@@ -119,6 +126,12 @@ def crop_and_resize(
             extrapolation, out.reshape(num_boxes, crop_height, crop_width * depth))
     _run_threads(kernel, args, len(task_box), threads)
     return out
+
+
+def release_output_memory() -> None:
+    """Free the memory ``crop_and_resize`` keeps from the last large output the caller dropped
+    (see its Returns); the next large output is then allocated fresh."""
+    _outputs.release()
 
 
 def _validate(image, boxes, box_indices, crop_size, method, extrapolation_value):

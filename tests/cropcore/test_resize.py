@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cropcore import crop_and_resize
+from cropcore import crop_and_resize, release_output_memory
 
 f32 = np.float32
 
@@ -448,6 +448,91 @@ def test_out_receives_the_result_and_is_reused():
     for _ in range(2):  # a second call overwrites every element again
         assert crop_and_resize(image, boxes, indices, (5, 4), out=out) is out
         np.testing.assert_array_equal(out, expected)
+
+
+def _large_case(seed: int = 6):
+    # 16 crops of 128 x 128 x 4 float32: 4 MiB, the smallest recycled output
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (1, 40, 50, 4), np.uint8)
+    boxes = rng.uniform(-0.2, 1.2, (16, 4)).astype(np.float32)
+    return image, boxes, np.zeros(16, np.int32), (128, 128)
+
+
+def test_a_dropped_large_output_is_reused_by_the_next_call_of_its_size():
+    release_output_memory()
+    image, boxes, indices, size = _large_case()
+    first = crop_and_resize(image, boxes, indices, size)
+    assert first.nbytes == 4 << 20
+    expected = first.copy()
+    address = first.ctypes.data
+    first[...] = np.nan  # what the caller left in it must not show through
+    del first
+    second = crop_and_resize(image, boxes, indices, size)
+    assert second.ctypes.data == address
+    np.testing.assert_array_equal(second, expected)
+    assert second.dtype == np.float32 and second.flags.c_contiguous and second.flags.writeable
+    # a replaced result is reused as well: the loop ``out = crop_and_resize(...)``
+    for _ in range(3):
+        second = crop_and_resize(image, boxes, indices, size)
+        np.testing.assert_array_equal(second, expected)
+
+
+def test_live_outputs_and_their_views_are_never_reused():
+    release_output_memory()
+    image, boxes, indices, size = _large_case()
+    first = crop_and_resize(image, boxes, indices, size)
+    view = first[3:5]
+    view_copy = view.copy()
+    del first  # the view keeps its memory alive
+    second = crop_and_resize(image, boxes, indices, size)
+    third = crop_and_resize(image, boxes, indices, size)
+    for a, b in [(view, second), (view, third), (second, third)]:
+        assert not np.shares_memory(a, b)
+    second[...] = -1.0
+    third[...] = -2.0
+    np.testing.assert_array_equal(view, view_copy)
+
+
+def test_small_outputs_and_other_sizes_are_never_recycled():
+    release_output_memory()
+    image, boxes, indices, size = _large_case()
+    small = crop_and_resize(image, boxes, indices, (8, 8))
+    assert small.base is None  # a plain NumPy array
+    first = crop_and_resize(image, boxes, indices, size)
+    address = first.ctypes.data
+    del first
+    other = crop_and_resize(image, boxes[:15], indices[:15], size)  # 15 crops: another size
+    assert other.ctypes.data != address
+    del other
+    release_output_memory()
+    fresh = crop_and_resize(image, boxes[:15], indices[:15], size)
+    np.testing.assert_array_equal(fresh, crop_and_resize(image, boxes, indices, size)[:15])
+
+
+def test_threads_never_receive_the_same_live_output():
+    from concurrent.futures import ThreadPoolExecutor
+
+    release_output_memory()
+    image, boxes, indices, size = _large_case()
+    expected = crop_and_resize(image, boxes, indices, size)
+
+    def loop(_):
+        results = []
+        for _ in range(6):
+            out = crop_and_resize(image, boxes, indices, size)
+            results.append(out)
+            if len(results) > 2:
+                results.pop(0)  # drop one: its memory goes back for any thread to take
+            out[...] = np.nan
+            del out
+        return results
+
+    with ThreadPoolExecutor(4) as pool:
+        kept = [out for results in pool.map(loop, range(8)) for out in results]
+    for i, a in enumerate(kept):
+        for b in kept[i + 1:]:
+            assert not np.shares_memory(a, b)
+    np.testing.assert_array_equal(crop_and_resize(image, boxes, indices, size), expected)
 
 
 def test_out_must_not_overlap_the_image():

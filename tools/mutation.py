@@ -1,6 +1,6 @@
 """Mutation testing: run mutmut on the modules listed in pyproject's [tool.mutmut] and report.
 
-    python tools/mutation.py              # every listed module (about 7 minutes on 2 CPUs)
+    python tools/mutation.py              # every listed module (about 13 minutes on 2 CPUs)
     python tools/mutation.py --quick      # only listed modules changed since --base (HEAD)
 
 mutmut copies the sources into ./mutants/, runs the fast tests once to learn which tests reach

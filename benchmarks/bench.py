@@ -479,14 +479,24 @@ def reference_dynamic_crop(image, xyxy, masks, keypoints, polygons, opacity: flo
 
 
 def _time_ms(fn, repeats: int) -> dict:
-    fn()  # warm-up: compilation, caches, first-touch allocations
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+    return _time_ms_interleaved({"fn": fn}, repeats)["fn"]
+
+
+def _time_ms_interleaved(fns: dict, repeats: int) -> dict:
+    """Each function's best and median milliseconds over ``repeats`` calls, after one warm-up
+    call each (compilation, caches, first-touch allocations). With several functions the calls
+    alternate (a, b, a, b, ...), so that a slow spell of a shared machine hits them alike and
+    their ratio is fair."""
+    for fn in fns.values():
         fn()
-        times.append((time.perf_counter() - started) * 1000)
-    return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2),
-            "repeats": repeats}
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: {"median_ms": round(statistics.median(t), 2), "min_ms": round(min(t), 2),
+                   "repeats": repeats} for name, t in times.items()}
 
 
 def kernel_session(spec: dict) -> dict:
@@ -577,17 +587,17 @@ def _tensorflow_threads(threads: int) -> dict:
 def _crop_and_resize_timings(batch, boxes, indices, crop_hw, repeats: int) -> tuple[dict, object]:
     """cropcore's crop_and_resize timed with a new output per call (the default) and writing
     into one reused output (``out=``, as a batch loop would), TensorFlow's on the same inputs,
-    and whether the two outputs are bit-exact; also TensorFlow's output (None without TF)."""
+    the three interleaved call by call, and whether the two outputs are bit-exact; also
+    TensorFlow's output (None without TF)."""
     import numpy as np
 
     from cropcore import crop_and_resize
 
     ours = crop_and_resize(batch, boxes, indices, crop_hw)
     reused = np.empty_like(ours)
-    timings = {"cropcore": _time_ms(lambda: crop_and_resize(batch, boxes, indices, crop_hw),
-                                    repeats),
-               "cropcore_out": _time_ms(lambda: crop_and_resize(batch, boxes, indices, crop_hw,
-                                                                out=reused), repeats)}
+    calls = {"cropcore": lambda: crop_and_resize(batch, boxes, indices, crop_hw),
+             "cropcore_out": lambda: crop_and_resize(batch, boxes, indices, crop_hw, out=reused)}
+    reference, extra = None, {}
     try:
         import tensorflow as tf
 
@@ -598,12 +608,12 @@ def _crop_and_resize_timings(batch, boxes, indices, crop_hw, repeats: int) -> tu
             return tf.image.crop_and_resize(tf_batch, tf_boxes, tf_indices, crop_hw).numpy()
 
         reference = tf_call()
-        timings["tensorflow"] = _time_ms(tf_call, repeats)
-        timings["cropcore_bit_exact_with_tf"] = bool(np.array_equal(ours, reference))
+        calls["tensorflow"] = tf_call
+        extra["cropcore_bit_exact_with_tf"] = bool(np.array_equal(ours, reference))
     except Exception as error:  # noqa: BLE001 - TF is optional: report why it is missing
-        timings["tensorflow"] = {"error": f"{type(error).__name__}: {error}"[:300]}
-        reference = None
-    return timings, reference
+        extra["tensorflow"] = {"error": f"{type(error).__name__}: {error}"[:300]}
+    del ours  # its memory is what a new output reuses, as TensorFlow's allocator does
+    return {**_time_ms_interleaved(calls, repeats), **extra}, reference
 
 
 # -- Ray task gaps --------------------------------------------------------------------------------

@@ -9,9 +9,10 @@ of freed outputs and gives it to the next one, so from its third call on a loop 
 ``empty`` does what TensorFlow's allocator does, for one output at a time: an array of at least
 ``MIN_BYTES`` is a view of a buffer that goes back to a one-slot free list when the array and
 every view of it are gone (a finalizer on the array's base). The next request of the same size
-takes it; any other request lets it be freed. So at most one dropped output's memory is kept,
-and ``release`` frees it. Nothing here locks: a finalizer can run in any thread, at any
-allocation, so the free list is a deque whose single appends and pops are atomic.
+takes it; a request of another size (from MIN_BYTES to MAX_KEPT_BYTES) lets it be freed. So at
+most one dropped output's memory is kept, and ``release`` frees it. Nothing here locks: a
+finalizer can run in any thread, at any allocation, so the free list is a deque whose single
+appends and pops are atomic.
 """
 
 from __future__ import annotations

@@ -164,15 +164,17 @@ def tool_files(output: Location, folder: str, names: Iterable[str]) -> Iterator[
     list (someone's own, in an output run with ``--allow-foreign-files``) is a ``RunError``
     before anything is written. The record lists the new names before the block writes them,
     so a crash leaves only listed files; after the block, the files listed before and not
-    written now are deleted, and the record lists exactly ``names``.
+    written now are deleted, and the record lists ``names`` (plus whatever a concurrent run of
+    the tool listed meanwhile).
     """
     location = output.child(folder)
     record = location.child(TOOL_RECORD)
     previous = set(_recorded(record))
     present = set(list_tree(location)) - {TOOL_RECORD}
+    # a listed file, or a temporary of one (or of the record) that a crash left behind
+    temporaries_of = previous | {TOOL_RECORD}
     ours = {name for name in present if name in previous
-            or ((match := _TEMPORARY.fullmatch(name))
-                and match.group(1) in previous | {TOOL_RECORD})}
+            or ((match := _TEMPORARY.fullmatch(name)) and match.group(1) in temporaries_of)}
     foreign = sorted(present - ours)
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3

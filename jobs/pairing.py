@@ -3,7 +3,8 @@
 The rules (unchanged from the driver-side pairing they replace):
 
 - a repeated image id keeps its first row (in input order); later rows, and rows with a null
-  id, are skipped and each becomes a ``duplicate_image_id`` error row;
+  id, are skipped (the crop stage writes each as a ``duplicate_image_id`` error row, with the
+  row's ``source_uri``, since only it knows the row's file);
 - a detection with a null ``image_id`` or ``detection_id`` is a ``missing_id`` row;
 - a ``detection_id`` seen on an earlier detection row is a ``duplicate_detection_id`` row;
 - a detection whose image id names no image is an ``image_missing`` row;
@@ -314,8 +315,9 @@ def mark_repeated(table: pa.Table) -> pa.Table:
 
 def pair_rows(table: pa.Table) -> pa.Table:
     """Image keys and detections holding every row of each of their ``image_id`` values: pair
-    each detection with its image's first row; skipped image rows become ``SKIP`` rows; every
-    error is a row whose ``UNIT`` is a negative error bucket."""
+    each detection with its image's first row; skipped image rows become ``SKIP`` rows (their
+    error rows are the crop stage's); every detection error is a row whose ``UNIT`` is a
+    negative error bucket."""
     table = table.combine_chunks()
     n = table.num_rows
     kind = table.column(KIND).to_numpy()
@@ -338,13 +340,11 @@ def pair_rows(table: pa.Table) -> pa.Table:
     orphan = pending & (keeper < 0)
     original_unit = unit.copy()
     unit[paired], row[paired] = unit[keeper[paired]], row[keeper[paired]]
-    error = (is_detection & ~paired) | duplicate_image
-    unit[error] = np.where(is_image[error], -2 - 2 * ((order[error] >> 32) >> 10),
-                           -1 - 2 * (order[error] >> _ERROR_BUCKET_BITS))
+    error = is_detection & ~paired
+    unit[error] = -1 - (order[error] >> _ERROR_BUCKET_BITS)
     reason = pc.if_else(pa.array(orphan), pa.scalar("image_missing"), reason)
-    reason = pc.if_else(pa.array(duplicate_image), pa.scalar("duplicate_image_id"), reason)
     out = _replace(table, {UNIT: pa.array(unit), REASON: reason,
-                           ROW: pa.array(row, mask=~(paired | is_image))})
+                           ROW: pa.array(row, mask=~paired)})
     # a skipped image row also goes to its own unit, to be skipped there
     skips = _replace(table.filter(pa.array(duplicate_image)), {
         UNIT: pa.array(original_unit[duplicate_image]),
@@ -381,7 +381,7 @@ def stage(table: pa.Table, output: Location, work: Location, fingerprint: str) -
             results.append({"unit": value, "detections": int((kind == DETECTION).sum()),
                             "skips": int((kind == SKIP).sum()), "marker": None})
         else:
-            rows = rows.take(pa.array(np.lexsort((rows.column(ORDER).to_numpy(), kind))))
+            rows = rows.take(pa.array(np.argsort(rows.column(ORDER).to_numpy(), kind="stable")))
             errors = error_table(rows)
             name = hashlib.sha256(f"{fingerprint}\npair\n{value}".encode()).hexdigest()[:24]
             counts: dict[str, int] = {}
@@ -396,12 +396,9 @@ def stage(table: pa.Table, output: Location, work: Location, fingerprint: str) -
 
 def error_table(rows: pa.Table) -> pa.Table:
     reasons = rows.column(REASON)
-    is_image = pc.equal(rows.column(KIND), pa.scalar(IMAGE, pa.int8()))
-    detection_ids = (rows.column(schema.DETECTION_ID) if schema.DETECTION_ID in rows.column_names
-                     else pa.nulls(rows.num_rows, pa.string()))
     return pa.table({
         schema.IMAGE_ID: rows.column(schema.IMAGE_ID),
-        schema.DETECTION_ID: pc.if_else(is_image, pa.scalar(None, pa.string()), detection_ids),
+        schema.DETECTION_ID: rows.column(schema.DETECTION_ID),
         "stage": pa.array(["plan"] * rows.num_rows, pa.string()),
         "reason": reasons,
         "message": pa.array([MESSAGES[r] for r in reasons.to_pylist()], pa.string()),

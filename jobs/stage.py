@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from ray.data import Datasink
 
 from cropcore.codec import DEFAULT_MAX_PIXELS
-from jobs import convert, ownership, pairing, schema, steps
+from jobs import convert, ownership, schema, steps
 from jobs.sinks import commit_run, sum_parts, write_index_part, write_shard
 from jobs.storage import resolve
 from jobs.udfs import JobContext, ShardBuilder, now
@@ -125,15 +125,11 @@ def crop_rows(batch: pa.Table, context: JobContext) -> pa.Table:
     shard = ShardBuilder(context, schema.SINK_SOURCE, list(range(batch.num_rows)))
     detections = convert.flatten_nested_detections(batch) \
         if context.layout.nested_detections else None
-    # an image without an id is skipped with an error row, as the command line's pairing does
-    # (repeated ids are not seen here: they may sit in other blocks)
+    # an image without an id is skipped (crop_chunk writes its error row), as the command line's
+    # pairing does (repeated ids are not seen here: they may sit in other blocks)
     ids = batch.column(context.layout.id_column)
-    skipped = set()
-    if ids.null_count:
-        for row in np.flatnonzero(pc.is_null(ids).to_numpy(zero_copy_only=False)).tolist():
-            skipped.add(row)
-            shard.error(None, None, "plan", "duplicate_image_id",
-                        pairing.MESSAGES["duplicate_image_id"], row)
+    skipped = set(np.flatnonzero(pc.is_null(ids).to_numpy(zero_copy_only=False)).tolist()) \
+        if ids.null_count else set()
     shard.crop_chunk(batch, detections, skipped)
     return rows_of(shard.tables())
 

@@ -233,6 +233,8 @@ class ShardBuilder:
 
     # -- the chunk ----------------------------------------------------------------------
     def crop_chunk(self, images: pa.Table, detections: pa.Table | None, skipped: set[int]):
+        """Crop every row of ``images`` but the ``skipped`` ones (a null or repeated id), which
+        become ``duplicate_image_id`` error rows."""
         context, layout = self.context, self.context.layout
         ids = images.column(layout.id_column).to_pylist()
         self.images, self.ids = images, ids
@@ -254,7 +256,9 @@ class ShardBuilder:
             else None
         sources = images.column(layout.image_column)
         for row, image_id in enumerate(ids):
-            if row in skipped:
+            if row in skipped:  # a null or repeated id: pairing kept another row, or none
+                self.error(image_id, None, "plan", "duplicate_image_id",
+                           pairing.MESSAGES["duplicate_image_id"], row)
                 continue
             values = {k: v[row] for k, v in parameters.items()}
             if values:

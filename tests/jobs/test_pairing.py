@@ -80,8 +80,8 @@ def reference(image_files, detection_files, row_group_size=2) -> tuple[dict, Cou
         for start in range(0, len(ids), row_group_size):
             for row, image_id in enumerate(ids[start:start + row_group_size]):
                 if image_id is None or image_id in first_row_of_id:
+                    # skipped; its error row is the crop stage's (it knows the row's file)
                     staged.setdefault((unit, row), []).append("SKIP")
-                    errors[image_id, None, "duplicate_image_id"] += 1
                 else:
                     first_row_of_id[image_id] = (unit, row)
             unit += 1
@@ -123,9 +123,7 @@ def test_the_rules_on_a_table(tmp_path):
     # units: file 0 rows 0-1 -> unit 0, row 2 -> unit 1; file 1 -> unit 2
     assert normalized(staged) == {(0, 0): ["1", "6"], (0, 1): ["2"], (1, 0): ["SKIP"],
                                   (2, 0): ["SKIP"], (2, 1): ["5"]}
-    assert errors == Counter({
-        ("a", None, "duplicate_image_id"): 1,  # the second "a" row
-        (None, None, "duplicate_image_id"): 1,  # a null image id
+    assert errors == Counter({  # the second "a" row and the null id are SKIPs, not errors here
         ("z", "3", "image_missing"): 1,
         ("a", "1", "duplicate_detection_id"): 1,  # across files, the first row wins
         (None, "4", "missing_id"): 1,
@@ -143,7 +141,7 @@ def test_no_detections_only_skips_duplicate_images(tmp_path):
                                      resolve(str(tmp_path / "out" / "_work")), "f" * 64)
     staged, errors = outcome(tmp_path, result, plan)
     assert staged == {(0, 1): ["SKIP"]}
-    assert errors == Counter({("a", None, "duplicate_image_id"): 1})
+    assert errors == Counter()
 
 
 def test_empty_inputs(tmp_path):

@@ -257,7 +257,11 @@ def test_bad_inputs_become_error_rows_with_specific_reasons(ray_cluster, tmp_pat
     assert summary.crops == expected_crops(expected)
     assert summary.crops + summary.error_count == n_detections + 1  # + the duplicate image row
     errors = output.table("errors").to_pylist()
-    assert [r["image_id"] for r in errors if r["reason"] == "duplicate_image_id"] == ["good"]
+    (duplicate,) = [r for r in errors if r["reason"] == "duplicate_image_id"]
+    # the skipped row itself, the last of the images file: the user can find it
+    assert duplicate["image_id"] == "good"
+    assert duplicate["source_uri"] == \
+        f"{Path(images, 'part-0.parquet')}#row={len(corpus.image_cases())}"
     bomb = next(r for r in errors if r["image_id"] == "bomb")
     assert "100000 x 100000" in bomb["message"]
     assert f"max_pixels={DEFAULT_MAX_PIXELS}" in bomb["message"]

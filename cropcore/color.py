@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from cropcore._checks import is_int
+
 __all__ = ["parse_color"]
 
 _HEX = re.compile(r"#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
@@ -14,7 +16,7 @@ def parse_color(value) -> tuple[int, int, int]:
     """An RGB colour as a ``(B, G, R)`` tuple of ints in 0..255.
 
     Accepts ``"#RRGGBB"``, ``"#RGB"`` (digits doubled), ``"(r, g, b)"``, or a 3-tuple/list of
-    ints. Anything else, and components outside 0..255, raise ``ValueError``.
+    ints (Python or NumPy). Anything else, and components outside 0..255, raise ``ValueError``.
 
     Convention: input is RGB (as users write colours), output is BGR (as OpenCV images store
     them): ``parse_color("#ff000A") == (10, 0, 255)``.
@@ -33,11 +35,9 @@ def parse_color(value) -> tuple[int, int, int]:
                 f"colour must be '#RRGGBB', '#RGB', '(r, g, b)' or a tuple of 3 ints, got {value!r}"
             )
     elif isinstance(value, (tuple, list)):
-        if len(value) != 3 or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        ):
+        if len(value) != 3 or not all(is_int(v) for v in value):
             raise ValueError(f"colour tuple must hold exactly 3 ints (r, g, b), got {value!r}")
-        rgb = tuple(value)
+        rgb = tuple(int(v) for v in value)
     else:
         raise ValueError(
             f"colour must be a string or a tuple of 3 ints, got {type(value).__name__}: {value!r}"

@@ -1,8 +1,9 @@
 """Detections: boxes, ids, masks, keypoints, polygons and per-detection data kept aligned.
 
 Convention: ``xyxy`` are float pixel boxes ``(x_min, y_min, x_max, y_max)`` in the frame of the
-image they were detected on; keypoints and polygons are ``(x, y[, confidence])`` pixels in the
-same frame; masks are boolean ``(H, W)`` per detection, covering that whole frame. Oriented
+image they were detected on; keypoints are ``(x, y[, confidence])`` and polygon vertices
+``(x, y)`` pixels in the same frame; masks are boolean ``(H, W)`` per detection, covering that
+whole frame, dense in ``mask`` or COCO RLE in ``data["mask_rle"]``. Oriented
 boxes are four ``(x, y)`` corners per detection in ``data["xyxyxyxy"]``, where supervision and
 Roboflow keep them, so code written against ``sv.Detections`` finds them in the same place.
 """
@@ -14,11 +15,16 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-__all__ = ["ORIENTED_BOX_COORDINATES", "Detections", "to_crop_frame"]
+from cropcore.masks import cut_rle, decode_rle, encode_rle
+
+__all__ = ["MASK_RLE", "ORIENTED_BOX_COORDINATES", "Detections", "to_crop_frame"]
 
 #: The ``data`` key of oriented boxes, ``(N, 4, 2)`` float corners; the same key as
 #: ``supervision.config.ORIENTED_BOX_COORDINATES``.
 ORIENTED_BOX_COORDINATES = "xyxyxyxy"
+#: The ``data`` key of COCO RLE masks (``dict`` or ``None`` per detection), decoded only inside
+#: each window (``cut_rle``) instead of a dense ``(N, H, W)`` ``mask``.
+MASK_RLE = "mask_rle"
 
 
 def _as_1d(name: str, value, n: int, dtype=None) -> np.ndarray:
@@ -45,6 +51,17 @@ def _oriented_boxes(value, n: int) -> np.ndarray:
     return corners
 
 
+def _polygon(value, index: int) -> np.ndarray:
+    """A polygon as ``(P, 2)`` float64 vertices; a flat ``[x0, y0, x1, y1, ...]`` is paired up."""
+    polygon = np.asarray(value, dtype=np.float64)
+    if polygon.ndim == 1 and len(polygon) % 2 == 0:
+        return polygon.reshape(-1, 2)
+    if polygon.ndim != 2 or polygon.shape[1] != 2:
+        raise ValueError(f"polygons[{index}] must have shape (P, 2) (x, y vertices) or be a flat "
+                         f"x, y list, got shape {polygon.shape}")
+    return polygon
+
+
 @dataclass(frozen=True, eq=False)
 class Detections:
     """N detections on one image, every field aligned on the first axis.
@@ -54,12 +71,15 @@ class Detections:
         detection_id (ndarray[N] object | None): one string id per detection.
         mask (ndarray[N, H, W] bool | None): instance masks in the image frame.
         keypoints (ndarray[N, K, 2 or 3] float64 | None): ``x, y[, confidence]`` per keypoint.
-        polygons (list[ndarray[P_i, 2] float64] | None): one outline per detection.
+        polygons (list[ndarray[P_i, 2] float64] | None): one outline per detection (a flat
+            ``[x0, y0, x1, y1, ...]`` list is paired up; other shapes raise ``ValueError``).
         class_name (ndarray[N] object | None), class_id (ndarray[N] int64 | None),
         confidence (ndarray[N] float64 | None): copied unchanged by every geometric operation.
         data (dict[str, ndarray[N, ...]]): any other per-detection values, kept aligned.
             ``data["xyxyxyxy"]`` (ndarray[N, 4, 2] float64), when present, holds oriented boxes:
             it is validated, and every geometric operation moves it like the keypoints.
+            ``data["mask_rle"]`` (ndarray[N] object of COCO RLE dicts or ``None``) holds masks
+            as RLE: ``in_window`` and ``in_parent`` cut and paste them like ``mask``.
 
     Convention:
         Oriented-box corners are pixels in the same frame as ``xyxy``, in the order the
@@ -110,8 +130,7 @@ class Detections:
         if self.polygons is not None:
             if len(self.polygons) != n:
                 raise ValueError(f"polygons must hold {n} outlines, got {len(self.polygons)}")
-            polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in self.polygons]
-            set_(self, "polygons", polygons)
+            set_(self, "polygons", [_polygon(p, i) for i, p in enumerate(self.polygons)])
         data = {}
         for key, value in self.data.items():
             if key == ORIENTED_BOX_COORDINATES:
@@ -196,27 +215,40 @@ class Detections:
     def in_window(self, window: tuple[int, int, int, int]) -> Detections:
         """These detections seen from the crop ``window = (x_min, y_min, x_max, y_max)``:
         coordinates move to the crop's origin and masks are cut to the window."""
-        x_min, y_min, x_max, y_max = (int(v) for v in window)
+        x_min, y_min, x_max, y_max = window = tuple(int(v) for v in window)
         moved = self.moved((x_min, y_min))
-        if self.mask is None:
-            return moved
-        return replace(moved, mask=self.mask[:, y_min:y_max, x_min:x_max])
+        if self.mask is not None:
+            moved = replace(moved, mask=self.mask[:, y_min:y_max, x_min:x_max])
+        return moved._with_rles(lambda rle: cut_rle(rle, window)[1])
 
     def in_parent(self, offset_xy: tuple[int, int], parent_size_wh: tuple[int, int]) -> Detections:
         """The inverse of ``in_window``: coordinates shifted by ``+offset`` and masks pasted into
         a ``parent_size_wh`` canvas at the offset (parts falling outside are cut)."""
         dx, dy = (int(v) for v in offset_xy)
-        moved = self.moved((-dx, -dy))
-        if self.mask is None:
-            return moved
         width, height = parent_size_wh
-        canvas = np.zeros((len(self), height, width), dtype=bool)
-        h, w = self.mask.shape[1:]
-        x0, y0 = max(dx, 0), max(dy, 0)
-        x1, y1 = min(dx + w, width), min(dy + h, height)
-        if x1 > x0 and y1 > y0:
-            canvas[:, y0:y1, x0:x1] = self.mask[:, y0 - dy : y1 - dy, x0 - dx : x1 - dx]
-        return replace(moved, mask=canvas)
+        moved = self.moved((-dx, -dy))
+
+        def pasted(masks: np.ndarray) -> np.ndarray:
+            canvas = np.zeros((len(masks), height, width), dtype=bool)
+            h, w = masks.shape[1:]
+            x0, y0 = max(dx, 0), max(dy, 0)
+            x1, y1 = min(dx + w, width), min(dy + h, height)
+            if x1 > x0 and y1 > y0:
+                canvas[:, y0:y1, x0:x1] = masks[:, y0 - dy : y1 - dy, x0 - dx : x1 - dx]
+            return canvas
+
+        if self.mask is not None:
+            moved = replace(moved, mask=pasted(self.mask))
+        return moved._with_rles(lambda rle: encode_rle(pasted(decode_rle(rle)[None])[0]))
+
+    def _with_rles(self, change) -> Detections:
+        """These detections with ``change`` applied to each RLE mask in ``data["mask_rle"]``."""
+        rles = self.data.get(MASK_RLE)
+        if rles is None:
+            return self
+        changed = np.empty(len(rles), dtype=object)
+        changed[:] = [None if rle is None else change(rle) for rle in rles]
+        return replace(self, data={**self.data, MASK_RLE: changed})
 
 
 def to_crop_frame(values: np.ndarray, owners: np.ndarray, axes: np.ndarray | int,

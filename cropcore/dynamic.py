@@ -14,7 +14,7 @@ import numpy as np
 
 from cropcore.color import parse_color
 from cropcore.crops import Crop, CropBatch
-from cropcore.detections import Detections
+from cropcore.detections import MASK_RLE, Detections
 from cropcore.masks import (
     POLYGON_STYLES,
     cut_rle,
@@ -37,9 +37,6 @@ __all__ = [
     "remove_background",
 ]
 
-#: ``Detections.data`` key of COCO RLE masks (``dict`` or ``None`` per detection), decoded only
-#: inside each window (``cut_rle``) instead of a dense ``(N, H, W)`` ``mask``.
-MASK_RLE = "mask_rle"
 #: ``Detections.data`` key of each detection's polygon style (``"coco"`` or ``"roboflow"``,
 #: ``None`` for the call's default), used when a polygon stands in for a missing mask.
 POLYGON_STYLE = "polygon_style"
@@ -60,6 +57,9 @@ def background_fill(color_bgr: tuple[int, int, int], channels: int) -> tuple[flo
 
 
 _BACKGROUNDS: dict[tuple, np.ndarray] = {}
+#: The image dtypes ``remove_background`` blends: those OpenCV's addWeighted and copyTo keep.
+BLEND_DTYPES = tuple(np.dtype(d) for d in (np.uint8, np.int8, np.uint16, np.int16, np.uint32,
+                                           np.int32, np.float16, np.float32, np.float64))
 
 
 def _background(shape: tuple[int, ...], dtype: np.dtype, fill: tuple[float, ...]) -> np.ndarray:
@@ -93,8 +93,14 @@ def remove_background(
     evaluation of the formula; we keep OpenCV's result because it is the reference's.
 
     Args:
-        crop (ndarray[h, w] or ndarray[h, w, C]): C in 1, 3, 4; any dtype cv2 blends.
-        mask (ndarray[h, w] bool): True on the object.
+        crop (ndarray[h, w] or ndarray[h, w, C]): C in 1, 3, 4; a dtype OpenCV blends exactly
+            (``BLEND_DTYPES``), in either byte order (the result is in native order). The
+            colour saturates to the dtype's range (255 is 127 in an int8 image).
+        mask (ndarray[h, w]): the object where true (any dtype: nonzero is the object).
+
+    Raises:
+        ValueError: on an opacity outside [0, 1], a mask of another shape, or another dtype
+            (64-bit integers would be narrowed to 32 bits by OpenCV).
     """
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"mask_opacity must be within [0, 1], got {opacity}")
@@ -102,10 +108,21 @@ def remove_background(
         return crop
     if mask.shape != crop.shape[:2]:
         raise ValueError(f"mask shape {mask.shape} does not match crop shape {crop.shape[:2]}")
+    dtype = crop.dtype.newbyteorder("=")
+    if dtype not in BLEND_DTYPES:
+        raise ValueError(f"background removal supports images of "
+                         f"{', '.join(np.dtype(d).name for d in BLEND_DTYPES)}; got {crop.dtype}")
+    if crop.dtype != dtype:  # OpenCV reads native byte order only
+        crop = crop.astype(dtype)
+    if mask.dtype != bool:
+        mask = mask != 0
     squeeze = crop.ndim == 2
     pixels = crop[:, :, None] if squeeze else crop
     channels = pixels.shape[2]
     fill = background_fill(color_bgr, channels)
+    if dtype.kind in "iu":
+        limits = np.iinfo(dtype)
+        fill = tuple(min(max(v, limits.min), limits.max) for v in fill)
     # OpenCV takes row-strided views as they are; only a channel subset needs a copy.
     colour_part = pixels if channels == len(fill) else np.ascontiguousarray(pixels[:, :, :3])
     # Blend the whole window with OpenCV's SIMD path, then copy the object's pixels back

@@ -140,8 +140,10 @@ def _validate(image, boxes, box_indices, crop_size, method, extrapolation_value)
         raise ValueError(
             f"image must be 4-D [batch, height, width, depth], got shape {image.shape}"
         )
-    if image.dtype == np.bool_ or image.dtype.kind not in "iuf":
-        raise ValueError(f"image must have an integer or floating dtype, got {image.dtype}")
+    native = image.dtype.newbyteorder("=")
+    if image.dtype == np.bool_ or image.dtype.kind not in "iuf" or native.itemsize > 8:
+        raise ValueError(f"image must have an integer or a float16, float32 or float64 dtype, "
+                         f"got {image.dtype}")
     if image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"image height and width must be positive, got shape {image.shape}")
 
@@ -200,10 +202,10 @@ def _validate(image, boxes, box_indices, crop_size, method, extrapolation_value)
 
     # One compiled kernel per dtype, for native byte order and C order. Numba has no float16
     # arrays; widening them to float32 is exact, so the results are the same.
-    if image.dtype == np.float16:
+    if native == np.float16:  # either byte order
         image = image.astype(np.float32)
-    elif not image.dtype.isnative:
-        image = image.astype(image.dtype.newbyteorder("="))
+    elif image.dtype != native:
+        image = image.astype(native)
     image = np.ascontiguousarray(image)
     return image, boxes, box_indices, crop_size, np.float32(extrapolation_value)
 

@@ -126,11 +126,22 @@ def absolute_windows(
     xc, yc, w, h = np.broadcast_arrays(
         *(np.asarray(v, dtype=np.float64).reshape(-1) for v in (x_center, y_center, width, height))
     )
-    x_min = round_half_even(xc - w / 2)
-    y_min = round_half_even(yc - h / 2)
-    x_max = x_min + round_half_even(w)
-    y_max = y_min + round_half_even(h)
-    return clamp_windows(np.stack([x_min, y_min, x_max, y_max], axis=1), size_wh)
+    # In float64, where integers are exact up to 2^53 and a sum that lands near the image is
+    # exact too; then limited like windows_from_xyxy, so 1e20 cannot overflow int64.
+    x_min = _rounded(xc - w / 2)
+    y_min = _rounded(yc - h / 2)
+    x_max = x_min + _rounded(w)
+    y_max = y_min + _rounded(h)
+    limit = float(2 * max(int(size_wh[0]), int(size_wh[1])) + 2)
+    windows = np.clip(np.stack([x_min, y_min, x_max, y_max], axis=1), -limit, limit)
+    return clamp_windows(windows.astype(np.int64), size_wh)
+
+
+def _rounded(values: np.ndarray) -> np.ndarray:
+    """Finite ``values`` rounded half to even, kept as float64 (any magnitude)."""
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"coordinates must be finite, got {values[~np.isfinite(values)][:4]}")
+    return np.round(values)
 
 
 def relative_windows(
@@ -150,9 +161,9 @@ def relative_windows(
         *(np.asarray(v, dtype=np.float64).reshape(-1) for v in (x_center, y_center, width, height))
     )
     return absolute_windows(
-        round_half_even(image_w * xc),
-        round_half_even(image_h * yc),
-        round_half_even(image_w * w),
-        round_half_even(image_h * h),
+        _rounded(image_w * xc),
+        _rounded(image_h * yc),
+        _rounded(image_w * w),
+        _rounded(image_h * h),
         size_wh,
     )

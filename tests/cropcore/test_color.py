@@ -1,5 +1,6 @@
 """parse_color: RGB in, BGR out, every accepted form and every rejected one."""
 
+import numpy as np
 import pytest
 
 from cropcore import parse_color
@@ -14,10 +15,14 @@ from cropcore import parse_color
         ((255, 0, 0), (0, 0, 255)),  # tuple
         ([0, 128, 255], (255, 128, 0)),  # list
         ((0, 0, 0), (0, 0, 0)),  # the default
+        ((np.int64(255), np.int64(0), np.int64(9)), (9, 0, 255)),  # NumPy integers
+        (list(np.array([1, 2, 255], np.uint8)), (255, 2, 1)),  # the elements of a uint8 array
     ],
 )
 def test_parse_color_accepted_forms(value, expected):
-    assert parse_color(value) == expected
+    got = parse_color(value)
+    assert got == expected
+    assert all(type(v) is int for v in got)
 
 
 def test_convention_rgb_in_bgr_out():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cropcore import Detections
+from cropcore import MASK_RLE, Detections, decode_rle, encode_rle
 
 
 def make_detections():
@@ -65,6 +65,30 @@ def test_in_window_then_in_parent_round_trips():
     np.testing.assert_array_equal(back.mask[1], detections.mask[1])
 
 
+def test_a_flat_polygon_is_paired_up():
+    (polygon,) = Detections(xyxy=[[0, 0, 1, 1]], polygons=[[1, 2, 3, 4, 5, 6]]).polygons
+    np.testing.assert_array_equal(polygon, [[1, 2], [3, 4], [5, 6]])
+
+
+def test_rle_masks_are_cut_and_pasted_like_dense_masks():
+    dense = make_detections()
+    dense.mask[0, 0:5, 0:4] = True  # partly outside the window below
+    dense.mask[2, 5:8, 6:10] = True
+    rles = np.empty(3, dtype=object)
+    rles[:] = [encode_rle(dense.mask[0]), None, encode_rle(dense.mask[2])]
+    detections = Detections(xyxy=dense.xyxy, data={MASK_RLE: rles})
+    window = (2, 1, 8, 6)
+    local = detections.in_window(window)
+    assert local.data[MASK_RLE][1] is None
+    for k in (0, 2):
+        assert local.data[MASK_RLE][k] == encode_rle(dense.in_window(window).mask[k])
+    back = local.in_parent(window[:2], (10, 8))
+    dense_back = dense.in_window(window).in_parent(window[:2], (10, 8))
+    for k in (0, 2):
+        np.testing.assert_array_equal(decode_rle(back.data[MASK_RLE][k]), dense_back.mask[k])
+    assert detections.data[MASK_RLE][0] == encode_rle(dense.mask[0])  # the input is unchanged
+
+
 def test_moved_does_not_clip_boxes():
     moved = Detections(xyxy=[[1.5, 2.5, 3.5, 4.5]]).moved((2, 3))
     np.testing.assert_array_equal(moved.xyxy, [[-0.5, -0.5, 1.5, 1.5]])
@@ -82,6 +106,12 @@ def test_moved_does_not_clip_boxes():
         ({"keypoints": np.zeros((1, 2, 4))}, r"keypoints must have shape \(1, K, 2\)"),
         ({"polygons": []}, "polygons must hold 1 outlines, got 0"),
         ({"data": {"t": [1, 2]}}, r"data\['t'\] must have length 1, got 2"),
+        # (x, y, score) rows used to be reshaped into a different (6, 2) polygon
+        ({"polygons": [np.zeros((4, 3))]},
+         r"^polygons\[0\] must have shape \(P, 2\) \(x, y vertices\) or be a flat x, y list, "
+         r"got shape \(4, 3\)$"),
+        ({"polygons": [[1.0, 2.0, 3.0]]}, r"^polygons\[0\] must .* got shape \(3,\)$"),
+        ({"polygons": [np.zeros((2, 2, 2))]}, r"^polygons\[0\] must .* got shape \(2, 2, 2\)$"),
     ],
 )
 def test_rejects_misaligned_fields(kwargs, message):

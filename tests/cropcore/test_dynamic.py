@@ -384,11 +384,68 @@ def test_remove_background_keeps_a_single_channel_axis():
          r"^mask_opacity must be within \[0, 1\], got -0\.25$"),
         ((np.zeros((3, 3, 2), np.uint8), np.zeros((3, 3), bool), 0.5, (0, 0, 0)),
          r"^background removal needs 1, 3 or 4 channels, got 2$"),
+        # OpenCV would narrow 64-bit integers to int32 (3e9 became -1294967296)
+        ((np.zeros((3, 3, 3), np.int64), np.zeros((3, 3), bool), 0.5, (0, 0, 0)),
+         r"^background removal supports images of uint8, int8, uint16, int16, uint32, int32, "
+         r"float16, float32, float64; got int64$"),
+        ((np.zeros((3, 3), np.uint64), np.zeros((3, 3), bool), 1.0, (9, 9, 9)),
+         r"; got uint64$"),
+        ((np.zeros((3, 3), bool), np.zeros((3, 3), bool), 1.0, (9, 9, 9)), r"; got bool$"),
     ],
 )
 def test_remove_background_rejects(args, message):
     with pytest.raises(ValueError, match=message):
         remove_background(*args)
+
+
+@pytest.mark.parametrize("dtype", [">u2", ">i4", ">f4", ">f8", "<u2", "<f4"])
+@pytest.mark.parametrize("opacity", [0.5, 1.0])
+@pytest.mark.parametrize("colour", [(0, 0, 0), (200, 100, 50)])
+def test_remove_background_reads_either_byte_order(dtype, opacity, colour):
+    native = np.arange(2 * 3 * 3).reshape(2, 3, 3).astype(np.dtype(dtype).newbyteorder("="))
+    mask = np.array([[True, False, True], [False, True, False]])
+    expected = remove_background(native, mask, opacity, colour)
+    got = remove_background(native.astype(dtype), mask, opacity, colour)
+    assert got.dtype.isnative
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got[mask], native[mask])  # the object's pixels as they were
+
+
+def test_remove_background_saturates_the_colour_to_the_dtype():
+    crop = np.full((2, 2, 3), -5, np.int8)
+    mask = np.array([[True, False], [False, False]])
+    out = remove_background(crop, mask, 1.0, (255, 0, 255))
+    assert out[0, 0].tolist() == [-5, -5, -5]
+    assert out[1, 1].tolist() == [127, 0, 127]  # 255 saturates; it used to wrap to -1
+
+
+@pytest.mark.parametrize("mask_dtype", [np.uint8, np.int16, np.int64, np.float64])
+def test_remove_background_takes_nonzero_of_any_mask_dtype_as_the_object(mask_dtype):
+    crop = np.full((2, 3, 3), 40, np.uint8)
+    mask = np.array([[0, 1, 0], [256 if mask_dtype is np.int16 else 2, 0, 0]], mask_dtype)
+    for opacity in (0.5, 1.0):
+        out = remove_background(crop, mask, opacity, (200, 200, 200))
+        np.testing.assert_array_equal(out, remove_background(crop, mask != 0, opacity,
+                                                             (200, 200, 200)))
+        assert (out[mask != 0] == 40).all() and (out[mask == 0] != 40).all()
+
+
+def test_dynamic_crop_cuts_an_rle_mask_into_the_crop_frame_like_a_dense_one():
+    from cropcore import MASK_RLE, encode_rle
+
+    mask = np.zeros((20, 30), bool)
+    mask[5:10, 8:12] = True
+    image = np.full((20, 30, 3), 200, np.uint8)
+    rles = np.empty(1, dtype=object)
+    rles[0] = encode_rle(mask)
+    common = {"xyxy": [[6, 4, 14, 12]], "detection_id": ["a"]}
+    (dense,) = dynamic_crop(image, Detections(**common, mask=mask[None]), 1.0)
+    (rle,) = dynamic_crop(image, Detections(**common, data={MASK_RLE: rles}), 1.0)
+    np.testing.assert_array_equal(rle.image, dense.image)
+    assert rle.detections.data[MASK_RLE][0] == encode_rle(dense.detections.mask[0])
+    assert rle.detections.data[MASK_RLE][0]["size"] == [8, 8]
+    root = rle.detections_in_root().data[MASK_RLE][0]
+    assert root == encode_rle(dense.detections_in_root().mask[0])
 
 
 def test_dynamic_crop_default_opacity_leaves_masked_crops_unchanged():

@@ -143,6 +143,36 @@ def test_relative_static_crop_matches_reference(h, w, params):
         assert crop.offset == expected[1]
 
 
+@pytest.mark.parametrize(
+    ("center", "size"),
+    [
+        ((-10**30, 50), (10**31, 10)),  # a centre far left, a width that reaches back across
+        ((9 * 10**18, 50), (18 * 10**18 + 200, 10)),  # the sum lands on the image exactly
+        ((50, 50), (10**20, 10)),  # beyond int64: this used to overflow to an empty window
+        ((50, 50), (2**62, 10)),
+    ],
+)
+def test_absolute_static_crop_huge_values_give_the_spec_window(center, size):
+    image = np.arange(100 * 100).reshape(100, 100)
+    crop = absolute_static_crop(image, *center, *size)
+    expected, offset = reference_absolute(image, *center, *size)
+    np.testing.assert_array_equal(crop.image, expected)
+    assert crop.offset == offset
+
+
+def test_relative_static_crop_huge_fractions_give_the_spec_window():
+    image = np.arange(10 * 20).reshape(10, 20)
+    crop = relative_static_crop(image, 0.5, 0.5, 1e20, 0.2)
+    assert crop.window == reference_relative_window(20, 10, 0.5, 0.5, 1e20, 0.2)
+
+
+def reference_relative_window(w, h, x_center, y_center, width, height):
+    x_min = round(round(w * x_center) - round(w * width) / 2)
+    y_min = round(round(h * y_center) - round(h * height) / 2)
+    x_max, y_max = x_min + round(w * width), y_min + round(h * height)
+    return max(0, x_min), max(0, y_min), min(w, x_max), min(h, y_max)
+
+
 def test_crop_window_takes_a_1_by_4_window_row():
     from cropcore.static import crop_window
 

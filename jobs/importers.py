@@ -90,6 +90,9 @@ IMPORTED_IMAGES_SCHEMA = pa.schema(
 
 # The formats the crop job decodes (cropcore.decode_image).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# Each images row group is one crop task: small enough to spread a dataset over the cluster's
+# CPUs and to bound a task's memory, large enough that per-task costs stay small.
+IMAGES_PER_ROW_GROUP = 64
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,8 @@ class ImportSummary:
 def import_coco(
     annotations: str, images: str, output: str, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 ) -> ImportSummary:
-    """Import a COCO annotation file (instances, keypoints, or a results file with scores).
+    """Import a COCO annotation file (instances or keypoints; annotations with a ``score``, as
+    detector results carry, keep it as the confidence).
 
     Args:
         annotations: URL of the COCO JSON: ``{"images": [...], "annotations": [...],
@@ -143,6 +147,12 @@ def import_coco(
     """
     _check_max_file_bytes(max_file_bytes)
     document = _read_json(annotations)
+    if isinstance(document, list):
+        raise ValueError(
+            f"{annotations}: a JSON list, like a COCO results file, names no image files or "
+            f"categories: put its detections in the 'annotations' of the dataset's JSON (with "
+            f"'images' and 'categories'), each with an 'id', and import that"
+        )
     if not isinstance(document, dict):
         raise ValueError(
             f"{annotations}: expected a COCO JSON object with 'images', 'annotations' and "
@@ -347,12 +357,20 @@ def _coco_segmentation(
             f"or an RLE object, got {type(segmentation).__name__}"
         )
     parts = []
+    reach = 4 * max(width, height)
     for number, part in enumerate(segmentation):
         values = _numbers(part, f"{where} segmentation[{number}]")
         if len(values) % 2:
             raise ValueError(
                 f"{where}: segmentation[{number}] has an odd number of coordinates "
                 f"({len(values)}); expected x, y pairs"
+            )
+        far = [v for v, side in zip(values, (width, height) * (len(values) // 2), strict=True)
+               if not -reach <= v <= side + reach]
+        if far:  # pycocotools' memory grows with edge length (GBs at 1e8), then overflows
+            raise ValueError(
+                f"{where}: segmentation[{number}] has a vertex more than {reach} pixels outside "
+                f"the {width}x{height} image ({far[0]}); a polygon must lie near its image"
             )
         if len(values) >= 6:
             parts.append(values)
@@ -434,7 +452,7 @@ def import_yolo(
         names_path = None
     label_paths: dict[str, str] = {}
     for path in _find_files(labels_store, labels_root, labels):
-        if not path.endswith(".txt") or path == names_path:
+        if not path.lower().endswith(".txt") or path == names_path:
             continue
         key = _relative_stem(path, labels_root)
         if key not in image_paths:
@@ -563,6 +581,7 @@ def _yolo_label_rows(
                 )
             if len(numbers) == 9:
                 confidence = numbers.pop()
+            normalized = numbers
             corners = [[numbers[i] * width, numbers[i + 1] * height] for i in range(0, 8, 2)]
         elif kpt_shape is not None:
             count, dims = kpt_shape
@@ -575,6 +594,7 @@ def _yolo_label_rows(
             if len(numbers) == expected + 1:
                 confidence = numbers.pop()
             box, flat = numbers[:4], numbers[4:]
+            normalized = box + [v for i in range(0, len(flat), dims) for v in flat[i : i + 2]]
             keypoints = [
                 {
                     "x": flat[i] * width,
@@ -584,12 +604,13 @@ def _yolo_label_rows(
                 for i in range(0, len(flat), dims)
             ]
         elif len(numbers) in (4, 5):
-            box = numbers[:4]
+            box = normalized = numbers[:4]
             confidence = numbers[4] if len(numbers) == 5 else None
         elif len(numbers) >= 6:
             # Polygons have an even count; an odd one carries a trailing confidence.
             if len(numbers) % 2:
                 confidence = numbers.pop()
+            normalized = numbers
             polygon = [
                 [numbers[i] * width, numbers[i + 1] * height] for i in range(0, len(numbers), 2)
             ]
@@ -609,6 +630,10 @@ def _yolo_label_rows(
                 raise ValueError(f"{where}: box width and height must be >= 0, got {w} and {h}")
             x_min, x_max = (cx - w / 2) * width, (cx + w / 2) * width
             y_min, y_max = (cy - h / 2) * height, (cy + h / 2) * height
+        outside = [v for v in normalized if not 0.0 <= v <= 1.0]
+        if outside:  # as Ultralytics refuses them: a line of other columns, not coordinates
+            raise ValueError(f"{where}: coordinates must be normalized to 0..1, got {outside[:4]} "
+                             f"in {line.strip()!r}")
         rows.append(
             {
                 IMAGE_ID: image_id,
@@ -663,7 +688,8 @@ def import_roboflow(
           ``x_max = x + width / 2`` (y likewise with ``height``).
         - ``class`` -> ``class_name``, ``class_id``, ``confidence``, ``detection_id`` (or
           ``f"{image_id}:{k}"``, k the prediction's index, when absent); ``points`` ->
-          ``polygon``; ``keypoints`` (``x, y, confidence``) -> ``keypoints``; ``mask`` is null.
+          ``polygon``; ``keypoints`` (``x, y, confidence``) -> ``keypoints``; ``rle`` (the
+          RLE instance segmentation form: COCO RLE ``{size, counts}``) -> ``mask``, else null.
         - ``width``/``height`` come from the result's ``image``, or from the image header.
         - No oriented boxes: Roboflow's inference JSON has no oriented-box (OBB) form to read.
           Checked in roboflow/inference: ``inference/core/entities/responses/inference.py``
@@ -808,6 +834,9 @@ def _roboflow_detection(prediction: Any, where: str, image_id: str, index: int) 
             if score is not None:
                 score = _number(score, f"{where} keypoints[{i}] confidence")
             keypoints.append({"x": x_kp, "y": y_kp, "confidence": score})
+    mask = None
+    if prediction.get("rle") is not None:  # inference's RLE instance segmentation form
+        mask = _roboflow_rle(prediction["rle"], f"{where} rle")
     class_id = prediction.get("class_id")
     confidence = prediction.get("confidence")
     detection_id = prediction.get("detection_id")
@@ -821,11 +850,34 @@ def _roboflow_detection(prediction: Any, where: str, image_id: str, index: int) 
         "class_name": None if prediction.get("class") is None else str(prediction["class"]),
         "class_id": None if class_id is None else _integer(class_id, f"{where} class_id"),
         "confidence": None if confidence is None else _number(confidence, f"{where} confidence"),
-        "mask": None,
+        "mask": mask,
         "keypoints": keypoints,
         "polygon": polygon,
         "polygon_style": "roboflow",  # prediction polygons: Roboflow's rasterization
     }
+
+
+def _roboflow_rle(value: Any, where: str) -> dict[str, Any]:
+    """A prediction's ``rle`` (COCO RLE, compressed counts), checked run by run."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a COCO RLE object {{size, counts}}, got "
+                         f"{type(value).__name__}")
+    size = _required(value, "size", where)
+    if not isinstance(size, list) or len(size) != 2:
+        raise ValueError(f"{where}: expected size [height, width], got {size!r}")
+    size = [_integer(v, f"{where} size") for v in size]
+    counts = _required(value, "counts", where)
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii", errors="replace")
+    if not isinstance(counts, str):
+        raise ValueError(f"{where}: expected compressed RLE counts (a string), got "
+                         f"{type(counts).__name__}")
+    rle = {"size": size, "counts": counts}
+    try:
+        decode_rle(rle, (0, 0, 0, 0))  # checks every run, decodes no pixel
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    return rle
 
 
 # --------------------------------------------------------------------------------------------
@@ -926,7 +978,8 @@ def _write_images_part(
     with atomic_output(store.sibling(path)) as f:
         # Encoded images do not compress; skipping it saves CPU on write and on every read.
         compression = {field.name: "SNAPPY" for field in IMPORTED_IMAGES_SCHEMA}
-        pq.write_table(table, f, compression={**compression, "image": "NONE"})
+        pq.write_table(table, f, compression={**compression, "image": "NONE"},
+                       row_group_size=IMAGES_PER_ROW_GROUP)
 
 
 # --------------------------------------------------------------------------------------------
@@ -947,11 +1000,13 @@ def _check_max_file_bytes(max_file_bytes: int) -> None:
 
 def _join(root: str, relative: str) -> str:
     """``relative`` (a file name from an annotation file) inside the folder ``root``: names are
-    data, so one that climbs out with ``..`` (or holds a NUL) is refused, never read."""
+    data, so one that climbs out with ``..`` (or holds a NUL) is refused, never read. ``.`` and
+    empty segments are dropped, so ``./a.png`` and ``a.png`` name one file (and one image id)."""
     if "\x00" in relative or ".." in relative.split("/"):
         raise ValueError(f"image file name {relative!r} leaves the images folder (a '..' "
                          f"segment) or holds a NUL: names must stay inside --images")
-    return f"{root.rstrip('/')}/{relative.lstrip('/')}"
+    parts = [part for part in relative.split("/") if part not in ("", ".")]
+    return "/".join([root.rstrip("/"), *parts])
 
 
 def _relative_path(path: str, root: str) -> str:
@@ -1178,6 +1233,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     """Run ``python -m jobs import``; returns the exit code (2 for invalid input)."""
     max_file_bytes = args.max_file_mb * 1024 * 1024
+    if not 0 < max_file_bytes < 2**31:
+        print(f"error: --max-file-mb must be within 1..2047 (Arrow's 2 GiB per column chunk), "
+              f"got {args.max_file_mb}", file=sys.stderr)
+        return 2
     try:
         if args.format == "coco":
             summary = import_coco(

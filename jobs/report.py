@@ -453,7 +453,8 @@ def _draw_thumb(crop: CropThumb, colour) -> np.ndarray:
     scale = np.array([thumb.shape[1] / crop.pixels.shape[1], thumb.shape[0] / crop.pixels.shape[0]])
 
     def to_thumb(points: np.ndarray) -> np.ndarray:
-        return np.rint(points[:, :2] * scale).astype(np.int32)
+        # far-off vertices (a polygon may reach anywhere) stay within int32; OpenCV clips lines
+        return np.rint(np.clip(points[:, :2] * scale, -1e6, 1e6)).astype(np.int32)
 
     if crop.polygon is not None:
         cv2.polylines(thumb, [to_thumb(crop.polygon)], True, colour, 1, cv2.LINE_AA)
@@ -720,7 +721,10 @@ def render_html(manifest: dict, sheet_png: bytes, widths, heights, error_rows: l
         reasons = _table(["reason", "rows"], [[r, n] for r, n in by_reason], ["", "num"],
                          "errors-by-reason")
     else:
-        reasons = '<p class="muted">No errors: every detection produced a crop.</p>'
+        reasons = ('<p class="muted">No errors: every detection produced a crop.</p>'
+                   if counts.get("crops") else
+                   '<p class="muted">No errors, and no crops: the inputs held nothing to '
+                   'crop.</p>')
     if error_rows:
         shown = (f'<p class="muted">{len(error_rows)} of {error_total} error rows, '
                  f"sorted by reason.</p>")

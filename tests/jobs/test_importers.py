@@ -419,6 +419,18 @@ def test_images_are_split_into_files_of_bounded_size(tmp_path):
             {"id": 9, "image_id": 1, "category_id": 2**70, "bbox": [0, 0, 1, 1]},
             r"category_id: expected an integer within int64",
         ),
+        # a vertex far outside: pycocotools took GBs at 1e8 and gave an empty mask at 5e8
+        (
+            {"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 60, 10],
+             "segmentation": [[0, 0, 5e8, 0, 0, 10]]},
+            r"segmentation\[0\] has a vertex more than 240 pixels outside the 60x40 image "
+            r"\(500000000\.0\); a polygon must lie near its image",
+        ),
+        (
+            {"id": 9, "image_id": 1, "category_id": 1, "bbox": [0, 0, 60, 10],
+             "segmentation": [[0, 0, 10, 0, 0, -281]]},
+            r"more than 240 pixels outside the 60x40 image \(-281\.0\)",
+        ),
     ],
 )
 def test_coco_invalid_annotations(tmp_path, annotation, message):
@@ -427,6 +439,18 @@ def test_coco_invalid_annotations(tmp_path, annotation, message):
     with pytest.raises(ValueError, match=message):
         import_coco(str(annotations), str(tmp_path / "images"), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_coco_polygon_within_reach_outside_the_image_is_rasterized_like_pycocotools(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    polygon = [-240, -100, 300, 0, 0, 280]  # every vertex within 4 x 60 pixels of the image
+    annotations = coco_dataset(tmp_path, [{"id": 9, "image_id": 1, "category_id": 1,
+                                           "bbox": [0, 0, 60, 40], "segmentation": [polygon]}])
+    import_coco(str(annotations), str(tmp_path / "images"), str(tmp_path / "out"))
+    (row,) = read_output(tmp_path / "out")[1]
+    expected = mask_utils.merge(mask_utils.frPyObjects([polygon], 40, 60))
+    assert row["mask"]["counts"] == expected["counts"].decode()
 
 
 def test_coco_duplicate_annotation_ids(tmp_path):
@@ -445,11 +469,21 @@ def test_coco_malformed_json_names_the_line(tmp_path):
 
 
 def test_coco_not_an_object(tmp_path):
-    path = write_bytes(tmp_path / "list.json", "[]")
+    path = write_bytes(tmp_path / "string.json", '"images"')
 
     with pytest.raises(
-        ValueError, match=r"list\.json: expected a COCO JSON object .* got a JSON list"
+        ValueError, match=r"string\.json: expected a COCO JSON object .* got a JSON str"
     ):
+        import_coco(str(path), str(tmp_path), str(tmp_path / "out"))
+
+
+def test_coco_results_list_says_what_to_do(tmp_path):
+    results = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4], "score": 0.9}]
+    path = write_bytes(tmp_path / "results.json", json.dumps(results))
+
+    with pytest.raises(ValueError, match=r"^.*results\.json: a JSON list, like a COCO results "
+                                         r"file, names no image files or categories: put its "
+                                         r"detections in the 'annotations'"):
         import_coco(str(path), str(tmp_path), str(tmp_path / "out"))
 
 
@@ -730,6 +764,13 @@ def test_yolo_nested_directories(tmp_path):
         ("0 0.5 nan 0.5 0.5\n", r"a\.txt:1: expected finite numbers"),
         # a negative size
         ("0 0.5 0.5 -0.5 0.5\n", r"a\.txt:1: box width and height must be >= 0"),
+        # box, confidence and a track id: not a 3-point polygon (7.0 is no coordinate)
+        ("0 0.5 0.5 0.2 0.2 0.9 7\n",
+         r"^.*a\.txt:1: coordinates must be normalized to 0\.\.1, got \[7\.0\] in "
+         r"'0 0\.5 0\.5 0\.2 0\.2 0\.9 7'$"),
+        ("0 1.5 0.5 0.2 0.2\n",
+         r"a\.txt:1: coordinates must be normalized to 0\.\.1, got \[1\.5\]"),
+        ("0 0.1 0.1 0.9 0.1 0.5 -0.25\n", r"a\.txt:1: .* got \[-0\.25\]"),
     ],
 )
 def test_yolo_invalid_label_lines(tmp_path, label, message):
@@ -738,6 +779,24 @@ def test_yolo_invalid_label_lines(tmp_path, label, message):
     with pytest.raises(ValueError, match=message):
         run_yolo(tmp_path, names)
     assert list((tmp_path / "out").rglob("*.parquet")) == []
+
+
+def test_yolo_label_suffix_in_capitals_is_a_label(tmp_path):
+    names = yolo_dataset(tmp_path, {"x.TXT": "0 0.5 0.5 0.5 0.5\n"}, {"x.JPG": (8, 8)})
+    images, detections = run_yolo(tmp_path, names)
+    assert [d["image_id"] for d in detections] == ["x"]
+
+
+def test_images_are_written_in_row_groups_of_bounded_count(tmp_path):
+    from jobs.importers import IMAGES_PER_ROW_GROUP
+
+    count = IMAGES_PER_ROW_GROUP * 2 + 1
+    names = yolo_dataset(tmp_path, {"000.txt": ""}, {f"{i:03}.jpg": (4, 4) for i in range(count)})
+    run_yolo(tmp_path, names)
+    (part,) = (tmp_path / "out" / "images").glob("*.parquet")
+    metadata = pq.ParquetFile(part).metadata
+    assert [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)] == \
+        [IMAGES_PER_ROW_GROUP, IMAGES_PER_ROW_GROUP, 1]
 
 
 def test_yolo_label_without_image(tmp_path):
@@ -807,6 +866,42 @@ def write_images(root: Path, *names: str) -> Path:
     for name in names:
         write_bytes(root / "images" / name, encode_image(40, 80))
     return root / "images"
+
+
+def test_roboflow_rle_predictions_keep_their_mask(tmp_path):
+    from cropcore import decode_rle, encode_rle
+
+    images = write_images(tmp_path, "a.jpg")
+    object_mask = np.zeros((40, 80), bool)
+    object_mask[10:30, 20:40] = True
+    rle = encode_rle(object_mask)
+    result = roboflow_result(image_path="a.jpg")
+    result["predictions"][0].pop("points", None)
+    result["predictions"][0].update(rle=rle, mask_format="rle")
+    predictions = write_bytes(tmp_path / "p.json", json.dumps(result))
+    import_roboflow(str(predictions), str(images), str(tmp_path / "out"))
+    row, without = read_output(tmp_path / "out")[1]
+    assert without["mask"] is None
+    assert row["mask"] == rle  # it used to be dropped (mask null, so crops kept a background)
+    np.testing.assert_array_equal(decode_rle(row["mask"]), object_mask)
+
+
+@pytest.mark.parametrize(
+    ("rle", "message"),
+    [
+        ([1, 2], r"predictions\[0\] rle: expected a COCO RLE object \{size, counts\}, got list"),
+        ({"size": [40], "counts": "0"}, r"rle: expected size \[height, width\], got \[40\]"),
+        ({"size": [40, 80], "counts": [3200]}, r"rle: expected compressed RLE counts"),
+        ({"size": [40, 80], "counts": "1"}, r"predictions\[0\] rle: "),  # runs do not sum up
+    ],
+)
+def test_roboflow_invalid_rle(tmp_path, rle, message):
+    images = write_images(tmp_path, "a.jpg")
+    result = roboflow_result(image_path="a.jpg")
+    result["predictions"][0]["rle"] = rle
+    predictions = write_bytes(tmp_path / "p.json", json.dumps(result))
+    with pytest.raises(ValueError, match=message):
+        import_roboflow(str(predictions), str(images), str(tmp_path / "out"))
 
 
 def test_convention_roboflow_box_is_pixel_centre_and_size(tmp_path):
@@ -954,6 +1049,13 @@ def test_roboflow_directory_of_results_matched_by_file_name(tmp_path):
             json.dumps([roboflow_result(image_path="a.jpg"), roboflow_result(image_id="a")]),
             ".json",
             r"p\.json: \[1\]: a second result for image a \(the first is .*p\.json: \[0\]\)",
+        ),
+        # the same image, once as "./a.jpg": one file, one id
+        (
+            json.dumps([roboflow_result(image_path="a.jpg"),
+                        roboflow_result(image_path="./a.jpg")]),
+            ".json",
+            r"p\.json: \[1\]: a second result for image a \(",
         ),
         # not a detection result
         (
@@ -1144,3 +1246,17 @@ def test_coco_image_sides_beyond_int32_are_refused_in_one_line(tmp_path, capsys)
     assert main(["import", "coco", "--annotations", str(annotations), "--images",
                  str(tmp_path / "images"), "--output", str(tmp_path / "out")]) == 2
     assert "expected a positive integer below 2**31" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("megabytes", [0, 2048, -1])
+def test_max_file_mb_out_of_range_is_named_in_megabytes(tmp_path, capsys, megabytes):
+    from jobs.cli import main
+
+    names = yolo_dataset(tmp_path, {"a.txt": ""}, {"a.jpg": (8, 8)})
+    code = main(["import", "yolo", "--labels", str(tmp_path / "labels"), "--images",
+                 str(tmp_path / "images"), "--names", str(names), "--output",
+                 str(tmp_path / "out"), "--max-file-mb", str(megabytes)])
+    assert code == 2
+    assert capsys.readouterr().err == (f"error: --max-file-mb must be within 1..2047 (Arrow's "
+                                       f"2 GiB per column chunk), got {megabytes}\n")
+    assert not (tmp_path / "out").exists()

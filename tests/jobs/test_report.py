@@ -299,8 +299,11 @@ def test_report_of_a_run_without_crops(tmp_path):
     assert result.parents_drawn == [] and result.parents_skipped == []
     sheet = cv2.imread(str(output / "report" / "contact_sheet.png"))
     assert sheet.shape[1] == report.SHEET_WIDTH and sheet.shape[0] < 200
-    page = parse_page((output / "report" / "index.html").read_text())
+    html_text = (output / "report" / "index.html").read_text()
+    page = parse_page(html_text)
     assert page.by_id["count-crops"].strip() == "0"
+    assert "No errors, and no crops: the inputs held nothing to crop." in html_text
+    assert "every detection produced a crop" not in html_text
 
 
 @pytest.mark.parametrize(
@@ -349,6 +352,15 @@ def test_thumbnails_draw_polygons_in_the_class_colour():
     assert _near(drawn[20, 50], (0, 0, 255))  # on the top edge, y = 10 -> 20 in the thumb
     assert _near(drawn[50, 80], (0, 0, 255))  # on the right edge, x = 40 -> 80
     assert tuple(drawn[70, 30]) == tuple(plain[70, 30])  # outside the triangle: untouched
+
+
+def test_thumbnails_draw_far_off_polygons_without_overflow():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a cast of 1e10 to int32 warned, and drew garbage
+        drawn = _thumb(polygon=np.array([[10.0, 10.0], [1e10, 10.0], [10.0, 40.0]]))
+    assert _near(drawn[20, 50], (0, 0, 255))  # the top edge, from x = 10 to far right
 
 
 def test_thumbnails_draw_keypoints_but_not_unseen_ones():

@@ -2,9 +2,10 @@
 
 Convention: pixels are OpenCV's: ``uint8``, ``(H, W, C)``, channels in BGR (or BGRA) order.
 Sizes read from headers are ``(width, height)``; array shapes are ``(height, width, channels)``.
-The stored pixel grid is used as is: EXIF orientation is never applied, so boxes computed on the
-stored image (as ``PIL.Image.open`` and most annotation tools see it) stay valid, and
-``read_image_size`` agrees with the decoded shape.
+Images come out as they are shown: an EXIF orientation (JPEG APP1, PNG eXIf, WebP EXIF) is
+applied, as ``cv2.imdecode`` and ``cv2.imread`` apply it by default and as browsers show it, so
+boxes from a detector that read the image with OpenCV (Roboflow's inference, Ultralytics) land
+where they were found; ``read_image_size`` gives the shown size, the decoded shape's.
 
 Only JPEG, PNG and WebP are decoded: for these three the pixel count can be checked from the
 header before any pixel memory is allocated, which is what makes the decompression-bomb guard
@@ -19,6 +20,7 @@ also reports libjpeg's corrupt-data warnings that OpenCV swallows. RGB PNG is wr
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import threading
@@ -74,6 +76,7 @@ _HARMLESS_JPEG_WARNINGS = (
 _JPEG_HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2})
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EXIF = b"Exif\x00\x00"  # the start of a JPEG APP1 segment holding EXIF
 # JPEG frame headers (SOFn) carry the size; C4, C8 and CC share the range but are not frames.
 _JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Baseline, extended and progressive, Huffman or arithmetic: what libjpeg-turbo decodes to 8 bit.
@@ -107,8 +110,9 @@ class ImageDecodeError(ValueError):
 @dataclass(frozen=True)
 class _Header:
     format: str  # "jpeg", "png" or "webp"
-    width: int
+    width: int  # of the stored pixel grid
     height: int
+    orientation: int = 1  # EXIF: how to turn the stored grid to show it (1: as it is)
     jpeg_sof: int = 0  # the SOFn marker byte
     jpeg_precision: int = 8
     jpeg_components: int = 0
@@ -125,7 +129,8 @@ def read_image_size(data: bytes) -> tuple[int, int]:
             is read, so a prefix of the file is enough.
 
     Returns:
-        ``(width, height)`` in pixels of the stored grid (EXIF orientation is not applied).
+        ``(width, height)`` in pixels as the image is shown: its EXIF orientation applied, as
+        ``decode_image`` applies it (5 to 8 swap the stored grid's sides).
 
     Convention:
         JPEG: the first SOFn frame header; PNG: IHDR; WebP: the VP8 frame header, the VP8L
@@ -137,6 +142,8 @@ def read_image_size(data: bytes) -> tuple[int, int]:
         TypeError: if ``data`` is not bytes-like.
     """
     header = _read_header(_as_bytes_view(data))
+    if header.orientation >= 5:  # a quarter turn (or a transposition) shows it the other way up
+        return header.height, header.width
     return header.width, header.height
 
 
@@ -161,12 +168,12 @@ def decode_image(
             the calling thread and is reused by its next ``decode_image(..., reuse_buffer=True)``
             (saves allocating and faulting in fresh pages per image). The returned array then
             aliases that buffer: it and every view of it (crops) are overwritten by the thread's
-            next such call, so copy or encode what must outlive it. Other images, and calls
-            without the flag, always return a new array.
+            next such call, so copy or encode what must outlive it. Other images (an EXIF-turned
+            one too), and calls without the flag, always return a new array.
 
     Returns:
         ndarray[H, W, C] uint8, C-contiguous and writable, with ``H = ceil(height / reduce)``
-        and ``W = ceil(width / reduce)``:
+        and ``W = ceil(width / reduce)`` for the shown ``(width, height)`` (``read_image_size``):
         ``mode="color"``: C = 3, BGR. Grayscale is replicated to 3 channels, alpha is dropped
         (not composited), CMYK JPEG is converted to BGR by OpenCV.
         ``mode="unchanged"``: C = 1 (grayscale), 3 (BGR) or 4 (BGRA; grayscale with alpha is
@@ -174,7 +181,8 @@ def decode_image(
 
     Convention:
         Always 8 bits: 16-bit PNG samples are reduced to their high byte (``>> 8``), which is what
-        OpenCV and libpng do for 8-bit reads. EXIF orientation is ignored (the stored grid).
+        OpenCV and libpng do for 8-bit reads. EXIF orientation is applied, in both modes (see
+        the module docstring); OpenCV applies it too, except with ``IMREAD_UNCHANGED``.
         Animated WebP, 12-bit and lossless or hierarchical JPEG are ``"unsupported"``. A JPEG
         without an end-of-image marker after its frame header is ``"undecodable"``
         ("truncated JPEG") even if the decoder could return partial pixels; so is a JPEG whose
@@ -252,7 +260,7 @@ def decode_image(
         size_wh = (math.ceil(header.width / reduce), math.ceil(header.height / reduce))
         resized = cv2.resize(image, size_wh, interpolation=cv2.INTER_AREA)
         image = resized.reshape(size_wh[1], size_wh[0], image.shape[2])
-    return image
+    return _oriented(image, header.orientation)
 
 
 def encode_image(
@@ -433,9 +441,11 @@ def _read_header(view: memoryview) -> _Header:
     if head.startswith(b"\xff\xd8"):
         return _read_jpeg_header(view)
     if head.startswith(_PNG_SIGNATURE):
-        return _read_png_header(head + bytes(view[16:33]))
+        header = _read_png_header(head + bytes(view[16:33]))
+        return dataclasses.replace(header, orientation=_png_orientation(view))
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return _read_webp_header(bytes(view[:30]))
+        header = _read_webp_header(bytes(view[:30]))
+        return dataclasses.replace(header, orientation=_webp_orientation(view))
     for signature, name in _OTHER_SIGNATURES:
         if head.startswith(signature):
             raise ImageDecodeError("unsupported", f"{name} image; expected JPEG, PNG or WebP")
@@ -491,8 +501,10 @@ def _read_webp_header(head: bytes) -> _Header:
     return _Header("webp", width, height, webp_animated=animated)
 
 
-def _read_jpeg_header(view: memoryview) -> _Header:
-    # Walk the marker segments after SOI until the first frame header (SOFn).
+def _jpeg_segments(view: memoryview):
+    """``(marker, offset, length)`` of each marker segment after SOI, up to the first frame
+    header (SOFn, included) or, with no frame header first, an error; ``offset`` is that of the
+    segment's length field. Standalone markers are skipped."""
     size = len(view)
     offset = 2
     while True:
@@ -515,27 +527,111 @@ def _read_jpeg_header(view: memoryview) -> _Header:
         length = int.from_bytes(view[offset : offset + 2], "big")
         if length < 2:
             raise ImageDecodeError("undecodable", f"JPEG segment length {length} at byte {offset}")
+        yield marker, offset, length
         if marker in _JPEG_SOF_MARKERS:
-            if offset + 8 > size:
-                raise ImageDecodeError("undecodable", "JPEG frame header truncated")
-            height = int.from_bytes(view[offset + 3 : offset + 5], "big")
-            width = int.from_bytes(view[offset + 5 : offset + 7], "big")
-            if width == 0 or height == 0:
-                # Height 0 defers the size to a DNL marker after the first scan; rare, refused.
-                raise ImageDecodeError(
-                    "undecodable", f"JPEG frame declares size {width} x {height}"
-                )
-            return _Header(
-                "jpeg",
-                width,
-                height,
-                jpeg_sof=marker,
-                jpeg_precision=view[offset + 2],
-                jpeg_components=view[offset + 7],
-                jpeg_frame_end=offset + length,
-                jpeg_min_blocks=_jpeg_min_blocks(view, offset, width, height),
-            )
+            return
         offset += length
+
+
+def _read_jpeg_header(view: memoryview) -> _Header:
+    # Walk the marker segments after SOI until the first frame header (SOFn); the first APP1
+    # segment holding EXIF before it gives the orientation.
+    size = len(view)
+    orientation = 1
+    exif_seen = False
+    for marker, offset, length in _jpeg_segments(view):
+        if marker == 0xE1 and not exif_seen and bytes(view[offset + 2 : offset + 8]) == _EXIF:
+            exif_seen = True
+            orientation = _tiff_orientation(bytes(view[offset + 8 : offset + length]))
+        if marker not in _JPEG_SOF_MARKERS:
+            continue
+        if offset + 8 > size:
+            raise ImageDecodeError("undecodable", "JPEG frame header truncated")
+        height = int.from_bytes(view[offset + 3 : offset + 5], "big")
+        width = int.from_bytes(view[offset + 5 : offset + 7], "big")
+        if width == 0 or height == 0:
+            # Height 0 defers the size to a DNL marker after the first scan; rare, refused.
+            raise ImageDecodeError(
+                "undecodable", f"JPEG frame declares size {width} x {height}"
+            )
+        return _Header(
+            "jpeg",
+            width,
+            height,
+            orientation=orientation,
+            jpeg_sof=marker,
+            jpeg_precision=view[offset + 2],
+            jpeg_components=view[offset + 7],
+            jpeg_frame_end=offset + length,
+            jpeg_min_blocks=_jpeg_min_blocks(view, offset, width, height),
+        )
+    raise AssertionError("_jpeg_segments ends at a frame header or raises")
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """The Orientation tag (0x0112) of an EXIF block's first IFD, 1 to 8; 1 when the block is
+    malformed, has no such tag, or holds another value (OpenCV ignores those too)."""
+    if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+        return 1
+    order = "little" if tiff[:2] == b"II" else "big"
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    count = int.from_bytes(tiff[ifd : ifd + 2], order)
+    for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+        if int.from_bytes(tiff[entry : entry + 2], order) != 0x0112:
+            continue
+        # a SHORT; OpenCV reads these 16 bits whatever type the entry declares, and so do we
+        value = int.from_bytes(tiff[entry + 8 : entry + 10], order)
+        return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def _png_orientation(view: memoryview) -> int:
+    """The orientation in a PNG's eXIf chunk (before or after the image data, as libpng reads
+    it); 1 without one."""
+    offset = 8
+    while offset + 8 <= len(view):
+        length = int.from_bytes(view[offset : offset + 4], "big")
+        kind = bytes(view[offset + 4 : offset + 8])
+        if kind == b"eXIf":
+            return _tiff_orientation(bytes(view[offset + 8 : offset + 8 + length]))
+        if kind == b"IEND":
+            break
+        offset += 12 + length
+    return 1
+
+
+def _webp_orientation(view: memoryview) -> int:
+    """The orientation in an extended WebP's EXIF chunk, when VP8X flags one; 1 otherwise."""
+    if bytes(view[12:16]) != b"VP8X" or len(view) < 21 or not view[20] & 0x08:
+        return 1
+    offset = 12
+    while offset + 8 <= len(view):
+        length = int.from_bytes(view[offset + 4 : offset + 8], "little")
+        if bytes(view[offset : offset + 4]) == b"EXIF":
+            return _tiff_orientation(bytes(view[offset + 8 : offset + 8 + length]))
+        offset += 8 + length + (length & 1)
+    return 1
+
+
+def _oriented(image: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored pixel grid turned to how EXIF ``orientation`` says to show it, as OpenCV's
+    decoders do: 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise,
+    7 transverse, 8 rotate 90 counter-clockwise."""
+    if orientation == 1:
+        return image
+    if orientation in (2, 3, 4):
+        turned = cv2.flip(image, {2: 1, 3: -1, 4: 0}[orientation])
+    elif orientation in (6, 8):
+        turned = cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE if orientation == 6
+                            else cv2.ROTATE_90_COUNTERCLOCKWISE)
+    else:
+        turned = cv2.transpose(image)
+        if orientation == 7:
+            turned = cv2.flip(turned, -1)
+    height, width = turned.shape[:2]
+    return turned.reshape(height, width, image.shape[2])
 
 
 def _jpeg_min_blocks(view: memoryview, offset: int, width: int, height: int) -> int:

@@ -18,8 +18,9 @@ Convention (all formats):
   string counts; keypoints are ``{x, y, confidence}`` in pixels.
 - Image and detection ids are strings; ``width`` and ``height`` are those of the image as
   annotated, or when the annotations do not say, read from the image header with
-  ``cropcore.read_image_size``: the stored pixel grid, EXIF orientation not applied, which is
-  the frame the crop job decodes.
+  ``cropcore.read_image_size``: the image as shown, EXIF orientation applied, which is the
+  frame the crop job decodes (and OpenCV, Ultralytics and Roboflow's inference read). A COCO
+  size that disagrees with the image's is refused.
 - Detections are ordered by image, then in their order in the source.
 
 Errors in the input (a missing file, malformed JSON or label line, an unknown category or class,
@@ -197,8 +198,17 @@ def import_coco(
 
     def image_rows() -> Iterator[tuple[str, bytes, str, int, int]]:
         for image_id, record in coco_images.items():
-            data = _read_file_bytes(images_store, _join(images_root, record.file_name))
+            path = _join(images_root, record.file_name)
+            data = _read_file_bytes(images_store, path)
             height, width = record.size_hw
+            shown_hw = _decoded_size_hw(data, _shown(images_store, path))
+            if shown_hw != (height, width):  # the annotations were made on another frame
+                turned = " (its EXIF orientation turns it)" if shown_hw == (width, height) else ""
+                raise ValueError(
+                    f"{_shown(images_store, path)}: the image is {shown_hw[1]}x{shown_hw[0]} as "
+                    f"shown{turned}, but {annotations} says {width}x{height} for image "
+                    f"{image_id}: its annotations would be cut from the wrong pixels"
+                )
             yield image_id, data, record.file_name, width, height
 
     return _write_output(output, image_rows(), detection_rows, max_file_bytes)
@@ -1108,7 +1118,7 @@ def _read_json(url: str) -> Any:
 
 
 def _decoded_size_hw(data: bytes, url: str) -> tuple[int, int]:
-    # The header alone: no decode, and the same stored grid the crop job decodes.
+    # The header alone: no decode, and the frame the crop job decodes (EXIF orientation applied).
     try:
         width, height = read_image_size(data)
     except ImageDecodeError as error:

@@ -337,15 +337,125 @@ def test_webp_stores_grayscale_as_colour():
     assert decoded.shape == (40, 40, 3)
 
 
-def test_exif_orientation_is_ignored():
-    pil = PIL_Image.fromarray(random_image(20, 40))
-    exif = pil.getexif()
-    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
-    data = pil_bytes(pil, "JPEG", exif=exif.tobytes())
-    assert read_image_size(data) == (40, 20)
-    assert decode_image(data).shape == (20, 40, 3)
-    assert decode_image(data, mode="unchanged").shape == (20, 40, 3)
-    assert decode_image(data, reduce=2).shape == (10, 20, 3)
+def exif_image(fmt: str, orientation: int | None, pixels=None, **options) -> bytes:
+    """``pixels`` (default: a 37 x 53 random RGB image) saved by Pillow with an EXIF
+    Orientation tag (none when ``orientation`` is None)."""
+    pil = PIL_Image.fromarray(random_image(37, 53) if pixels is None else pixels)
+    exif = PIL_Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    lossless = {"lossless": True} if fmt == "WEBP" else {}
+    return pil_bytes(pil, fmt, exif=exif.tobytes(), **lossless, **options)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("orientation", [None, 1, 2, 3, 4, 5, 6, 7, 8, 0, 9])
+def test_convention_exif_orientation_is_applied_as_opencv_applies_it(fmt, orientation):
+    # cv2.imdecode and cv2.imread turn images as their EXIF says (so do Roboflow's inference and
+    # Ultralytics, which read with them); 0 and 9 are not orientations and change nothing.
+    data = exif_image(fmt, orientation)
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    for reuse_buffer in (False, True):
+        np.testing.assert_array_equal(decode_image(data, reuse_buffer=reuse_buffer), expected)
+    assert read_image_size(data) == (expected.shape[1], expected.shape[0])
+    turned = orientation in (5, 6, 7, 8)
+    assert expected.shape[:2] == ((53, 37) if turned else (37, 53))  # the test is not vacuous
+    unchanged = decode_image(data, mode="unchanged")  # OpenCV would not turn this one
+    np.testing.assert_array_equal(unchanged, expected)
+
+
+@pytest.mark.parametrize("orientation", [2, 5, 6, 7, 8])
+def test_exif_orientation_with_reduce_turns_the_reduced_image(orientation):
+    data = exif_image("JPEG", orientation)
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)
+    np.testing.assert_array_equal(decode_image(data, reduce=2), expected)
+    png = exif_image("PNG", orientation)
+    shown_w, shown_h = read_image_size(png)
+    assert decode_image(png, reduce=4).shape == (-(-shown_h // 4), -(-shown_w // 4), 3)
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_exif_orientation_turns_grey_and_alpha_images_in_unchanged_mode(orientation):
+    grey = random_image(37, 53)[:, :, 0]
+    data = exif_image("JPEG", orientation, grey)
+    stored = cv2.imdecode(np.frombuffer(data, np.uint8),
+                          cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+    turned = cv2.rotate(stored, cv2.ROTATE_180 if orientation == 3 else cv2.ROTATE_90_CLOCKWISE)
+    np.testing.assert_array_equal(decode_image(data, mode="unchanged")[:, :, 0], turned)
+    rgba = np.dstack([random_image(37, 53), np.arange(37 * 53).reshape(37, 53) % 256])
+    data = exif_image("PNG", orientation, rgba.astype(np.uint8))
+    bgra = cv2.cvtColor(rgba.astype(np.uint8), cv2.COLOR_RGBA2BGRA)
+    turned = cv2.rotate(bgra, cv2.ROTATE_180 if orientation == 3 else cv2.ROTATE_90_CLOCKWISE)
+    np.testing.assert_array_equal(decode_image(data, mode="unchanged"), turned)
+
+
+def _png_with_exif_chunk(payload: bytes, after_image_data: bool) -> bytes:
+    import struct
+    import zlib
+
+    data = exif_image("PNG", None)
+    chunks, offset = [], 8
+    while offset < len(data):
+        length = struct.unpack(">I", data[offset : offset + 4])[0]
+        chunks.append(data[offset : offset + 12 + length])
+        offset += 12 + length
+    chunks = [c for c in chunks if c[4:8] != b"eXIf"]
+    exif = (struct.pack(">I", len(payload)) + b"eXIf" + payload
+            + struct.pack(">I", zlib.crc32(b"eXIf" + payload)))
+    at = len(chunks) - 1 if after_image_data else 1
+    return data[:8] + b"".join(chunks[:at] + [exif] + chunks[at:])
+
+
+def _tiff_with_orientation(value: int, order: str = "big", kind: int = 3) -> bytes:
+    o = ">" if order == "big" else "<"
+    import struct
+
+    head = (b"MM\x00*" if order == "big" else b"II*\x00") + struct.pack(o + "I", 8)
+    entry = struct.pack(o + "HHI", 0x0112, kind, 1) + struct.pack(o + "H", value) + b"\x00\x00"
+    return head + struct.pack(o + "H", 1) + entry + struct.pack(o + "I", 0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "after_image_data"),
+    [
+        (_tiff_with_orientation(6), False),
+        (_tiff_with_orientation(6), True),  # libpng reads eXIf after the image data too
+        (_tiff_with_orientation(8, "little"), False),
+        (_tiff_with_orientation(6, kind=4), False),  # typed LONG: OpenCV reads 16 bits anyway
+        (b"Exif\x00\x00" + _tiff_with_orientation(6), False),  # libpng refuses this prefix
+        (_tiff_with_orientation(6)[:14], False),  # cut inside the entry
+        (b"MM\x00*\x00\x00\xff\xff", False),  # the first IFD far past the end
+    ],
+)
+def test_png_exif_chunks_are_read_as_opencv_reads_them(payload, after_image_data):
+    data = _png_with_exif_chunk(payload, after_image_data)
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decode_image(data), expected)
+    assert read_image_size(data) == (expected.shape[1], expected.shape[0])
+
+
+def test_jpeg_takes_the_first_exif_segment_and_skips_other_app1_segments():
+    import struct
+
+    six, eight = exif_image("JPEG", 6), exif_image("JPEG", 8)
+    start = eight.index(b"\xff\xe1")
+    segment = eight[start : start + 2 + struct.unpack(">H", eight[start + 2 : start + 4])[0]]
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00<x/>"
+    xmp_segment = b"\xff\xe1" + struct.pack(">H", len(xmp) + 2) + xmp
+    for data in (six[:2] + xmp_segment + six[2:], six[:2] + segment + six[2:]):
+        expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        np.testing.assert_array_equal(decode_image(data), expected)
+    first = cv2.imdecode(np.frombuffer(eight, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(decode_image(six[:2] + segment + six[2:]).shape, first.shape)
+
+
+def test_webp_exif_needs_the_vp8x_flag_as_opencv_does():
+    data = bytearray(exif_image("WEBP", 6))
+    assert bytes(data[12:16]) == b"VP8X" and data[20] & 0x08
+    data[20] &= ~0x08
+    expected = cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR)
+    assert expected.shape[:2] == (37, 53)
+    np.testing.assert_array_equal(decode_image(bytes(data)), expected)
 
 
 @pytest.mark.parametrize("reduce", [2, 4, 8])

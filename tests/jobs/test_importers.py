@@ -1260,3 +1260,53 @@ def test_max_file_mb_out_of_range_is_named_in_megabytes(tmp_path, capsys, megaby
     assert capsys.readouterr().err == (f"error: --max-file-mb must be within 1..2047 (Arrow's "
                                        f"2 GiB per column chunk), got {megabytes}\n")
     assert not (tmp_path / "out").exists()
+
+
+def exif_turned_jpeg(orientation: int) -> tuple[bytes, np.ndarray]:
+    """A 40 x 60 stored JPEG whose EXIF says to show it turned, and its pixels as shown (the
+    left half of the stored grid is red)."""
+    import io
+
+    from PIL import Image
+
+    stored = np.full((40, 60, 3), 255, np.uint8)
+    stored[:, :30] = (255, 0, 0)  # RGB red
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(stored).save(buffer, "JPEG", exif=exif.tobytes(), quality=95)
+    data = buffer.getvalue()
+    return data, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_yolo_labels_of_an_exif_turned_image_are_scaled_by_its_shown_size(tmp_path):
+    from cropcore import Detections, decode_image, dynamic_crop
+
+    data, shown = exif_turned_jpeg(6)  # shown 40 wide, 60 high; red on top
+    assert shown.shape[:2] == (60, 40)
+    write_bytes(tmp_path / "images" / "a.jpg", data)
+    # Ultralytics reads the image turned: the red half is the top half
+    write_bytes(tmp_path / "labels" / "a.txt", "0 0.5 0.25 0.5 0.3\n")
+    names = write_bytes(tmp_path / "data.yaml", "names:\n  - thing\n")
+    images, (detection,) = run_yolo(tmp_path, names)
+    assert (images[0]["width"], images[0]["height"]) == (40, 60)
+    assert box(detection) == pytest.approx([10, 6, 30, 24])
+    (crop,) = dynamic_crop(decode_image(images[0]["image"]),
+                           Detections(xyxy=[box(detection)], detection_id=["d"]))
+    assert np.abs(crop.image.astype(int) - (0, 0, 255)).max() < 40  # red (BGR), not white
+
+
+@pytest.mark.parametrize(("json_wh", "turned"), [((60, 40), True), ((41, 60), False)])
+def test_coco_size_that_disagrees_with_the_image_is_refused(tmp_path, json_wh, turned):
+    data, _ = exif_turned_jpeg(6)
+    write_bytes(tmp_path / "images" / "a.jpg", data)
+    document = {"images": [{"id": 1, "file_name": "a.jpg", "width": json_wh[0],
+                            "height": json_wh[1]}],
+                "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    annotations = write_bytes(tmp_path / "instances.json", json.dumps(document))
+    hint = r" \(its EXIF orientation turns it\)" if turned else ""
+    with pytest.raises(ValueError, match=rf"a\.jpg: the image is 40x60 as shown{hint}, but "
+                                         rf".*instances\.json says {json_wh[0]}x{json_wh[1]} "
+                                         rf"for image 1"):
+        import_coco(str(annotations), str(tmp_path / "images"), str(tmp_path / "out"))
+    assert not list((tmp_path / "out").rglob("*.parquet"))

@@ -375,3 +375,31 @@ def test_every_translated_prediction_is_the_input_minus_the_window_origin(ray_cl
         assert (crop["class_name"], crop["class_id"], crop["confidence"]) == (
             given["class_name"], given["class_id"], given["confidence"])
     assert min(checked.values()) >= 4, checked
+
+
+def test_an_exif_turned_image_is_cropped_as_shown(ray_cluster, tmp_path):
+    # Detectors that read with OpenCV (Roboflow's inference, Ultralytics) see the image turned
+    # as its EXIF says, so their boxes are in that frame; the job crops the same pixels.
+    import io
+
+    from PIL import Image
+
+    stored = image_pixels(3, (60, 40))[:, :, ::-1]  # 60 wide, 40 high; RGB for Pillow
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(stored)).save(buffer, "PNG", exif=exif.tobytes())
+    data = buffer.getvalue()
+    shown = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert shown.shape[:2] == (60, 40)
+    write_parquet(pa.table({"image_id": ["turned"], "image": [data]}), tmp_path / "images.parquet")
+    write_parquet(pa.table({"image_id": ["turned"], "detection_id": ["d"], "x_min": [5.0],
+                            "y_min": [30.0], "x_max": [35.0], "y_max": [58.0]}),
+                  tmp_path / "detections.parquet")
+    run(JobConfig(images=str(tmp_path / "images.parquet"),
+                  detections=str(tmp_path / "detections.parquet"), output=str(tmp_path / "out"),
+                  step=steps.parse_step({"type": "roboflow_core/dynamic_crop@v1"})))
+    (crop,) = read_output(tmp_path / "out", "crops").to_pylist()
+    np.testing.assert_array_equal(decode(crop["crop"]["bytes"]), shown[30:58, 5:35])
+    (lineage,) = read_output(tmp_path / "out", "lineage").to_pylist()
+    assert (lineage["parent_width"], lineage["parent_height"]) == (40, 60)

@@ -3,8 +3,8 @@
 The rules (unchanged from the driver-side pairing they replace):
 
 - a repeated image id keeps its first row (in input order); later rows, and rows with a null
-  id, are skipped (the crop stage writes each as a ``duplicate_image_id`` error row, with the
-  row's ``source_uri``, since only it knows the row's file);
+  id, are skipped (the crop stage writes each as a ``duplicate_image_id`` or, for a null id,
+  ``missing_id`` error row, with the row's ``source_uri``, since only it knows the row's file);
 - a detection with a null ``image_id`` or ``detection_id`` is a ``missing_id`` row;
 - a ``detection_id`` seen on an earlier detection row is a ``duplicate_detection_id`` row;
 - a detection whose image id names no image is an ``image_missing`` row;
@@ -72,8 +72,9 @@ MESSAGES = {
     "missing_id": "detection has a null image_id or detection_id",
     "duplicate_detection_id": "detection_id appears on an earlier detection row",
     "image_missing": "no image in the images table has this image_id",
-    "duplicate_image_id": "image id is null or appears on an earlier row; row skipped",
+    "duplicate_image_id": "image id appears on an earlier row; row skipped",
 }
+NULL_IMAGE_ID = "image row has a null image_id; row skipped"  # a missing_id row of the images
 # Inputs up to this many rows (images + detections) are paired in one task, no shuffle.
 SINGLE_TASK_ROWS = int(os.environ.get("CROPJOB_PAIRING_SINGLE_TASK_ROWS", 500_000))
 ROWS_PER_PARTITION = 1_000_000

@@ -107,14 +107,21 @@ class _StaticStep:
         cannot be used (``None`` when they can): a null or non-finite value, or a per-image
         value outside the step's domain."""
         values = {name: per_image.get(name, getattr(self, name)) for name in _CENTRE_AND_SIZE}
+        # Python numbers: NumPy scalars would show as np.float64(...) in messages
+        values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
         if not all(np.isfinite(float(v)) for v in values.values()):
-            return values, f"a per-image step parameter is null or not finite: {values}"
+            shown = ", ".join(f"{k}={'null' if np.isnan(float(v)) else v}"
+                              for k, v in values.items())
+            return values, f"a per-image step parameter is null or not finite: {shown}"
         for name in (n for n in _CENTRE_AND_SIZE if n in per_image):
             low, high, low_open = self.domains[name]  # the literal fields' domains (parse)
             value = float(values[name])
             if value < low or value > high or (low_open and value == low):
                 return values, (f"per-image {name} {values[name]} is outside the step's domain "
                                 f"({'(' if low_open else '['}{low}, {high}])")
+            if self.integer_parameters and not value.is_integer():
+                # the literal must be an integer too; rounding it would crop another window
+                return values, f"per-image {name} {values[name]} is not a whole number of pixels"
         return values, None
 
     def crop(self, pixels: np.ndarray, values: dict) -> CropBatch:

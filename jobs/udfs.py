@@ -233,8 +233,8 @@ class ShardBuilder:
 
     # -- the chunk ----------------------------------------------------------------------
     def crop_chunk(self, images: pa.Table, detections: pa.Table | None, skipped: set[int]):
-        """Crop every row of ``images`` but the ``skipped`` ones (a null or repeated id), which
-        become ``duplicate_image_id`` error rows."""
+        """Crop every row of ``images`` but the ``skipped`` ones, which become error rows:
+        ``missing_id`` for a null id, ``duplicate_image_id`` for a repeated one."""
         context, layout = self.context, self.context.layout
         ids = images.column(layout.id_column).to_pylist()
         self.images, self.ids = images, ids
@@ -257,8 +257,11 @@ class ShardBuilder:
         sources = images.column(layout.image_column)
         for row, image_id in enumerate(ids):
             if row in skipped:  # a null or repeated id: pairing kept another row, or none
-                self.error(image_id, None, "plan", "duplicate_image_id",
-                           pairing.MESSAGES["duplicate_image_id"], row)
+                if image_id is None:
+                    self.error(None, None, "plan", "missing_id", pairing.NULL_IMAGE_ID, row)
+                else:
+                    self.error(image_id, None, "plan", "duplicate_image_id",
+                               pairing.MESSAGES["duplicate_image_id"], row)
                 continue
             values = {k: v[row] for k, v in parameters.items()}
             if values:

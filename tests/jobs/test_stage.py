@@ -111,7 +111,8 @@ def test_an_image_without_an_id_is_an_error_row_not_a_crop(ray_cluster):
     table = table.set_column(0, "image_id", pa.array([None, "im1"], pa.string()))
     got = pa.concat_tables(ray.get(crop(ray.data.from_arrow(table), DYNAMIC).to_arrow_refs()))
     nameless = got.filter(pa.compute.is_null(got["image_id"]))
-    assert nameless["reason"].to_pylist() == ["duplicate_image_id"]
+    assert nameless["reason"].to_pylist() == ["missing_id"]
+    assert nameless["message"].to_pylist() == ["image row has a null image_id; row skipped"]
     assert set(got.filter(pa.compute.equal(got["image_id"], "im1"))["detection_id"]
                .to_pylist()) == {"im1-d0", "im1-d1", "im1-d2"}
 

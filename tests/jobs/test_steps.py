@@ -382,8 +382,16 @@ def test_static_steps_check_per_image_values_against_their_domains():
             f"per-image x_center {cx} is outside the step's domain "
             f"([-2147483648.0, 2147483648.0])")
     assert absolute.check({"x_center": -(2.0**31), "width": 2.0**31})[1] is None
-    assert absolute.check({"x_center": float("nan"), "width": 1.0})[1].startswith(
-        "a per-image step parameter is null or not finite: ")
+    assert absolute.check({"x_center": np.float64("nan"), "width": np.float64(1.0)})[1] == (
+        "a per-image step parameter is null or not finite: x_center=null, y_center=5, "
+        "width=1.0, height=4")  # no np.float64(...) reprs
+    # absolute crops take whole pixels, per image as in the literal: 10.5 used to crop 10 wide
+    # while lineage recorded 10.5, and 0.4 became an empty window
+    for name, value in (("width", 10.5), ("width", 0.4), ("x_center", 40.5)):
+        per_image = {"x_center": 3.0, "width": 2.0, name: value}
+        assert absolute.check(per_image)[1] == (
+            f"per-image {name} {value} is not a whole number of pixels")
+    assert absolute.check({"x_center": 3.0, "width": np.float64(10.0)})[0]["width"] == 10.0
     relative = parse_step({"type": RELATIVE, "x_center": "$inputs.cx", "y_center": 0.5,
                            "width": 0.5, "height": 0.5})
     assert relative.check({"x_center": 1.5})[1] == (

@@ -110,6 +110,27 @@ def translate_oriented_boxes(boxes: pa.Array, offsets_xy: np.ndarray) -> pa.Arra
     return translate_polygons(boxes, offsets_xy)
 
 
+def malformed_oriented_boxes(detections: pa.Table) -> np.ndarray:
+    """ndarray[N] bool: rows whose ``xyxyxyxy`` is not null and not four ``[x, y]`` corners of
+    finite numbers (what ``cropcore.Detections`` accepts as an oriented box)."""
+    if schema.ORIENTED_BOX not in detections.column_names:
+        return np.zeros(detections.num_rows, dtype=bool)
+    boxes = detections.column(schema.ORIENTED_BOX)
+    boxes = boxes.combine_chunks() if isinstance(boxes, pa.ChunkedArray) else boxes
+    if boxes.type != schema.ORIENTED_BOX_TYPE:
+        boxes = pc.cast(boxes, schema.ORIENTED_BOX_TYPE)
+    valid = boxes.is_valid().to_numpy(zero_copy_only=False)
+    bad = valid & (pc.fill_null(pc.list_value_length(boxes), 4).to_numpy() != 4)
+    corners = boxes.flatten()  # the corners of the non-null rows, with their rows below
+    values = corners.flatten()
+    bad_value = ~np.isfinite(pc.fill_null(values, np.nan).to_numpy(zero_copy_only=False))
+    bad_corner = (~corners.is_valid().to_numpy(zero_copy_only=False)
+                  | (pc.fill_null(pc.list_value_length(corners), 0).to_numpy() != 2))
+    bad_corner[pc.list_parent_indices(corners).to_numpy()[bad_value]] = True
+    bad[pc.list_parent_indices(boxes).to_numpy()[bad_corner]] = True
+    return bad
+
+
 def polygons_from_arrow(polygons: pa.Array) -> list[np.ndarray]:
     """``list<list<float64>>`` polygons as one ``(P_i, 2)`` float64 array per row.
 

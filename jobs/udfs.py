@@ -395,6 +395,11 @@ class ShardBuilder:
             for i in np.flatnonzero(keep & (faults == fault)):
                 self.error(image_id, detection_ids[i], "crop", reasons[i], messages[i], row)
         keep &= np.equal(reasons, None)
+        for i in np.flatnonzero(keep & convert.malformed_oriented_boxes(detections)):
+            keep[i] = False
+            self.error(image_id, detection_ids[i], "crop", "invalid_box",
+                       "the oriented box (xyxyxyxy) is not four [x, y] corners of finite "
+                       "numbers", row)
         if not keep.any():
             return
         try:

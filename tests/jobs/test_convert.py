@@ -280,3 +280,31 @@ def test_polygons_from_arrow_gives_read_only_arrays_whatever_the_points(rows):
     # Writability must not depend on whether some other point in the shard is malformed.
     out = convert.polygons_from_arrow(pa.array(rows, POLYGON))
     assert [p.flags.writeable for p in out] == [False, False]
+
+
+def test_malformed_oriented_boxes_are_those_cropcore_refuses():
+    rows = [None, [[0, 0], [1, 0], [1, 1], [0, 1]],  # null, and four corners: fine
+            [[0, 0], [1, 0], [1, 1]],  # three corners
+            [[0, 0], [1, 0], [1, 1], [0, None]], [[0, 0], [1, 0], [1, 1], None],  # nulls
+            [[0, 0], [1, 0], [1, 1], [0, 1, 2]],  # a corner of three numbers
+            [[0, 0], [1, 0], [1, 1], [0, float("nan")]], [[0, 0], [1, 0], [1, 1], [0, 1e400]],
+            []]
+    table = pa.table({schema.ORIENTED_BOX: pa.array(rows, schema.ORIENTED_BOX_TYPE)})
+    bad = convert.malformed_oriented_boxes(table)
+    assert bad.tolist() == [False, False, True, True, True, True, True, True, True]
+    from cropcore import Detections
+
+    for row, refused in zip(rows, bad, strict=True):  # the kernel's own check agrees
+        if row is None:
+            continue
+        try:
+            corners = np.array(row, dtype=np.float64)
+            Detections(xyxy=[[0, 0, 1, 1]], data={"xyxyxyxy": corners[None]})
+            accepted = bool(np.isfinite(corners).all())
+        except (ValueError, TypeError):
+            accepted = False
+        assert accepted != refused, row
+    fixed = pa.table({schema.ORIENTED_BOX: pa.array([[[0.0, 0.0]] * 4],
+                                                    pa.list_(pa.list_(pa.float64(), 2), 4))})
+    assert convert.malformed_oriented_boxes(fixed).tolist() == [False]
+    assert convert.malformed_oriented_boxes(pa.table({"x": [1]})).tolist() == [False]

@@ -403,3 +403,26 @@ def test_an_exif_turned_image_is_cropped_as_shown(ray_cluster, tmp_path):
     np.testing.assert_array_equal(decode(crop["crop"]["bytes"]), shown[30:58, 5:35])
     (lineage,) = read_output(tmp_path / "out", "lineage").to_pylist()
     assert (lineage["parent_width"], lineage["parent_height"]) == (40, 60)
+
+
+def test_a_malformed_oriented_box_is_an_invalid_box_row(ray_cluster, tmp_path):
+    write_parquet(images_table(1), tmp_path / "images.parquet")
+    corners = [[[5.0, 5.0], [20.0, 5.0], [20.0, 15.0], [5.0, 15.0]],
+               [[5.0, 5.0], [20.0, 5.0], [20.0, 15.0]]]  # three corners: refused, not carried
+    write_parquet(pa.table({"image_id": ["im0", "im0"], "detection_id": ["ok", "three"],
+                            "x_min": [5.0, 5.0], "y_min": [5.0, 5.0], "x_max": [20.0, 20.0],
+                            "y_max": [15.0, 15.0],
+                            "xyxyxyxy": pa.array(corners, schema.ORIENTED_BOX_TYPE)}),
+                  tmp_path / "detections.parquet")
+    summary = run(JobConfig(images=str(tmp_path / "images.parquet"),
+                            detections=str(tmp_path / "detections.parquet"),
+                            output=str(tmp_path / "out"),
+                            step=steps.parse_step({"type": "roboflow_core/dynamic_crop@v1"})))
+    assert summary.crops == 1
+    (crop,) = read_output(tmp_path / "out", "crops").to_pylist()
+    assert crop["detection_id"] == "ok" and crop["xyxyxyxy"][0] == [0.0, 0.0]
+    (error,) = read_output(tmp_path / "out", "errors").to_pylist()
+    assert (error["detection_id"], error["reason"], error["stage"]) == ("three", "invalid_box",
+                                                                       "crop")
+    assert error["message"] == ("the oriented box (xyxyxyxy) is not four [x, y] corners of "
+                                "finite numbers")

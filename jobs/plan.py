@@ -105,23 +105,21 @@ def make_plan(images_url: str, detections_url: str | None, *, needs_detections: 
     ``SchemaError`` names a missing or mistyped column before any work."""
     digest: list[str] = []
     units: list[Unit] = []
-    layout = None
+    layouts: list[tuple[str, schema.ImagesLayout]] = []
     for location, parquet, identity in _footers(_input_files(images_url, "--images")):
         digest.append(identity)
         if parquet.metadata.num_rows == 0:
             continue
         file_layout = schema.images_layout(parquet.schema_arrow, keep_columns, parameter_columns)
-        if layout is None:
-            layout = file_layout
-        elif file_layout != layout:
-            raise schema.SchemaError(f"images file {location.url} differs in its columns from "
-                                     f"the first file ({layout} vs {file_layout})")
+        if not layouts or file_layout != layouts[-1][1]:  # files written alike: checked once
+            layouts.append((location.url, file_layout))
         first = 0
         for group in range(parquet.metadata.num_row_groups):
             n = parquet.metadata.row_group(group).num_rows
             if n:
                 units.append(Unit(len(units), location.url, group, first, n))
                 first += n
+    layout = schema.merged_images_layout(layouts)
     nested = bool(layout and layout.nested_detections)
     parts: list[DetectionPart] = []
     detection_schema, detection_bytes = None, 0

@@ -23,6 +23,7 @@ detections  ``image_id, detection_id: string``, ``x_min, y_min, x_max, y_max: fl
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ __all__ = [
     "check_detections_schema",
     "check_detections_type",
     "images_layout",
+    "merged_images_layout",
     "is_npy_crop_type",
     "npy_crop_array",
     "npy_crop_tensors",
@@ -333,6 +335,9 @@ class ImagesLayout:
     nested_detections: bool
     carried: tuple[str, ...]
     has_root: bool
+    # one Arrow type per carried column, the same in every shard (the files' types unified);
+    # empty: each chunk's own types
+    carried_types: tuple[pa.DataType, ...] = ()
 
 
 # The row index pandas' ``DataFrame.to_parquet`` stores as a column: bookkeeping, not data.
@@ -386,9 +391,10 @@ def images_layout(schema: pa.Schema, keep_columns: tuple[str, ...] | None,
                               f"numeric, got {t}")
     used = {id_column, image_column, "detections", *parameter_columns.values()}
     if keep_columns is None:
-        carried = tuple(
+        carried = tuple(  # a column of nulls only (pandas writes None as Arrow null) too
             f.name for f in schema
-            if f.name not in used and f.name not in RESERVED_COLUMNS and _is_small_scalar(f.type)
+            if f.name not in used and f.name not in RESERVED_COLUMNS
+            and (_is_small_scalar(f.type) or pa.types.is_null(f.type))
             and not _PANDAS_INDEX.fullmatch(f.name)
         )
     else:
@@ -401,7 +407,40 @@ def images_layout(schema: pa.Schema, keep_columns: tuple[str, ...] | None,
                                   f"column of that name")
         carried = tuple(keep_columns)
     has_root = all(c in names for c in ROOT_COLUMNS)
-    return ImagesLayout(id_column, image_column, source, nested, carried, has_root)
+    return ImagesLayout(id_column, image_column, source, nested, carried, has_root,
+                        tuple(schema.field(name).type for name in carried))
+
+
+def merged_images_layout(layouts: list[tuple[str, ImagesLayout]]) -> ImagesLayout | None:
+    """One layout for the images files ``(url, layout)``: they must agree on how to read them
+    and carry the same columns; a carried column's types are unified (nulls take the other
+    files' type, integers widen). ``SchemaError`` says which file and column disagree."""
+    if not layouts:
+        return None
+    first_url, first = layouts[0]
+    for url, layout in layouts[1:]:
+        for name in ("id_column", "image_column", "image_source", "nested_detections",
+                     "has_root", "carried"):
+            if getattr(layout, name) != getattr(first, name):
+                what = name.replace("_", " ")
+                raise SchemaError(
+                    f"images file {url} differs from {first_url} in its {what}: "
+                    f"{getattr(layout, name)!r} there, {getattr(first, name)!r} here"
+                    + ("; --keep-columns chooses the columns to carry" if name == "carried"
+                       else ""))
+    types = []
+    for index, name in enumerate(first.carried):
+        try:
+            unified = pa.unify_schemas(
+                [pa.schema([(name, layout.carried_types[index])]) for _, layout in layouts],
+                promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            seen = sorted({str(layout.carried_types[index]) for _, layout in layouts})
+            raise SchemaError(f"images files disagree on the type of column '{name}' "
+                              f"({', '.join(seen)}): make them agree, or leave it out with "
+                              f"--keep-columns") from None
+        types.append(unified.field(name).type)
+    return dataclasses.replace(first, carried_types=tuple(types))
 
 
 _DETECTION_TYPES = {

@@ -517,7 +517,10 @@ class ShardBuilder:
         if context.layout.carried and self.images is not None:
             taken = self.images.select(list(context.layout.carried)).take(
                 pa.array(rows, pa.int64()))
-            carried = {name: taken.column(name) for name in context.layout.carried}
+            types = context.layout.carried_types
+            carried = {name: pc.cast(taken.column(name), types[i]) if types
+                       else taken.column(name)
+                       for i, name in enumerate(context.layout.carried)}
         # Hugging Face datasets' features in the schema: `crop` loads as an Image, no cast.
         crops = with_hf_features(pa.table({**crop_columns, **carried}))
         uris = {r: self.source_uri(r) for r in set(rows)}

@@ -426,3 +426,35 @@ def test_a_malformed_oriented_box_is_an_invalid_box_row(ray_cluster, tmp_path):
                                                                        "crop")
     assert error["message"] == ("the oriented box (xyxyxyxy) is not four [x, y] corners of "
                                 "finite numbers")
+
+
+def test_images_files_with_a_null_column_and_wider_ints_make_one_typed_output(ray_cluster,
+                                                                               tmp_path):
+    import pandas as pd
+
+    from tests.jobs.builders import png
+
+    (tmp_path / "images").mkdir()
+    frames = [pd.DataFrame({"image_id": ["a"], "image": [png(image_pixels(0))],
+                            "note": [None], "frame": pd.array([1], "int32")}),
+              pd.DataFrame({"image_id": ["b"], "image": [png(image_pixels(1))],
+                            "note": ["kept"], "frame": pd.array([2], "int64")})]
+    for k, frame in enumerate(frames):  # pandas writes the all-None note as Arrow null
+        frame.to_parquet(tmp_path / "images" / f"part-{k}.parquet")
+    assert pq.read_schema(tmp_path / "images" / "part-0.parquet").field("note").type == pa.null()
+    step = {"type": "roboflow_core/absolute_static_crop@v1", "x_center": 5, "y_center": 5,
+            "width": 4, "height": 4}
+    summary = run(JobConfig(images=str(tmp_path / "images"), detections=None,
+                            output=str(tmp_path / "out"), step=steps.parse_step(step),
+                            rows_per_shard=1))
+    assert summary.crops == 2
+    for kind in ("crops", "lineage"):
+        shards = list((tmp_path / "out" / kind).glob("*.parquet"))
+        assert len(shards) == 2
+        (note,) = {pq.read_schema(f).field("note").type for f in shards}  # one type per column
+        (frame,) = {pq.read_schema(f).field("frame").type for f in shards}
+        assert pa.types.is_string(note) or pa.types.is_large_string(note), kind
+        assert frame == pa.int64(), kind
+    rows = {r["image_id"]: (r["note"], r["frame"]) for r in
+            read_output(tmp_path / "out", "crops").to_pylist()}
+    assert rows == {"a": (None, 1), "b": ("kept", 2)}

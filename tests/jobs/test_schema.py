@@ -20,3 +20,37 @@ def test_pandas_row_index_is_not_carried_unless_asked_for(tmp_path):
     other = pa.schema([("image_id", pa.string()), ("image", pa.binary()),
                        ("__index_level_0__x", pa.int64())])
     assert schema.images_layout(other, None, {}).carried == ("__index_level_0__x",)
+
+
+def _layout_of(**columns) -> schema.ImagesLayout:
+    fields = [("image_id", pa.string()), ("image", pa.binary()), *columns.items()]
+    return schema.images_layout(pa.schema(fields), None, {})
+
+
+def test_images_files_merge_a_column_of_nulls_with_its_typed_twin():
+    # pandas writes an all-None column as Arrow null: the same column, not another layout
+    merged = schema.merged_images_layout([("a", _layout_of(note=pa.string(), n=pa.int32())),
+                                          ("b", _layout_of(note=pa.null(), n=pa.int64()))])
+    assert merged.carried == ("note", "n")
+    assert merged.carried_types == (pa.string(), pa.int64())
+
+
+def test_images_files_that_disagree_on_a_carried_type_are_refused():
+    import pytest
+
+    with pytest.raises(schema.SchemaError, match=r"^images files disagree on the type of column "
+                                                 r"'frame' \(int64, string\): make them agree, "
+                                                 r"or leave it out with --keep-columns$"):
+        schema.merged_images_layout([("a", _layout_of(frame=pa.int64())),
+                                     ("b", _layout_of(frame=pa.string()))])
+
+
+def test_images_files_that_carry_other_columns_say_which_and_how_to_choose():
+    import pytest
+
+    with pytest.raises(schema.SchemaError, match=r"^images file b differs from a in its carried: "
+                                                 r"\('x', 'y'\) there, \('x',\) here; "
+                                                 r"--keep-columns chooses the columns to carry$"):
+        schema.merged_images_layout([("a", _layout_of(x=pa.int8())),
+                                     ("b", _layout_of(x=pa.int8(), y=pa.string()))])
+    assert schema.merged_images_layout([]) is None

@@ -187,7 +187,12 @@ def _run(args) -> int:
     from jobs import pipeline, raycompat
 
     # Every check, and the output's claim, before starting Ray; the plan is made once.
-    prepared = pipeline.claim(pipeline.prepare(_config(args)))
+    prepared = pipeline.prepare(_config(args))
+    try:
+        raycompat.check_reachable(args.address)
+    except ConnectionError as error:
+        raise pipeline.JobError(f"{error} (nothing was claimed or written)") from None
+    prepared = pipeline.claim(prepared)
     raycompat.init(args.address, args.num_cpus)
     raycompat.configure_progress(sys.stderr.isatty(), args.verbose)
     summary = pipeline.run(prepared)

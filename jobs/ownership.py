@@ -125,6 +125,9 @@ def inspect_output(output: Location) -> OutputState:
         if not isinstance(manifest, dict):
             raise OutputRefused(f"{output.url}/_manifest.json is not a manifest this job wrote "
                                 f"(a JSON {type(manifest).__name__}); choose a new --output")
+        if not {"run_id", "fingerprint"} <= manifest.keys():
+            raise OutputRefused(f"{output.url}/_manifest.json is not a manifest this job wrote "
+                                f"(it has no run_id and fingerprint); choose a new --output")
     if claim is not None:
         return OutputState(claim, manifest, (), 0)
     files = list_tree(output)
@@ -145,10 +148,14 @@ def check_output(output: Location, state: OutputState, *, run_id: str, fingerpri
         difference = describe(owner.settings, settings) if describe and owner.settings else ""
         if not difference and owner.run_id != run_id:
             difference = f"run id ({owner.run_id} there, {run_id} here)"
+        release = "" if state.manifest else (
+            f". If that run is stopped for good, delete {output.url}/{CLAIM} to release the "
+            f"output: its committed shards stay, and a run of other settings refuses them as "
+            f"another run's files")
         raise OutputRefused(
             f"{output.url} belongs to run {owner.run_id}, {status}, with other "
             f"{difference or 'inputs, step, settings or code version'}; "
-            f"write to a new --output (nothing was changed)")
+            f"write to a new --output (nothing was changed){release}")
     if owner is None and state.own_data and not allow_foreign:
         raise OutputRefused(
             f"{output.url} holds {state.own_data} files named as this job's outputs (crops, "

@@ -7,6 +7,7 @@ enables token auth for local clusters; a laptop run keeps Ray on the loopback ad
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 import ray
@@ -39,6 +40,22 @@ def init(address: str | None = None, num_cpus: int | None = None) -> None:
     # "local" always starts a new cluster, never attaches to one `ray start` left running.
     ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1",
              _system_config={"num_workers_soft_limit": idle_workers_to_keep(num_cpus)}, **quiet)
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse, with ``ConnectionError``, a ``host:port`` (or ``ray://host:port``) address, or
+    ``RAY_ADDRESS``, where nothing accepts a connection within ``timeout`` seconds: ``ray.init``
+    would retry for minutes, deaf to Ctrl-C. Other forms (``auto``, none) are Ray's to resolve."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(f"cannot reach a Ray cluster at {address}: {error}") from None
 
 
 def idle_workers_to_keep(num_cpus: int | None) -> int:

@@ -292,6 +292,10 @@ def atomic_output(location: Location, tag: str = "") -> Iterator[pa.NativeFile]:
                 os.replace(temporary, path)
         except OSError as error:
             raise StorageError(f"cannot write {location.url}: {_clean(error)}") from None
+        except NotImplementedError:  # a read-only fsspec filesystem (http, for one)
+            scheme = location.url.split("://", 1)[0] if "://" in location.url else "local"
+            raise StorageError(f"cannot write {location.url}: the {scheme} filesystem is "
+                               f"read-only") from None
     except BaseException:
         if temporary is not None:
             try:

@@ -105,6 +105,21 @@ def test_validate_reports_the_plan(inputs, capsys):
     assert capsys.readouterr().out.startswith("ok: 2 images in 1 row groups, 4 detections")
 
 
+def test_run_with_an_address_nothing_answers_stops_at_once_and_claims_nothing(inputs, capsys):
+    import socket
+
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    code = main(["run", "--images", str(inputs / "images.parquet"), "--detections",
+                 str(inputs / "detections"), "--output", str(inputs / "out"), "--step", DYNAMIC,
+                 "--address", f"127.0.0.1:{port}"])  # ray.init retried for minutes, deaf to ^C
+    assert code == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: cannot reach a Ray cluster at 127.0.0.1:{port}: ")
+    assert not (inputs / "out").exists()
+
+
 @pytest.mark.slow
 def test_run_prints_a_summary(ray_cluster, inputs, capsys):
     code = main(["run", "--images", str(inputs / "images.parquet"), "--detections",

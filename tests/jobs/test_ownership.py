@@ -83,7 +83,10 @@ def test_an_output_claimed_by_another_run_is_refused_saying_what_differs(tmp_pat
     def describe(old, new):
         return "step" if old["step"] != new["step"] else ""
 
-    with pytest.raises(OutputRefused, match=r"belongs to run run-a, claimed .* with other step;"):
+    with pytest.raises(OutputRefused, match=r"belongs to run run-a, claimed .* with other step; "
+                                            r"write to a new --output \(nothing was changed\)\. "
+                                            r"If that run is stopped for good, delete "
+                                            r".*/_claim\.json to release the output"):
         ownership.check_output(output, state, run_id="run-b", fingerprint="b",
                                settings={"step": "s2", "inputs": "i", "code_version": "v"},
                                allow_foreign=False, describe=describe)
@@ -104,6 +107,20 @@ def test_unclaimed_crop_files_are_not_adopted(tmp_path):
     with pytest.raises(OutputRefused, match=r"holds 1 files named as this job's outputs .* but "
                                             r"no _claim\.json"):
         ownership.check_output(local(tmp_path), state, allow_foreign=False, **claim_for("f"))
+
+
+@pytest.mark.parametrize("document", ['{"version": 3, "files": ["a.bin"]}', '{"run_id": "x"}'])
+def test_another_tools_manifest_is_refused_as_not_ours(tmp_path, document):
+    (tmp_path / "_manifest.json").write_text(document)
+    with pytest.raises(OutputRefused, match=r"_manifest\.json is not a manifest this job wrote "
+                                            r"\(it has no run_id and fingerprint\)"):
+        ownership.inspect_output(local(tmp_path))  # it said "belongs to run None"
+
+
+def test_a_read_only_filesystem_fails_the_writable_check_in_one_line():
+    with pytest.raises(OSError, match=r"^cannot write http://127\.0\.0\.1:9/out/_probe-\w+: "
+                                      r"the http filesystem is read-only$"):
+        ownership.check_writable(resolve("http://127.0.0.1:9/out"))
 
 
 def test_a_claim_that_is_not_json_is_refused(tmp_path):

@@ -28,6 +28,7 @@ from jobs.storage import (
     create_exclusive,
     delete,
     exists,
+    glob_base,
     list_tree,
     read_bytes,
     write_atomic,
@@ -217,20 +218,18 @@ def _legacy_claim(manifest: dict) -> Claim:
                  "", dict(settings) if isinstance(settings, dict) else {})
 
 
-def overlapping(a: Location, b: Location) -> bool:
-    """Whether two locations on the same store are the same place or one holds the other
-    (paths compared after resolution: symlinks and ``..`` on local disks)."""
-    if type(a.fs) is not type(b.fs):
+def overlapping(source: Location, output: Location) -> bool:
+    """Whether an input (a file, folder or glob pattern) and the output folder on the same
+    store are the same place or one holds the other (paths compared after resolution: symlinks
+    and ``..`` on local disks; a pattern by the folder it searches)."""
+    if type(source.fs) is not type(output.fs):
         return False
-    x, y = _comparable(a), _comparable(b)
+    x, y = _comparable(source, glob_base(source)), _comparable(output, None)
     return x == y or x.startswith(y + "/") or y.startswith(x + "/")
 
 
-def _comparable(location: Location) -> str:
-    path = location.path
-    wildcard = [path.index(ch) for ch in "*?[" if ch in path]
-    if wildcard:  # a glob: the folder it searches
-        path = path[: min(wildcard)].rsplit("/", 1)[0] or "/"
+def _comparable(location: Location, base: str | None) -> str:
+    path = location.path if base is None else (base or "/")
     if location.is_local:
         return os.path.realpath(path).rstrip("/") or "/"
     return "/".join(p for p in path.split("/") if p not in ("", "."))

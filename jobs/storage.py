@@ -34,6 +34,7 @@ __all__ = [
     "delete",
     "exists",
     "file_info",
+    "glob_base",
     "join",
     "list_files",
     "list_tree",
@@ -179,15 +180,32 @@ def _clean(error: BaseException) -> str:
     return redact(str(error).splitlines()[0] if str(error) else type(error).__name__)
 
 
+def glob_base(location: Location) -> str | None:
+    """The folder a glob pattern searches (the part before its first ``*``, ``?`` or ``[``),
+    or None when ``location`` is no pattern: no such character, or a file or folder of that
+    very name exists (``images[2024]/`` is a folder, not a pattern)."""
+    path = location.path
+    wildcard = [path.index(ch) for ch in "*?[" if ch in path]
+    if not wildcard:
+        return None
+    try:
+        if location.fs.get_file_info(path).type != pafs.FileType.NotFound:
+            return None
+    except (OSError, ValueError):
+        pass  # the pattern is not a path this store accepts: treated as a pattern
+    return path[: min(wildcard)].rsplit("/", 1)[0]
+
+
 def list_files(location: Location, suffix: str = ".parquet") -> list[Location]:
     """The files at a location: the file itself, every ``suffix`` file below a directory
-    (sorted, hidden and ``_``-prefixed names skipped), or the matches of a glob pattern."""
+    (sorted, hidden and ``_``-prefixed names skipped), or the matches of a glob pattern (a path
+    with ``*``, ``?`` or ``[`` that names no existing file or folder)."""
     fs, path = location.fs, location.path
     try:
-        if any(ch in path for ch in "*?["):
+        base = glob_base(location)
+        if base is not None:
             import fnmatch
 
-            base = path[: min(path.index(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
             infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
             paths = [i.path for i in infos if i.is_file and fnmatch.fnmatch(i.path, path)]
         else:

@@ -216,7 +216,27 @@ def test_a_read_only_output_fails_the_writable_check(tmp_path):
 )
 def test_overlap_of_local_paths(tmp_path, a, b, overlap):
     assert ownership.overlapping(local(tmp_path / a), local(tmp_path / b)) is overlap
-    assert ownership.overlapping(local(tmp_path / b), local(tmp_path / a)) is overlap
+    if "*" not in a:  # an output is never a pattern
+        assert ownership.overlapping(local(tmp_path / b), local(tmp_path / a)) is overlap
+
+
+def test_a_path_with_glob_characters_that_exists_is_that_path(tmp_path):
+    from jobs.storage import list_files
+
+    (tmp_path / "images[2024]").mkdir()
+    (tmp_path / "images[2024]" / "part-0.parquet").write_bytes(b"PAR1")
+    (tmp_path / "images2").mkdir()
+    (tmp_path / "images2" / "part-0.parquet").write_bytes(b"PAR1")
+    folder = local(tmp_path / "images[2024]")
+    assert [f.path for f in list_files(folder)] == [f"{folder.path}/part-0.parquet"]
+    assert len(list_files(local(tmp_path / "images[2024]" / "part-0.parquet"))) == 1
+    # a pattern still matches as one, when no file or folder has its name
+    pattern = local(tmp_path / "images[12]" / "*.parquet")
+    assert [f.path.rsplit("/", 2)[-2] for f in list_files(pattern)] == ["images2"]
+    # an output named like a pattern is that folder: a sibling of the input, not its parent
+    assert not ownership.overlapping(local(tmp_path / "images2"), local(tmp_path / "out[1]"))
+    assert ownership.overlapping(local(tmp_path / "images[2024]"),
+                                 local(tmp_path / "images[2024]" / "out"))
 
 
 def test_overlap_through_a_symlink(tmp_path):

@@ -220,6 +220,7 @@ class ShardBuilder:
         self.roots: list[dict] | None = None
         self.emitted_positions: list[np.ndarray] = []
         self.emitted_offsets: list[np.ndarray] = []
+        self.malformed_obb = np.zeros(0, dtype=bool)  # per chunk detection, set by crop_chunk
 
     # -- rows ---------------------------------------------------------------------------
     def error(self, image_id, detection_id, stage, reason, message, row) -> None:
@@ -249,6 +250,8 @@ class ShardBuilder:
             if detections is None:
                 detections = pa.table({"__row": pa.array([], pa.int64())})
             self.chunk_detections = detections
+            # once per chunk: a pass per image cost more than the check (pyarrow call overhead)
+            self.malformed_obb = convert.malformed_oriented_boxes(detections)
             rows = detections.column("__row").to_numpy()
             bounds = np.searchsorted(rows, np.arange(len(ids) + 1))
             self.counts["detections"] = int(np.isin(rows, list(skipped), invert=True).sum())
@@ -395,7 +398,8 @@ class ShardBuilder:
             for i in np.flatnonzero(keep & (faults == fault)):
                 self.error(image_id, detection_ids[i], "crop", reasons[i], messages[i], row)
         keep &= np.equal(reasons, None)
-        for i in np.flatnonzero(keep & convert.malformed_oriented_boxes(detections)):
+        malformed = self.malformed_obb[first : first + len(detection_ids)]
+        for i in np.flatnonzero(keep & malformed):
             keep[i] = False
             self.error(image_id, detection_ids[i], "crop", "invalid_box",
                        "the oriented box (xyxyxyxy) is not four [x, y] corners of finite "

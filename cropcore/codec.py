@@ -568,22 +568,57 @@ def _read_jpeg_header(view: memoryview) -> _Header:
     raise AssertionError("_jpeg_segments ends at a frame header or raises")
 
 
+class _ExifCut(Exception):
+    """An EXIF block read past its end (OpenCV's reader stops there)."""
+
+
+# IFD0 tags whose values OpenCV's EXIF reader reads before it gets to a later entry, and what
+# it reads: a string, a 16-bit value, or that many unsigned rationals at an offset. Reading past
+# the block's end stops it (entries read so far count, later ones are never seen).
+_EXIF_STRINGS = frozenset({0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x8298})
+_EXIF_SHORTS = frozenset({0x0128, 0x0213})
+_EXIF_RATIONALS = {0x011A: 1, 0x011B: 1, 0x013E: 2, 0x013F: 6, 0x0211: 3, 0x0214: 6}
+
+
 def _tiff_orientation(tiff: bytes) -> int:
-    """The Orientation tag (0x0112) of an EXIF block's first IFD, 1 to 8; 1 when the block is
-    malformed, has no such tag, or holds another value (OpenCV ignores those too)."""
-    if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
-        return 1
-    order = "little" if tiff[:2] == b"II" else "big"
-    ifd = int.from_bytes(tiff[4:8], order)
-    if ifd + 2 > len(tiff):
-        return 1
-    count = int.from_bytes(tiff[ifd : ifd + 2], order)
-    for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
-        if int.from_bytes(tiff[entry : entry + 2], order) != 0x0112:
-            continue
-        # a SHORT; OpenCV reads these 16 bits whatever type the entry declares, and so do we
-        value = int.from_bytes(tiff[entry + 8 : entry + 10], order)
-        return value if 1 <= value <= 8 else 1
+    """The Orientation tag (0x0112) of an EXIF block's first IFD, 1 to 8, read as OpenCV's EXIF
+    reader reads it, so that malformed blocks turn an image exactly when OpenCV turns it: a
+    byte order of ``II`` is little-endian and anything else big-endian, the 42 mark is
+    required, and entries are read in order until the first orientation or until an entry
+    OpenCV reads points past the block. 1 when there is none, or it holds another value."""
+    size = len(tiff)
+    order = "little" if size > 1 and tiff[0] == tiff[1] == 0x49 else "big"  # "II"
+
+    def number(at: int, width: int) -> int:
+        if at + width > size:
+            raise _ExifCut
+        return int.from_bytes(tiff[at : at + width], order)
+
+    try:
+        if number(2, 2) != 42:
+            return 1
+        ifd = number(4, 4)
+        entry = ifd + 2
+        for _ in range(number(ifd, 2)):
+            tag = number(entry, 2)
+            if tag == 0x0112:  # a SHORT; OpenCV reads 16 bits whatever type the entry says
+                value = number(entry + 8, 2)
+                return value if 1 <= value <= 8 else 1
+            if tag in _EXIF_STRINGS:
+                length = number(entry + 4, 4)
+                start = number(entry + 8, 4) if length > 4 else 8  # (sic: OpenCV's offset 8)
+                if start > size or start + length > size:
+                    raise _ExifCut
+            elif tag in _EXIF_SHORTS:
+                number(entry + 8, 2)
+            elif tag in _EXIF_RATIONALS:
+                at = number(entry + 8, 4)
+                for _ in range(2 * _EXIF_RATIONALS[tag]):
+                    number(at, 4)
+                    at = (at + 4) & 0xFFFFFFFF  # OpenCV's offsets are 32-bit
+            entry += 12
+    except _ExifCut:
+        pass
     return 1
 
 
@@ -595,7 +630,10 @@ def _png_orientation(view: memoryview) -> int:
         length = int.from_bytes(view[offset : offset + 4], "big")
         kind = bytes(view[offset + 4 : offset + 8])
         if kind == b"eXIf":
-            return _tiff_orientation(bytes(view[offset + 8 : offset + 8 + length]))
+            block = bytes(view[offset + 8 : offset + 8 + length])
+            # libpng keeps the chunk only when it starts with a byte order, II or MM
+            valid = len(block) > 1 and block[0] == block[1] and block[:1] in (b"I", b"M")
+            return _tiff_orientation(block) if valid else 1
         if kind == b"IEND":
             break
         offset += 12 + length
@@ -603,8 +641,9 @@ def _png_orientation(view: memoryview) -> int:
 
 
 def _webp_orientation(view: memoryview) -> int:
-    """The orientation in an extended WebP's EXIF chunk, when VP8X flags one; 1 otherwise."""
-    if bytes(view[12:16]) != b"VP8X" or len(view) < 21 or not view[20] & 0x08:
+    """The orientation in an extended WebP's EXIF chunk, when VP8X flags one and no reserved
+    flag bit (libwebp's demuxer refuses those, and OpenCV then reads no EXIF); 1 otherwise."""
+    if bytes(view[12:16]) != b"VP8X" or len(view) < 21 or view[20] & 0xC9 != 0x08:
         return 1
     offset = 12
     while offset + 8 <= len(view):

@@ -457,6 +457,138 @@ def test_webp_exif_needs_the_vp8x_flag_as_opencv_does():
     assert expected.shape[:2] == (37, 53)
     np.testing.assert_array_equal(decode_image(bytes(data)), expected)
 
+# --- EXIF blocks by hand: what OpenCV reads of them, and what it does not ----------------------
+
+
+def _ifd_entry(tag: int, kind: int, count: int, value: bytes, order: str = "big") -> bytes:
+    """One 12-byte IFD entry: tag, type, count, then 4 value bytes as given."""
+    return struct.pack((">" if order == "big" else "<") + "HHI", tag, kind, count) + value
+
+
+def _short(value: int, order: str = "big") -> bytes:
+    """A SHORT value in an entry's 4 value bytes (two pad bytes after it)."""
+    return struct.pack((">" if order == "big" else "<") + "H", value) + b"\x00\x00"
+
+
+def _tiff_block(entries, order="big", count=None, tail=b"\x00\x00\x00\x00", mark=None) -> bytes:
+    """An EXIF (TIFF) block: header (``mark`` replaces its first 4 bytes), IFD0 at byte 8 with
+    ``count`` (default: how many ``entries``) then the entries, then ``tail`` (the next-IFD
+    offset and whatever follows)."""
+    o = ">" if order == "big" else "<"
+    head = mark or (b"MM\x00*" if order == "big" else b"II*\x00")
+    n = len(entries) if count is None else count
+    return head + struct.pack(o + "IH", 8, n) + b"".join(entries) + tail
+
+
+def _jpeg_with_app1(payload: bytes) -> bytes:
+    """A JPEG without EXIF of its own, with one APP1 Exif segment holding ``payload``."""
+    data = pil_bytes(PIL_Image.fromarray(random_image(37, 53)), "JPEG")
+    body = b"Exif\x00\x00" + payload
+    return data[:2] + b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body + data[2:]
+
+
+def _riff_chunk(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) & 1)
+
+
+def _webp_by_chunks(after=(), flags: int | None = 0x08) -> bytes:
+    """A lossless WebP: a VP8X chunk with ``flags`` (none when None: the simple format), the
+    VP8L image chunk Pillow writes, then the chunks ``after``."""
+    pixels = random_image(37, 53)
+    simple = pil_bytes(PIL_Image.fromarray(pixels), "WEBP", lossless=True)
+    assert simple[12:16] == b"VP8L"
+    body = simple[12:] + b"".join(after)
+    if flags is not None:
+        height, width = pixels.shape[:2]
+        canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+        body = _riff_chunk(b"VP8X", bytes([flags, 0, 0, 0]) + canvas) + body
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def assert_turned_as_opencv(data: bytes, orientation: int) -> None:
+    """cv2.imdecode turns ``data`` as EXIF ``orientation`` (1, 6 or 8) says (checked, so the case
+    is not vacuous), and decode_image and read_image_size agree with it."""
+    turn = {1: lambda a: a, 6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+            8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE)}[orientation]
+    buffer = np.frombuffer(data, np.uint8)
+    expected = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    stored = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    np.testing.assert_array_equal(expected, turn(stored))
+    np.testing.assert_array_equal(decode_image(data), expected)
+    assert read_image_size(data) == (expected.shape[1], expected.shape[0])
+
+
+@pytest.mark.parametrize("order", ["big", "little"])
+def test_exif_orientation_is_found_after_other_ifd_entries(order):
+    entries = [_ifd_entry(0x010F, 2, 4, b"abc\x00", order),  # Make, then Model, inline
+               _ifd_entry(0x0110, 2, 4, b"xyz\x00", order),
+               _ifd_entry(0x0112, 3, 1, _short(8, order), order)]
+    assert_turned_as_opencv(_jpeg_with_app1(_tiff_block(entries, order)), 8)
+
+
+@pytest.mark.parametrize("order", ["big", "little"])
+@pytest.mark.parametrize("tail", [b"", b"\x00\x00\x00\x00"])
+def test_exif_entries_past_the_ifd_count_are_not_read(order, tail):
+    # IFD0 says one entry (Make); an Orientation entry follows it, outside the directory
+    entries = [_ifd_entry(0x010F, 2, 4, b"abc\x00", order),
+               _ifd_entry(0x0112, 3, 1, _short(6, order), order)]
+    assert_turned_as_opencv(_jpeg_with_app1(_tiff_block(entries, order, 1, tail)), 1)
+
+
+def test_exif_tag_bytes_off_the_12_byte_entry_grid_are_not_an_entry():
+    # ImageWidth's value holds 12 01 (0x0112 little-endian) and the next entry's count is 6:
+    # read byte by byte, that would be an Orientation entry with value 6
+    entries = [_ifd_entry(0x0100, 3, 1, b"\x12\x01\x00\x00", "little"),
+               _ifd_entry(0x010F, 2, 6, struct.pack("<I", 38), "little")]
+    tiff = _tiff_block(entries, "little", tail=b"\x00\x00\x00\x00abcde\x00")
+    assert tiff[18:20] == b"\x12\x01" and tiff[26:28] == b"\x06\x00"
+    assert_turned_as_opencv(_jpeg_with_app1(tiff), 1)
+
+
+@pytest.mark.parametrize(
+    ("tiff", "orientation"),
+    [
+        # the block ends right after the Orientation entry, without a next-IFD offset
+        (_tiff_block([_ifd_entry(0x0112, 3, 1, _short(6))], tail=b""), 6),
+        # the block ends after the value's first byte (06 of 06 00): not an orientation
+        (_tiff_block([_ifd_entry(0x0112, 3, 1, _short(6, "little"), "little")], "little")[:19],
+         1),
+        # a TIFF mark other than 42
+        (_tiff_block([_ifd_entry(0x0112, 3, 1, _short(6))], mark=b"MM\x00+"), 1),
+    ],
+)
+def test_exif_block_edges_are_read_as_opencv_reads_them(tiff, orientation):
+    assert_turned_as_opencv(_jpeg_with_app1(tiff), orientation)
+    assert_turned_as_opencv(_png_with_exif_chunk(tiff, False), orientation)
+    assert_turned_as_opencv(_webp_by_chunks([_riff_chunk(b"EXIF", tiff)]), orientation)
+
+
+def test_png_exif_chunk_after_iend_is_not_read():
+    data = pil_bytes(PIL_Image.fromarray(random_image(37, 53)), "PNG")
+    assert data.endswith(png_chunk(b"IEND", b"")) and b"eXIf" not in data
+    tiff = _tiff_block([_ifd_entry(0x0112, 3, 1, _short(6))])
+    assert_turned_as_opencv(data + png_chunk(b"eXIf", tiff), 1)
+    assert_turned_as_opencv(_png_with_exif_chunk(tiff, True), 6)  # the same chunk before IEND
+
+
+@pytest.mark.parametrize(
+    ("flags", "chunks", "orientation"),
+    [
+        (0x08, ["EXIF"], 6),
+        (0x08, ["XMP ", "EXIF"], 6),  # after a chunk of odd size and its pad byte
+        (0x08, ["XMP "], 1),  # the EXIF flag without an EXIF chunk
+        (0x01, ["EXIF"], 1),  # a reserved flag bit is not the EXIF flag
+        (None, ["EXIF"], 1),  # the simple format (no VP8X) has no EXIF
+    ],
+)
+def test_webp_exif_chunk_is_read_as_opencv_reads_it(flags, chunks, orientation):
+    payloads = {b"EXIF": _tiff_block([_ifd_entry(0x0112, 3, 1, _short(6))]), b"XMP ": b"<x/>!"}
+    after = [_riff_chunk(kind.encode(), payloads[kind.encode()]) for kind in chunks]
+    data = _webp_by_chunks(after, flags)
+    if flags is None:
+        assert data[20] & 0x08  # VP8L's signature byte 2F: the flag bit's place, set
+    assert_turned_as_opencv(data, orientation)
+
 
 @pytest.mark.parametrize("reduce", [2, 4, 8])
 def test_reduce_jpeg_is_dct_scaled_to_ceil(reduce):
@@ -1243,3 +1375,61 @@ def test_bogus_sampling_factors_are_refused_by_libjpeg(sampling):
     data = _patch_sof(cv2_bytes(ASTRONAUT_BGR[:16, :16, 1], ".jpg"), 11, sampling)
     with pytest.raises(ImageDecodeError, match=r"^undecodable: libjpeg-turbo: "):
         decode_image(data)
+
+
+# OpenCV's EXIF reader on malformed blocks: where it stops, what it reads as the byte order,
+# which VP8X flags hide the EXIF; each case turns an image exactly when cv2.imdecode turns it.
+_SIX = 0x0112, 3, 1
+
+
+@pytest.mark.parametrize("cut", [18, 19, 20, 21])  # inside the orientation entry's value/pad
+def test_exif_orientation_entry_cut_short_is_read_as_far_as_its_value(cut):
+    block = _tiff_block([_ifd_entry(*_SIX, _short(6))], tail=b"")[:cut]
+    assert_turned_as_opencv(_jpeg_with_app1(block), 6 if cut >= 20 else 1)
+
+
+@pytest.mark.parametrize(
+    ("entry", "turned"),
+    [
+        (_ifd_entry(0x010F, 2, 100, struct.pack(">I", 4000)), False),  # Make: its text past the end
+        (_ifd_entry(0x010F, 2, 3, b"ab\x00\x00"), True),  # Make, inline: fine
+        (_ifd_entry(0x8298, 2, 5, struct.pack(">I", 16)), True),  # Copyright inside the block
+        (_ifd_entry(0x011A, 5, 1, struct.pack(">I", 4000)), False),  # XResolution past the end
+        (_ifd_entry(0x011B, 5, 1, struct.pack(">I", 64)), False),  # YResolution: a rational cut
+        (_ifd_entry(0x013E, 5, 2, struct.pack(">I", 56)), False),  # WhitePoint: 2nd rational cut
+        (_ifd_entry(0x013F, 5, 6, struct.pack(">I", 30)), False),  # 6 chromaticities: too long
+        (_ifd_entry(0x013F, 5, 6, struct.pack(">I", 22)), True),  # ... the last one just fits
+        (_ifd_entry(0x0211, 5, 3, struct.pack(">I", 8)), True),  # 3 YCbCr coefficients fit
+        (_ifd_entry(0x0214, 5, 6, struct.pack(">I", 24)), False),  # 6 black/white points do not
+        (_ifd_entry(0x9999, 5, 1, struct.pack(">I", 4000)), True),  # a tag OpenCV does not read
+    ],
+)
+def test_an_entry_opencv_cannot_read_before_the_orientation_hides_it(entry, turned):
+    block = _tiff_block([entry, _ifd_entry(*_SIX, _short(6))], tail=b"\x00" * 36)
+    assert len(block) == 70  # header 8, count 2, two entries 24, then 36 bytes
+    for data in (_jpeg_with_app1(block), _png_with_exif_chunk(block, False),
+                 _webp_by_chunks([_riff_chunk(b"EXIF", block)])):
+        assert_turned_as_opencv(data, 6 if turned else 1)
+
+
+def test_an_unreadable_entry_after_the_orientation_changes_nothing():
+    block = _tiff_block([_ifd_entry(*_SIX, _short(8)),
+                         _ifd_entry(0x011A, 5, 1, struct.pack(">I", 4000))])
+    assert_turned_as_opencv(_jpeg_with_app1(block), 8)
+
+
+@pytest.mark.parametrize("mark", [b"MI\x00*", b"IM\x00*", b"\x00\x00\x00*", b"AA\x00*"])
+def test_exif_byte_order_other_than_ii_is_read_big_endian_except_by_libpng(mark):
+    block = _tiff_block([_ifd_entry(*_SIX, _short(6))], mark=mark)
+    assert_turned_as_opencv(_jpeg_with_app1(block), 6)
+    assert_turned_as_opencv(_webp_by_chunks([_riff_chunk(b"EXIF", block)]), 6)
+    assert_turned_as_opencv(_png_with_exif_chunk(block, False), 1)  # libpng drops the chunk
+
+
+@pytest.mark.parametrize("flags", [0x09, 0x48, 0x88, 0xC8])
+def test_webp_reserved_flag_bits_hide_the_exif_as_in_libwebp(flags):
+    block = _tiff_block([_ifd_entry(*_SIX, _short(6))])
+    assert_turned_as_opencv(_webp_by_chunks([_riff_chunk(b"EXIF", block)], flags=flags), 1)
+    # the other defined flags (XMP, alpha, ICC) leave it
+    for other in (0x0C, 0x18, 0x28):
+        assert_turned_as_opencv(_webp_by_chunks([_riff_chunk(b"EXIF", block)], flags=other), 6)

@@ -419,6 +419,17 @@ def test_remove_background_saturates_the_colour_to_the_dtype():
     assert out[1, 1].tolist() == [127, 0, 127]  # 255 saturates; it used to wrap to -1
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_remove_background_at_full_opacity_is_the_colour_even_over_nan_and_inf(dtype):
+    # 1 * colour + 0 * pixel would be NaN where the pixel is NaN or infinite
+    crop = np.array([[[np.nan, np.inf, -np.inf], [1, np.nan, 3]]], dtype)
+    mask = np.array([[False, True]])
+    for colour in ((10, 20, 30), (0, 0, 0)):
+        out = remove_background(crop, mask, 1.0, colour)
+        np.testing.assert_array_equal(out, np.array([[colour, [1, np.nan, 3]]], dtype))
+        assert out.dtype == dtype
+
+
 @pytest.mark.parametrize("mask_dtype", [np.uint8, np.int16, np.int64, np.float64])
 def test_remove_background_takes_nonzero_of_any_mask_dtype_as_the_object(mask_dtype):
     crop = np.full((2, 3, 3), 40, np.uint8)

@@ -106,3 +106,57 @@ def test_windows_from_xyxy_limit_follows_the_longer_side(size_wh):
     width, height = size_wh
     boxes = [[0.0, 0.0, width, height], [-1e9, -1e9, 1e9, 1e9]]
     np.testing.assert_array_equal(windows_from_xyxy(boxes, size_wh), [[0, 0, width, height]] * 2)
+
+
+def test_absolute_and_relative_windows_name_at_most_four_non_finite_values():
+    message = r"^coordinates must be finite, got \[ nan  inf -inf  nan\]$"
+    centres = [np.nan, np.inf, -np.inf, np.nan, np.inf, 0.5]
+    with pytest.raises(ValueError, match=message):
+        absolute_windows(centres, 5, 2, 2, (10, 10))
+    with pytest.raises(ValueError, match=message):
+        relative_windows(centres, 0.5, 0.2, 0.2, (10, 10))
+
+
+def test_relative_windows_scale_float32_fractions_as_their_exact_values():
+    # float32 0.6025 is 0.602500021...: 602.500021 pixels of 1000, which round up to 603; a
+    # float32 product would be 602.5, which rounds (half to even) to 602
+    x = np.float32(0.6025)
+    assert np.round(np.float32(1000) * x) == 602
+    fifth, half = np.float32(0.2), np.float32(0.5)
+    windows = relative_windows(np.array([x]), np.array([half]), np.array([fifth]),
+                               np.array([fifth]), (1000, 1000))
+    np.testing.assert_array_equal(windows, [[503, 400, 703, 600]])
+
+
+def test_relative_windows_flatten_each_argument_before_broadcasting():
+    # like absolute_windows: a (2, 1) column and a (2,) row pair up, they do not make 2 x 2
+    flat = relative_windows([0.2, 0.5], 0.5, [0.2, 0.4], 0.5, (100, 100))
+    np.testing.assert_array_equal(flat, [[10, 25, 30, 75], [30, 25, 70, 75]])
+    column = np.array([[0.2], [0.5]])
+    np.testing.assert_array_equal(relative_windows(column, 0.5, np.array([0.2, 0.4]), 0.5,
+                                                   (100, 100)), flat)
+    np.testing.assert_array_equal(absolute_windows(column * 100, 50, np.array([20, 40]), 50,
+                                                   (100, 100)), flat)
+
+
+def test_absolute_windows_limit_far_values_on_both_sides_before_the_int64_cast():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflowing float -> int64 cast warns
+        windows = absolute_windows([-1e20, 1e20, 5.0], [5.0, 5.0, -1e300], [10.0, 10.0, 1e300],
+                                   10.0, (10, 8))
+    np.testing.assert_array_equal(windows, [[0, 0, 0, 8], [10, 0, 10, 8], [0, 0, 10, 0]])
+
+
+def test_far_coordinates_stay_exact_on_a_side_near_the_int64_limit():
+    # 2 * side + 2 still fits int64 for a side of 4e18 (3 * side would not)
+    import warnings
+
+    side = 4 * 10**18
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(absolute_windows(0.0, 0.0, 1e30, 1.0, (side, 1)),
+                                      [[0, 0, side, 1]])
+        np.testing.assert_array_equal(windows_from_xyxy([[-1e30, 0.0, 1e30, 1.0]], (side, 1)),
+                                      [[0, 0, side, 1]])

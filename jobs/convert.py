@@ -115,18 +115,16 @@ def malformed_oriented_boxes(detections: pa.Table) -> np.ndarray:
     finite numbers (what ``cropcore.Detections`` accepts as an oriented box)."""
     if schema.ORIENTED_BOX not in detections.column_names:
         return np.zeros(detections.num_rows, dtype=bool)
-    boxes = detections.column(schema.ORIENTED_BOX)
-    boxes = boxes.combine_chunks() if isinstance(boxes, pa.ChunkedArray) else boxes
-    if boxes.type != schema.ORIENTED_BOX_TYPE:
-        boxes = pc.cast(boxes, schema.ORIENTED_BOX_TYPE)
-    valid = boxes.is_valid().to_numpy(zero_copy_only=False)
-    bad = valid & (pc.fill_null(pc.list_value_length(boxes), 4).to_numpy() != 4)
+    boxes = pc.cast(detections.column(schema.ORIENTED_BOX).combine_chunks(),
+                    schema.ORIENTED_BOX_TYPE)
+    # Lengths and values of null entries come out as NaN, which no check below accepts.
+    bad = (boxes.is_valid().to_numpy(zero_copy_only=False)
+           & (pc.list_value_length(boxes).to_numpy(zero_copy_only=False) != 4))
     corners = boxes.flatten()  # the corners of the non-null rows, with their rows below
-    values = corners.flatten()
-    bad_value = ~np.isfinite(pc.fill_null(values, np.nan).to_numpy(zero_copy_only=False))
     bad_corner = (~corners.is_valid().to_numpy(zero_copy_only=False)
-                  | (pc.fill_null(pc.list_value_length(corners), 0).to_numpy() != 2))
-    bad_corner[pc.list_parent_indices(corners).to_numpy()[bad_value]] = True
+                  | (pc.list_value_length(corners).to_numpy(zero_copy_only=False) != 2))
+    values = corners.flatten().to_numpy(zero_copy_only=False)
+    bad_corner[pc.list_parent_indices(corners).to_numpy()[~np.isfinite(values)]] = True
     bad[pc.list_parent_indices(boxes).to_numpy()[bad_corner]] = True
     return bad
 

@@ -307,4 +307,8 @@ def test_malformed_oriented_boxes_are_those_cropcore_refuses():
     fixed = pa.table({schema.ORIENTED_BOX: pa.array([[[0.0, 0.0]] * 4],
                                                     pa.list_(pa.list_(pa.float64(), 2), 4))})
     assert convert.malformed_oriented_boxes(fixed).tolist() == [False]
-    assert convert.malformed_oriented_boxes(pa.table({"x": [1]})).tolist() == [False]
+    absent = convert.malformed_oriented_boxes(pa.table({"x": [1, 2]}))
+    assert absent.dtype == bool and absent.tolist() == [False, False]  # & with a bool mask
+    assert bad.dtype == bool
+    # a chunk is a slice of its unit's detections: rows count from the slice's start
+    assert convert.malformed_oriented_boxes(table.slice(1, 4)).tolist() == bad[1:5].tolist()

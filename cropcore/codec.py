@@ -572,11 +572,11 @@ class _ExifCut(Exception):
     """An EXIF block read past its end (OpenCV's reader stops there)."""
 
 
-# IFD0 tags whose values OpenCV's EXIF reader reads before it gets to a later entry, and what
-# it reads: a string, a 16-bit value, or that many unsigned rationals at an offset. Reading past
-# the block's end stops it (entries read so far count, later ones are never seen).
+# IFD0 tags whose values OpenCV's EXIF reader reads from elsewhere in the block: a string of
+# more than 4 bytes, or that many unsigned rationals, at the offset the entry holds. Reading past
+# the block's end stops it (entries read so far count, later ones are never seen). Its other
+# reads lie inside the entry itself: a block that ends there holds no later entry anyway.
 _EXIF_STRINGS = frozenset({0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x8298})
-_EXIF_SHORTS = frozenset({0x0128, 0x0213})
 _EXIF_RATIONALS = {0x011A: 1, 0x011B: 1, 0x013E: 2, 0x013F: 6, 0x0211: 3, 0x0214: 6}
 
 
@@ -587,7 +587,7 @@ def _tiff_orientation(tiff: bytes) -> int:
     required, and entries are read in order until the first orientation or until an entry
     OpenCV reads points past the block. 1 when there is none, or it holds another value."""
     size = len(tiff)
-    order = "little" if size > 1 and tiff[0] == tiff[1] == 0x49 else "big"  # "II"
+    order = "little" if tiff[:2] == b"II" else "big"
 
     def number(at: int, width: int) -> int:
         if at + width > size:
@@ -606,11 +606,8 @@ def _tiff_orientation(tiff: bytes) -> int:
                 return value if 1 <= value <= 8 else 1
             if tag in _EXIF_STRINGS:
                 length = number(entry + 4, 4)
-                start = number(entry + 8, 4) if length > 4 else 8  # (sic: OpenCV's offset 8)
-                if start > size or start + length > size:
+                if length > 4 and number(entry + 8, 4) + length > size:
                     raise _ExifCut
-            elif tag in _EXIF_SHORTS:
-                number(entry + 8, 2)
             elif tag in _EXIF_RATIONALS:
                 at = number(entry + 8, 4)
                 for _ in range(2 * _EXIF_RATIONALS[tag]):
@@ -632,8 +629,7 @@ def _png_orientation(view: memoryview) -> int:
         if kind == b"eXIf":
             block = bytes(view[offset + 8 : offset + 8 + length])
             # libpng keeps the chunk only when it starts with a byte order, II or MM
-            valid = len(block) > 1 and block[0] == block[1] and block[:1] in (b"I", b"M")
-            return _tiff_orientation(block) if valid else 1
+            return _tiff_orientation(block) if block[:2] in (b"II", b"MM") else 1
         if kind == b"IEND":
             break
         offset += 12 + length
@@ -643,7 +639,7 @@ def _png_orientation(view: memoryview) -> int:
 def _webp_orientation(view: memoryview) -> int:
     """The orientation in an extended WebP's EXIF chunk, when VP8X flags one and no reserved
     flag bit (libwebp's demuxer refuses those, and OpenCV then reads no EXIF); 1 otherwise."""
-    if bytes(view[12:16]) != b"VP8X" or len(view) < 21 or view[20] & 0xC9 != 0x08:
+    if bytes(view[12:16]) != b"VP8X" or view[20] & 0xC9 != 0x08:  # (30 bytes at least)
         return 1
     offset = 12
     while offset + 8 <= len(view):

@@ -1382,10 +1382,12 @@ def test_bogus_sampling_factors_are_refused_by_libjpeg(sampling):
 _SIX = 0x0112, 3, 1
 
 
-@pytest.mark.parametrize("cut", [18, 19, 20, 21])  # inside the orientation entry's value/pad
+@pytest.mark.parametrize("cut", [1, 2, 18, 19, 20, 21])  # 18-21: in the entry's value and pad
 def test_exif_orientation_entry_cut_short_is_read_as_far_as_its_value(cut):
     block = _tiff_block([_ifd_entry(*_SIX, _short(6))], tail=b"")[:cut]
-    assert_turned_as_opencv(_jpeg_with_app1(block), 6 if cut >= 20 else 1)
+    for data in (_jpeg_with_app1(block), _png_with_exif_chunk(block, False),
+                 _webp_by_chunks([_riff_chunk(b"EXIF", block)])):
+        assert_turned_as_opencv(data, 6 if cut >= 20 else 1)
 
 
 @pytest.mark.parametrize(
@@ -1402,6 +1404,14 @@ def test_exif_orientation_entry_cut_short_is_read_as_far_as_its_value(cut):
         (_ifd_entry(0x0211, 5, 3, struct.pack(">I", 8)), True),  # 3 YCbCr coefficients fit
         (_ifd_entry(0x0214, 5, 6, struct.pack(">I", 24)), False),  # 6 black/white points do not
         (_ifd_entry(0x9999, 5, 1, struct.pack(">I", 4000)), True),  # a tag OpenCV does not read
+        (_ifd_entry(0x0128, 3, 1, _short(2)), True),  # ResolutionUnit: a SHORT in the entry
+        # strings of more than 4 bytes are read at their offset: these end at 80, 70 and 66
+        (_ifd_entry(0x010F, 2, 10, struct.pack(">I", 4000)), False),
+        (_ifd_entry(0x8298, 2, 5, struct.pack(">I", 4000)), False),
+        (_ifd_entry(0x0131, 2, 20, struct.pack(">I", 60)), False),
+        (_ifd_entry(0x0132, 2, 10, struct.pack(">I", 60)), True),
+        (_ifd_entry(0x0110, 2, 66, struct.pack(">I", 0)), True),
+        (_ifd_entry(0x010E, 2, 4, struct.pack(">I", 4000)), True),  # 4 bytes: in the entry
     ],
 )
 def test_an_entry_opencv_cannot_read_before_the_orientation_hides_it(entry, turned):

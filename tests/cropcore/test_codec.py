@@ -1443,3 +1443,18 @@ def test_webp_reserved_flag_bits_hide_the_exif_as_in_libwebp(flags):
     # the other defined flags (XMP, alpha, ICC) leave it
     for other in (0x0C, 0x18, 0x28):
         assert_turned_as_opencv(_webp_by_chunks([_riff_chunk(b"EXIF", block)], flags=other), 6)
+
+
+def test_a_png_exif_chunk_is_read_to_its_length_not_into_its_crc():
+    # The block ends one byte into the orientation's value; the CRC's first byte, right after
+    # it, would complete a value of 6 if it were read. A first entry libpng and OpenCV ignore
+    # (an unknown tag) is varied until the CRC starts with 6.
+    import zlib
+
+    for filler in range(100_000):
+        entries = [_ifd_entry(0x9999, 4, 1, struct.pack(">I", filler)),
+                   _ifd_entry(*_SIX, _short(6))]
+        block = _tiff_block(entries, tail=b"")[:31]  # 8 + 2 + 12 + 9: b"\x00" of the value
+        if zlib.crc32(b"eXIf" + block).to_bytes(4, "big")[0] == 6:
+            break
+    assert_turned_as_opencv(_png_with_exif_chunk(block, False), 1)

@@ -29,10 +29,7 @@ def round_half_even(values: np.ndarray) -> np.ndarray:
     Args:
         values (ndarray[...] float): coordinates; must be finite.
     """
-    values = np.asarray(values, dtype=np.float64)
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"coordinates must be finite, got {values[~np.isfinite(values)][:4]}")
-    return np.round(values).astype(np.int64)
+    return _rounded(np.asarray(values, dtype=np.float64)).astype(np.int64)
 
 
 def clamp_windows(windows: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
@@ -101,11 +98,7 @@ def windows_from_xyxy(boxes_xyxy: np.ndarray, size_wh: tuple[int, int]) -> np.nd
         ValueError: for a NaN or infinite coordinate.
     """
     boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    if not np.all(np.isfinite(boxes_xyxy)):
-        raise ValueError(f"coordinates must be finite, got "
-                         f"{boxes_xyxy[~np.isfinite(boxes_xyxy)][:4]}")
-    limit = float(2 * max(int(size_wh[0]), int(size_wh[1])) + 2)
-    return clamp_windows(round_half_even(np.clip(boxes_xyxy, -limit, limit)), size_wh)
+    return clamp_windows(_limited(_rounded(boxes_xyxy), size_wh), size_wh)
 
 
 def absolute_windows(
@@ -132,16 +125,23 @@ def absolute_windows(
     y_min = _rounded(yc - h / 2)
     x_max = x_min + _rounded(w)
     y_max = y_min + _rounded(h)
-    limit = float(2 * max(int(size_wh[0]), int(size_wh[1])) + 2)
-    windows = np.clip(np.stack([x_min, y_min, x_max, y_max], axis=1), -limit, limit)
-    return clamp_windows(windows.astype(np.int64), size_wh)
+    return clamp_windows(_limited(np.stack([x_min, y_min, x_max, y_max], axis=1), size_wh),
+                         size_wh)
 
 
 def _rounded(values: np.ndarray) -> np.ndarray:
-    """Finite ``values`` rounded half to even, kept as float64 (any magnitude)."""
+    """Finite float64 ``values`` rounded half to even, kept as float64 (any magnitude)."""
     if not np.all(np.isfinite(values)):
         raise ValueError(f"coordinates must be finite, got {values[~np.isfinite(values)][:4]}")
     return np.round(values)
+
+
+def _limited(coordinates: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    """Whole-pixel float coordinates as int64, those beyond ``2 * max(width, height) + 2``
+    pixels from the origin limited to that: the clamped window is the same, and no magnitude
+    overflows int64."""
+    limit = float(2 * max(int(size_wh[0]), int(size_wh[1])) + 2)
+    return np.clip(coordinates, -limit, limit).astype(np.int64)
 
 
 def relative_windows(

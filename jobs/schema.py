@@ -335,9 +335,8 @@ class ImagesLayout:
     nested_detections: bool
     carried: tuple[str, ...]
     has_root: bool
-    # one Arrow type per carried column, the same in every shard (the files' types unified);
-    # empty: each chunk's own types
-    carried_types: tuple[pa.DataType, ...] = ()
+    # one Arrow type per carried column, the same in every shard (the files' types unified)
+    carried_types: tuple[pa.DataType, ...]
 
 
 # The row index pandas' ``DataFrame.to_parquet`` stores as a column: bookkeeping, not data.

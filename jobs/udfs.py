@@ -220,7 +220,6 @@ class ShardBuilder:
         self.roots: list[dict] | None = None
         self.emitted_positions: list[np.ndarray] = []
         self.emitted_offsets: list[np.ndarray] = []
-        self.malformed_obb = np.zeros(0, dtype=bool)  # per chunk detection, set by crop_chunk
 
     # -- rows ---------------------------------------------------------------------------
     def error(self, image_id, detection_id, stage, reason, message, row) -> None:
@@ -251,7 +250,7 @@ class ShardBuilder:
                 detections = pa.table({"__row": pa.array([], pa.int64())})
             self.chunk_detections = detections
             # once per chunk: a pass per image cost more than the check (pyarrow call overhead)
-            self.malformed_obb = convert.malformed_oriented_boxes(detections)
+            malformed_obb = convert.malformed_oriented_boxes(detections)
             rows = detections.column("__row").to_numpy()
             bounds = np.searchsorted(rows, np.arange(len(ids) + 1))
             self.counts["detections"] = int(np.isin(rows, list(skipped), invert=True).sum())
@@ -275,7 +274,7 @@ class ShardBuilder:
                     self.counts["images_without_detections"] += 1
                     continue  # nothing to cut: never fetched or decoded
                 self._crop_detections(row, image_id, sources, detections.slice(lo, hi - lo), lo,
-                                      values)
+                                      malformed_obb[lo:hi], values)
             else:
                 self._crop_static(row, image_id, sources, values)
 
@@ -362,9 +361,11 @@ class ShardBuilder:
         self._record(row, image_id, np.array([None], dtype=object), batch, size_wh, source_sha)
 
     def _crop_detections(self, row: int, image_id, sources, detections: pa.Table,
-                         first: int, values: dict | None = None) -> None:
+                         first: int, malformed_obb: np.ndarray,
+                         values: dict | None = None) -> None:
         """Crops of one image's ``detections`` (rows ``first ..`` of the chunk's detections):
-        the job's checks (ids, ``--max-detections``), then the step's cropcore operation."""
+        the job's checks (ids, ``--max-detections``, ``malformed_obb``: oriented boxes that are
+        not four corners), then the step's cropcore operation."""
         context, step = self.context, self.context.step
         detection_ids = detections.column(schema.DETECTION_ID).to_pylist()
         keep = np.ones(len(detection_ids), dtype=bool)
@@ -398,8 +399,7 @@ class ShardBuilder:
             for i in np.flatnonzero(keep & (faults == fault)):
                 self.error(image_id, detection_ids[i], "crop", reasons[i], messages[i], row)
         keep &= np.equal(reasons, None)
-        malformed = self.malformed_obb[first : first + len(detection_ids)]
-        for i in np.flatnonzero(keep & malformed):
+        for i in np.flatnonzero(keep & malformed_obb):
             keep[i] = False
             self.error(image_id, detection_ids[i], "crop", "invalid_box",
                        "the oriented box (xyxyxyxy) is not four [x, y] corners of finite "
@@ -521,10 +521,8 @@ class ShardBuilder:
         if context.layout.carried and self.images is not None:
             taken = self.images.select(list(context.layout.carried)).take(
                 pa.array(rows, pa.int64()))
-            types = context.layout.carried_types
-            carried = {name: pc.cast(taken.column(name), types[i]) if types
-                       else taken.column(name)
-                       for i, name in enumerate(context.layout.carried)}
+            carried = {name: pc.cast(taken.column(name), kind) for name, kind in
+                       zip(context.layout.carried, context.layout.carried_types, strict=True)}
         # Hugging Face datasets' features in the schema: `crop` loads as an Image, no cast.
         crops = with_hf_features(pa.table({**crop_columns, **carried}))
         uris = {r: self.source_uri(r) for r in set(rows)}

@@ -142,8 +142,8 @@ def pair(plan: Plan, output: Location, work: Location, fingerprint: str,
                                        num_cpus=1)
         staged = paired.repartition(partitions, keys=[UNIT])
         results = raycompat.map_batches(staged, _stage_batch,
-                                        fn_kwargs={k: context[k] for k in
-                                                   ("output_url", "work_url", "fingerprint")},
+                                        fn_kwargs={"parts": parts, **{k: context[k] for k in
+                                                   ("output_url", "work_url", "fingerprint")}},
                                         batch_size=None, num_cpus=1,
                                         retry_errors=(StorageError,), max_task_retries=3)
         results.context.shuffle_input_batch_bytes = shuffle_batch_bytes(plan.detection_bytes,
@@ -360,9 +360,11 @@ def _replace(table: pa.Table, columns: dict) -> pa.Table:
     return table
 
 
-def stage(table: pa.Table, output: Location, work: Location, fingerprint: str) -> pa.Table:
+def stage(table: pa.Table, output: Location, work: Location, fingerprint: str,
+          parts: list[dict]) -> pa.Table:
     """Rows holding every row of each of their ``UNIT`` values: write each unit's work file and
-    each error bucket's committed error shard; one result row per unit or bucket."""
+    each error bucket's committed error shard; one result row per unit or bucket. ``parts`` are
+    the plan's detection parts (as dicts), which name each error row's source."""
     table = table.combine_chunks()
     units = table.column(UNIT).to_numpy()
     results = []
@@ -383,7 +385,7 @@ def stage(table: pa.Table, output: Location, work: Location, fingerprint: str) -
                             "skips": int((kind == SKIP).sum()), "marker": None})
         else:
             rows = rows.take(pa.array(np.argsort(rows.column(ORDER).to_numpy(), kind="stable")))
-            errors = error_table(rows)
+            errors = error_table(rows, parts)
             name = hashlib.sha256(f"{fingerprint}\npair\n{value}".encode()).hexdigest()[:24]
             counts: dict[str, int] = {}
             for reason in errors.column("reason").to_pylist():
@@ -395,7 +397,9 @@ def stage(table: pa.Table, output: Location, work: Location, fingerprint: str) -
     return pa.Table.from_pylist(results, schema=RESULT)
 
 
-def error_table(rows: pa.Table) -> pa.Table:
+def error_table(rows: pa.Table, parts: list[dict]) -> pa.Table:
+    """Error rows of refused detections; each ``source_uri`` names the detection's own row
+    (``<detections file>#row=N``): the row may have no image, or no id to find it by."""
     reasons = rows.column(REASON)
     return pa.table({
         schema.IMAGE_ID: rows.column(schema.IMAGE_ID),
@@ -403,8 +407,21 @@ def error_table(rows: pa.Table) -> pa.Table:
         "stage": pa.array(["plan"] * rows.num_rows, pa.string()),
         "reason": reasons,
         "message": pa.array([MESSAGES[r] for r in reasons.to_pylist()], pa.string()),
-        "source_uri": pa.nulls(rows.num_rows, pa.string()),
+        "source_uri": detection_source_uris(rows.column(ORDER).to_numpy(), parts),
     }, schema=schema.ERROR_SCHEMA)
+
+
+def detection_source_uris(order: np.ndarray, parts: list[dict]) -> pa.Array:
+    """``<detections file>#row=N`` of the detection rows at input positions ``order``; N counts
+    the file's rows from 0, as an images row's ``source_uri`` does."""
+    if not len(order):
+        return pa.array([], pa.string())
+    starts = np.array([part["first_order"] for part in parts], dtype=np.int64)
+    first_rows = np.array([part["first_row"] for part in parts], dtype=np.int64)
+    index = np.searchsorted(starts, order, side="right") - 1
+    rows = first_rows[index] + order - starts[index]
+    return pa.array([f"{parts[k]['file_url']}#row={r}"
+                     for k, r in zip(index.tolist(), rows.tolist(), strict=True)], pa.string())
 
 
 def _mark_repeated_batch(batch: pa.Table) -> pa.Table:
@@ -415,8 +432,9 @@ def _pair_batch(batch: pa.Table) -> pa.Table:
     return pair_rows(batch)
 
 
-def _stage_batch(batch: pa.Table, output_url: str, work_url: str, fingerprint: str) -> pa.Table:
-    return stage(batch, resolve(output_url), resolve(work_url), fingerprint)
+def _stage_batch(batch: pa.Table, output_url: str, work_url: str, fingerprint: str,
+                 parts: list[dict]) -> pa.Table:
+    return stage(batch, resolve(output_url), resolve(work_url), fingerprint, parts)
 
 
 def _pair_in_one_task(batch: pa.Table, target: pa.Schema, id_column: str, output_url: str,
@@ -434,7 +452,7 @@ def pair_all(units: list[dict], parts: list[dict], target: pa.Schema, id_column:
     if detections:
         keys.append(mark_repeated(pa.concat_tables(detections)))
     rows = pa.concat_tables(keys) if keys else target.empty_table()
-    return stage(pair_rows(rows), output, work, fingerprint)
+    return stage(pair_rows(rows), output, work, fingerprint, parts)
 
 
 # -- the crop stage's side -----------------------------------------------------------------------

@@ -47,6 +47,7 @@ class DetectionPart:
     row_group: int
     first_order: int  # position of its first row among all detection rows, in input order
     num_rows: int
+    first_row: int  # position of its first row in its file (error rows' ``source_uri``)
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,14 @@ def make_plan(images_url: str, detections_url: str | None, *, needs_detections: 
             file_schema = parquet.schema_arrow
             schema.check_detections_schema(file_schema)
             schemas.append(schema.plain_schema(file_schema, schema.DETECTIONS_SCHEMA))
+            first = 0
             for group in range(parquet.metadata.num_row_groups):
                 metadata = parquet.metadata.row_group(group)
                 n = metadata.num_rows
                 if n:
-                    parts.append(DetectionPart(location.url, group, order, n))
+                    parts.append(DetectionPart(location.url, group, order, n, first))
                     order += n
+                    first += n
                     detection_bytes += metadata.total_byte_size
         if schemas:
             try:

@@ -51,7 +51,8 @@ def plan_for(root):
 
 
 def outcome(root, result: pairing.Pairing, plan) -> tuple[dict, Counter]:
-    """``{(unit, row): [detection ids]}`` and ``Counter((image_id, detection_id, reason))``."""
+    """``{(unit, row): [detection ids]}`` and ``Counter((image_id, detection_id, reason,
+    source))``, the source the error row's ``source_uri`` without its folder."""
     work = resolve(str(root / "out" / "_work"))
     staged = {}
     for unit in sorted(result.staged_units):
@@ -68,7 +69,8 @@ def outcome(root, result: pairing.Pairing, plan) -> tuple[dict, Counter]:
         for entry in marker["files"]:
             table = pq.read_table(root / "out" / entry["path"])
             for r in table.to_pylist():
-                errors[r["image_id"], r["detection_id"], r["reason"]] += 1
+                source = r["source_uri"].rsplit("/", 1)[-1]
+                errors[r["image_id"], r["detection_id"], r["reason"], source] += 1
     return staged, errors
 
 
@@ -86,15 +88,16 @@ def reference(image_files, detection_files, row_group_size=2) -> tuple[dict, Cou
                     first_row_of_id[image_id] = (unit, row)
             unit += 1
     seen = set()
-    for rows in detection_files:
-        for image_id, detection_id in rows:
+    for i, rows in enumerate(detection_files):
+        for row, (image_id, detection_id) in enumerate(rows):
+            source = f"part-{i}.parquet#row={row}"
             if image_id is None or detection_id is None:
-                errors[image_id, detection_id, "missing_id"] += 1
+                errors[image_id, detection_id, "missing_id", source] += 1
             elif detection_id in seen:
-                errors[image_id, detection_id, "duplicate_detection_id"] += 1
+                errors[image_id, detection_id, "duplicate_detection_id", source] += 1
             elif image_id not in first_row_of_id:
                 seen.add(detection_id)
-                errors[image_id, detection_id, "image_missing"] += 1
+                errors[image_id, detection_id, "image_missing", source] += 1
             else:
                 seen.add(detection_id)
                 staged.setdefault(first_row_of_id[image_id], []).append(detection_id)
@@ -123,11 +126,14 @@ def test_the_rules_on_a_table(tmp_path):
     # units: file 0 rows 0-1 -> unit 0, row 2 -> unit 1; file 1 -> unit 2
     assert normalized(staged) == {(0, 0): ["1", "6"], (0, 1): ["2"], (1, 0): ["SKIP"],
                                   (2, 0): ["SKIP"], (2, 1): ["5"]}
-    assert errors == Counter({  # the second "a" row and the null id are SKIPs, not errors here
-        ("z", "3", "image_missing"): 1,
-        ("a", "1", "duplicate_detection_id"): 1,  # across files, the first row wins
-        (None, "4", "missing_id"): 1,
-        ("c", None, "missing_id"): 1,
+    # the second "a" row and the null id are SKIPs, not errors here; each error names its own
+    # detections row (counted within its file, across row groups of 2)
+    assert errors == Counter({
+        ("z", "3", "image_missing", "part-0.parquet#row=2"): 1,
+        # across files, the first row wins
+        ("a", "1", "duplicate_detection_id", "part-0.parquet#row=3"): 1,
+        (None, "4", "missing_id", "part-1.parquet#row=0"): 1,
+        ("c", None, "missing_id", "part-1.parquet#row=1"): 1,
     })
     assert normalized(reference(images, detections)[0]) == normalized(staged)
     assert reference(images, detections)[1] == errors
@@ -158,8 +164,8 @@ def test_the_plan_reads_footers_only(tmp_path):
     plan = plan_for(tmp_path)
     assert [(u.index, u.row_group, u.first_row, u.num_rows) for u in plan.units] == [
         (0, 0, 0, 2), (1, 1, 2, 1), (2, 0, 0, 1)]
-    assert [(p.row_group, p.first_order, p.num_rows) for p in plan.detection_parts] == [
-        (0, 0, 2), (1, 2, 1), (0, 3, 1)]
+    assert [(p.row_group, p.first_order, p.num_rows, p.first_row)
+            for p in plan.detection_parts] == [(0, 0, 2, 0), (1, 2, 1, 2), (0, 3, 1, 0)]
     assert (plan.num_images, plan.num_detections) == (4, 4)
     sizes = [pq.ParquetFile(f).metadata.row_group(g).total_byte_size
              for f in sorted((tmp_path / "detections").iterdir())

@@ -43,19 +43,23 @@ def boxes_xyxy(detections: pa.Table) -> np.ndarray:
 def flatten_nested_detections(images: pa.Table) -> pa.Table:
     """The ``detections`` list column of an images chunk as a flat table with ``__row``, the
     index of each detection's image row (input order kept)."""
-    nested = images.column("detections").combine_chunks()
-    flat = nested.flatten()
-    rows = pc.list_parent_indices(nested)
+    flat, rows, _ = list_parts(images.column("detections").combine_chunks())
     table = pa.Table.from_struct_array(flat) if len(flat) else pa.table(
         {f.name: pa.array([], f.type) for f in flat.type}
     )
-    return table.append_column("__row", pc.cast(rows, pa.int64()))
+    return table.append_column("__row", pa.array(rows, pa.int64()))
 
 
-def _offsets(lists: pa.Array) -> pa.Array:
-    """A list array's offsets rebased to 0, matching what ``flatten()`` returns for a slice."""
-    offsets = lists.offsets
-    return pc.subtract(offsets, offsets[0])
+def list_parts(lists: pa.Array) -> tuple[pa.Array, np.ndarray, pa.Array]:
+    """A list array's values as ``flatten()`` gives them, each value's row, and offsets from 0
+    that match them. A null entry holds no values here, even where Arrow keeps slots behind it
+    (a null cast from a fixed-size list keeps them: ``flatten()`` skips them, while the raw
+    offsets and ``list_parent_indices`` count them)."""
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    rows = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
+    return lists.flatten(), rows, pa.array(offsets, pa.int32())
 
 
 def _shift_list_values(values: pa.Array, offsets: np.ndarray, parents: np.ndarray,
@@ -67,27 +71,23 @@ def _shift_list_values(values: pa.Array, offsets: np.ndarray, parents: np.ndarra
 def translate_keypoints(keypoints: pa.Array, offsets_xy: np.ndarray) -> pa.Array:
     """``list<struct<x, y, confidence>>`` with ``offsets_xy[i]`` subtracted from row ``i``."""
     keypoints = keypoints.combine_chunks() if isinstance(keypoints, pa.ChunkedArray) else keypoints
-    points = keypoints.flatten()
-    parents = pc.list_parent_indices(keypoints).to_numpy(zero_copy_only=False)
+    points, parents, offsets = list_parts(keypoints)
     names = [points.type.field(i).name for i in range(points.type.num_fields)]
     children = []
-    for name, child in zip(names, points.flatten(), strict=True):
+    for name, child in zip(names, points.flatten(), strict=True):  # struct fields
         if name in ("x", "y"):
             child = _shift_list_values(child, offsets_xy, parents, "xy".index(name))
         children.append(child)
     moved = pa.StructArray.from_arrays(children, names=names, mask=pc.invert(points.is_valid()))
     valid = pc.invert(keypoints.is_valid())
-    return pa.ListArray.from_arrays(_offsets(keypoints), moved, mask=valid)
+    return pa.ListArray.from_arrays(offsets, moved, mask=valid)
 
 
 def translate_polygons(polygons: pa.Array, offsets_xy: np.ndarray) -> pa.Array:
     """``list<list<float64>>`` of ``[x, y]`` points with ``offsets_xy[i]`` subtracted from row i."""
     polygons = polygons.combine_chunks() if isinstance(polygons, pa.ChunkedArray) else polygons
-    points = polygons.flatten()
-    point_parents = pc.list_parent_indices(polygons).to_numpy(zero_copy_only=False)
-    coordinates = points.flatten()
-    coordinate_parents = pc.list_parent_indices(points).to_numpy(zero_copy_only=False)
-    point_offsets = _offsets(points)
+    points, point_parents, offsets = list_parts(polygons)
+    coordinates, coordinate_parents, point_offsets = list_parts(points)
     starts = point_offsets.to_numpy()
     position = np.arange(len(coordinates)) - np.repeat(starts[:-1], np.diff(starts))
     rows = point_parents[coordinate_parents]
@@ -96,7 +96,7 @@ def translate_polygons(polygons: pa.Array, offsets_xy: np.ndarray) -> pa.Array:
                            rows, position % 2, offsets_xy)
     inner = pa.ListArray.from_arrays(point_offsets, pa.array(values, pa.float64()),
                                      mask=pc.invert(points.is_valid()))
-    return pa.ListArray.from_arrays(_offsets(polygons), inner, mask=pc.invert(polygons.is_valid()))
+    return pa.ListArray.from_arrays(offsets, inner, mask=pc.invert(polygons.is_valid()))
 
 
 def translate_oriented_boxes(boxes: pa.Array, offsets_xy: np.ndarray) -> pa.Array:
@@ -120,12 +120,12 @@ def malformed_oriented_boxes(detections: pa.Table) -> np.ndarray:
     # Lengths and values of null entries come out as NaN, which no check below accepts.
     bad = (boxes.is_valid().to_numpy(zero_copy_only=False)
            & (pc.list_value_length(boxes).to_numpy(zero_copy_only=False) != 4))
-    corners = boxes.flatten()  # the corners of the non-null rows, with their rows below
+    corners, rows, _ = list_parts(boxes)  # the corners of the non-null rows, and their rows
     bad_corner = (~corners.is_valid().to_numpy(zero_copy_only=False)
                   | (pc.list_value_length(corners).to_numpy(zero_copy_only=False) != 2))
-    values = corners.flatten().to_numpy(zero_copy_only=False)
-    bad_corner[pc.list_parent_indices(corners).to_numpy()[~np.isfinite(values)]] = True
-    bad[pc.list_parent_indices(boxes).to_numpy()[bad_corner]] = True
+    values, corner_of_value, _ = list_parts(corners)
+    bad_corner[corner_of_value[~np.isfinite(values.to_numpy(zero_copy_only=False))]] = True
+    bad[rows[bad_corner]] = True
     return bad
 
 
@@ -137,8 +137,8 @@ def polygons_from_arrow(polygons: pa.Array) -> list[np.ndarray]:
     The arrays are read-only (views of one buffer, shared with Arrow when no point is malformed).
     """
     polygons = polygons.combine_chunks() if isinstance(polygons, pa.ChunkedArray) else polygons
-    points = polygons.flatten()
-    starts = _offsets(polygons).to_numpy()
+    points, _, starts = list_parts(polygons)
+    starts = starts.to_numpy()
     coordinates = points.flatten()
     lengths = pc.list_value_length(points).to_numpy(zero_copy_only=False)
     # A null coordinate makes its point malformed too: [x, null] becomes [nan, nan], whatever

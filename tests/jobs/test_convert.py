@@ -3,6 +3,7 @@ against the input minus its row's offset, computed here by hand."""
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from jobs import convert, schema
@@ -194,6 +195,37 @@ def test_translate_oriented_boxes_casts_fixed_size_lists_first():
     assert moved.to_pylist() == [[[0.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 2.0]]]
 
 
+def null_backed(values: list, inner: pa.DataType, size: int) -> pa.Array:
+    """``values`` as fixed-size lists cast to variable-size ones: each null entry still spans
+    ``size`` slots of the child array (flatten() skips them, the raw offsets count them)."""
+    cast = pc.cast(pa.array(values, pa.list_(inner, size)), pa.list_(inner))
+    assert cast.null_count and cast.offsets.to_pylist()[-1] == size * len(values)
+    return cast
+
+
+def test_translations_skip_the_slots_behind_null_entries():
+    # A null row used to shift (or fail on) every row after it: ArrowInvalid in the job.
+    corners = [[1.0, 2.0], [3.0, 2.0], [3.0, 4.0], [1.0, 4.0]]
+    boxes = pc.cast(pa.array([None, corners, None, corners],
+                             pa.list_(pa.list_(pa.float64(), 2), 4)), schema.ORIENTED_BOX_TYPE)
+    moved = convert.translate_oriented_boxes(boxes, np.array([[9, 9], [1, 2], [9, 9], [0, 1]]))
+    assert moved.to_pylist() == [None, [[0.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 2.0]], None,
+                                 [[1.0, 1.0], [3.0, 1.0], [3.0, 3.0], [1.0, 3.0]]]
+    polygons = null_backed([None, [[1.0, 1.0]] * 3, [[2.0, 2.0]] * 3], pa.list_(pa.float64()), 3)
+    assert convert.translate_polygons(polygons, np.array([[5, 5], [1, 0], [0, 1]])).to_pylist() \
+        == [None, [[0.0, 1.0]] * 3, [[2.0, 1.0]] * 3]
+    assert [p.tolist() for p in convert.polygons_from_arrow(polygons)] == [
+        [], [[1.0, 1.0]] * 3, [[2.0, 2.0]] * 3]
+    point = pa.struct([("x", pa.float64()), ("y", pa.float64())])
+    keypoints = null_backed([None, [{"x": 1.0, "y": 1.0}]], point, 1)
+    assert convert.translate_keypoints(keypoints, np.array([[5, 5], [1, 1]])).to_pylist() == [
+        None, [{"x": 0.0, "y": 0.0}]]
+    nested = null_backed([None, [{"detection_id": "a"}]],
+                         pa.struct([("detection_id", pa.string())]), 1)
+    flat = convert.flatten_nested_detections(pa.table({"detections": nested}))
+    assert flat.to_pylist() == [{"detection_id": "a", "__row": 1}]
+
+
 def test_translate_polygons_turns_a_null_coordinate_into_nan_instead_of_failing():
     polygons = pa.array([[[1.0, None], [4.0, 6.0]]], POLYGON)
     (moved,) = convert.translate_polygons(polygons, np.array([[1, 2]])).to_pylist()
@@ -304,9 +336,15 @@ def test_malformed_oriented_boxes_are_those_cropcore_refuses():
         except (ValueError, TypeError):
             accepted = False
         assert accepted != refused, row
-    fixed = pa.table({schema.ORIENTED_BOX: pa.array([[[0.0, 0.0]] * 4],
-                                                    pa.list_(pa.list_(pa.float64(), 2), 4))})
-    assert convert.malformed_oriented_boxes(fixed).tolist() == [False]
+    # NumPy (N, 4, 2) arrays reach Arrow as fixed-size lists; behind a null row or corner the
+    # slots are still there (they used to shift every row after them, or raise IndexError)
+    fixed_type = pa.list_(pa.list_(pa.float64(), 2), 4)
+    fixed = pa.table({schema.ORIENTED_BOX: pa.array(
+        [None, [[0.0, 0.0]] * 4, [[0.0, 0.0]] * 3 + [None], [[0.0, float("nan")]] * 4,
+         [[0.0, 0.0]] * 3 + [[1.0, None]], [[1.0, 2.0]] * 4], fixed_type)})
+    assert convert.malformed_oriented_boxes(fixed).tolist() == [False, False, True, True, True,
+                                                                False]
+    assert convert.malformed_oriented_boxes(fixed.slice(2)).tolist() == [True, True, True, False]
     absent = convert.malformed_oriented_boxes(pa.table({"x": [1, 2]}))
     assert absent.dtype == bool and absent.tolist() == [False, False]  # & with a bool mask
     assert bad.dtype == bool

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs import schema
+from jobs.convert import PASSED_THROUGH
 from jobs.exports.jsonsafe import jsonable
 from jobs.runs import CommittedRun, RunError, open_run, tool_files
 from jobs.storage import write_atomic
@@ -36,8 +37,9 @@ __all__ = [
     "tar_bytes",
 ]
 
-PREDICTION_COLUMNS = (*schema.BOX_COLUMNS, "mask", "keypoints", "polygon", "class_name",
-                      "class_id", "confidence")
+# Every crops column that describes the crop's detection (translated, or passed through)
+PREDICTION_COLUMNS = (*schema.BOX_COLUMNS, "mask", "keypoints", "polygon", schema.ORIENTED_BOX,
+                      *PASSED_THROUGH)
 WEBDATASET_FOLDER = "webdataset"
 
 

@@ -106,8 +106,13 @@ def test_webdataset_shards_read_back_with_the_webdataset_package(job_output):
         document = json.loads(sample["json"])
         assert document["crop_id"] == crop["crop_id"]
         assert (document["width"], document["height"]) == (crop["width"], crop["height"])
-        # Translated predictions, exactly as in crops/ (JSON round-trips float64 exactly).
-        assert document["predictions"] == {k: crop[k] for k in exports.PREDICTION_COLUMNS}
+        # Translated predictions, exactly as in crops/ (JSON round-trips float64 exactly),
+        # and every crops column is a prediction or one of the sample's own fields.
+        assert document["predictions"] == {k: crop[k] for k in exports.PREDICTION_COLUMNS
+                                           if k in crop}
+        assert set(crop) - set(exports.PREDICTION_COLUMNS) == {
+            "crop_id", "image_id", "detection_id", "crop", "width", "height",
+            *schema.ROOT_COLUMNS, "video_id", "frame_number"}  # the last two: carried
         expected_lineage = lineage[crop["crop_id"]]
         assert document["lineage"]["source_uri"] == expected_lineage["source_uri"]
         assert document["lineage"]["created_at"] == expected_lineage["created_at"].isoformat()
@@ -313,6 +318,14 @@ def test_sample_json_is_strict_json():
                                                                            tzinfo=UTC)}, "png"))
     assert document["predictions"] == {"confidence": None, "x_min": 1.5}
     assert document["lineage"]["created_at"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_sample_json_carries_oriented_boxes_and_the_crowd_flag():
+    # both used to be left out of the sample's predictions
+    corners = [[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0]]
+    row = {"crop_id": "c", "xyxyxyxy": corners, "iscrowd": True, "track": 7}
+    document = json.loads(exports.sample_json(row, {}, "png"))
+    assert document["predictions"] == {"xyxyxyxy": corners, "iscrowd": True}
 
 
 def _hf_offline(monkeypatch, tmp_path):

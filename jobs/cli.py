@@ -186,13 +186,14 @@ def format_summary(summary) -> str:
 def _run(args) -> int:
     from jobs import pipeline, raycompat
 
-    # Every check, and the output's claim, before starting Ray; the plan is made once.
+    # Every check of the inputs and the output before starting Ray; the plan is made once.
+    # The output is claimed once Ray has started and its nodes are known to see it (run).
     prepared = pipeline.prepare(_config(args))
     try:
         raycompat.check_reachable(args.address)
     except ConnectionError as error:
         raise pipeline.JobError(f"{error} (nothing was claimed or written)") from None
-    prepared = pipeline.claim(prepared)
+    pipeline.check_output(prepared)
     raycompat.init(args.address, args.num_cpus)
     raycompat.configure_progress(sys.stderr.isatty(), args.verbose)
     summary = pipeline.run(prepared)

@@ -17,17 +17,20 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from cropcore.codec import DEFAULT_MAX_PIXELS
 from jobs import ownership, pairing, raycompat, schema, steps
 from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, parse_allow_list
 from jobs.plan import Plan, make_plan
-from jobs.progress import Progress, planned_shards
+from jobs.progress import Progress, interval_from_environment, planned_shards
 from jobs.sinks import (
     INDEX_ROWS_PER_PART,
     commit_run,
@@ -35,7 +38,7 @@ from jobs.sinks import (
     sum_parts,
     write_index_part,
 )
-from jobs.storage import Location, StorageError, resolve
+from jobs.storage import Location, StorageError, delete, resolve, write_atomic
 from jobs.udfs import JobContext, crop_units, now
 from jobs.versions import code_version
 
@@ -145,6 +148,13 @@ class Prepared:
 
 def prepare(config: JobConfig) -> Prepared:
     """Check the step, every input column and the output's place before any work starts."""
+    for name, url in (("--images", config.images), ("--detections", config.detections),
+                      ("--output", config.output)):
+        _refuse_path_in_job_copy(name, url)
+    try:
+        interval_from_environment()
+    except ValueError as error:
+        raise JobError(str(error)) from None
     output = resolve(config.output) if config.output else None
     for name, url in (("--images", config.images), ("--detections", config.detections)):
         if url and output and ownership.overlapping(resolve(url), output):
@@ -173,7 +183,8 @@ def prepare(config: JobConfig) -> Prepared:
     run_id = config.run_id or f"run-{digest[:12]}"
     fingerprint = hashlib.sha256(f"{digest}\n{run_id}".encode()).hexdigest()
     context = JobContext(
-        step=config.step, step_json=step_json, layout=plan.layout, output_url=config.output,
+        step=config.step, step_json=step_json, layout=plan.layout,
+        output_url=output.url if output else config.output,
         image_format=config.image_format, quality=config.quality, max_pixels=config.max_pixels,
         max_detections=config.max_detections, rows_per_shard=config.rows_per_shard,
         reduced_decode=config.reduced_decode,
@@ -182,6 +193,51 @@ def prepare(config: JobConfig) -> Prepared:
         max_image_bytes=config.max_image_bytes, webp_method=config.webp_method,
     )
     return Prepared(config, plan, context, run_id, fingerprint, settings, output)
+
+
+def _refuse_path_in_job_copy(name: str, url: str | None) -> None:
+    """Under ``ray job submit --working-dir``, the driver runs in a temporary copy of that
+    folder, which Ray deletes after the job: a relative path would name a folder in it."""
+    if not url or os.path.isabs(url) or "://" in url:
+        return
+    here = os.getcwd().replace(os.sep, "/")
+    if "/runtime_resources/working_dir_files/" in here:
+        raise JobError(f"{name} {url} is a relative path, and this job runs in Ray's temporary "
+                       f"copy of --working-dir ({here}), which Ray deletes after the job: give "
+                       f"an absolute path every node sees, or an s3:// or gs:// URL")
+
+
+def check_cluster_sees(prepared: Prepared) -> None:
+    """On a cluster of several nodes, the local paths the driver uses must be the same files on
+    every node that runs tasks: the output folder (a probe file written here, then deleted) and
+    the first images and detections files. A folder local to each machine would split the
+    output between them, with the manifest on the driver's machine only."""
+    def local(url: str) -> str | None:
+        location = resolve(url)
+        return location.path if isinstance(location.fs, pafs.LocalFileSystem) else None
+
+    plan, output = prepared.plan, prepared.output
+    paths = {}
+    for name, url in (("--images", plan.units[0].file_url if plan.units else None),
+                      ("--detections", plan.detection_parts[0].file_url
+                       if plan.detection_parts else None)):
+        if url and local(url):
+            paths[local(url)] = name
+    probe = output.child(f"_probe-{uuid.uuid4().hex}") if local(output.url) else None
+    if probe is not None:
+        write_atomic(probe, b"")
+        paths[probe.path] = "--output"
+    try:
+        missing = raycompat.nodes_missing(list(paths))
+    finally:
+        if probe is not None:
+            delete(probe)
+    if missing:
+        node, path = missing[0]
+        raise JobError(f"{paths[path]} {path if paths[path] != '--output' else output.url} is "
+                       f"on a local filesystem that node {node} does not see: on a cluster of "
+                       f"several machines, use s3:// or gs:// URLs, or a folder that every node "
+                       f"mounts at the same path")
 
 
 def check_output(prepared: Prepared, leave_no_folder: bool = False) -> ownership.OutputState:
@@ -281,6 +337,7 @@ def run(job: JobConfig | Prepared) -> Summary:
         log.info("output already holds this run, committed; nothing to do")
         return Summary(**existing["counts"] | {"output": output.url, "shards": 0,
                                                "shards_skipped": existing["counts"]["shards"]})
+    check_cluster_sees(prepared)
     prepared = claim(prepared)
     plan = prepared.plan
     log.info("plan: %d images in %d row groups, %d detections in %d row groups",

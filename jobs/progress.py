@@ -24,10 +24,24 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-__all__ = ["DEFAULT_INTERVAL", "Progress", "format_duration", "planned_shards"]
+__all__ = ["DEFAULT_INTERVAL", "Progress", "format_duration", "interval_from_environment",
+           "planned_shards"]
 
 # Seconds between lines; CROPJOB_PROGRESS_SECONDS overrides it.
 DEFAULT_INTERVAL = 30.0
+
+
+def interval_from_environment() -> float:
+    """CROPJOB_PROGRESS_SECONDS, or the default; ``ValueError`` for anything but positive
+    seconds (the job checks it before its claim)."""
+    text = os.environ.get("CROPJOB_PROGRESS_SECONDS", "").strip()
+    try:
+        interval = float(text) if text else DEFAULT_INTERVAL
+    except ValueError:
+        interval = math.nan
+    if not interval > 0 or math.isinf(interval):
+        raise ValueError(f"CROPJOB_PROGRESS_SECONDS must be positive seconds, got {text!r}")
+    return interval
 
 
 def planned_shards(units: Iterable, rows_per_shard: int) -> int:
@@ -59,7 +73,7 @@ class Progress:
         self.total = total_shards
         self.stream = stream if stream is not None else sys.stderr
         if interval is None:
-            interval = float(os.environ.get("CROPJOB_PROGRESS_SECONDS", DEFAULT_INTERVAL))
+            interval = interval_from_environment()
         if interval <= 0:
             raise ValueError(f"progress interval must be positive seconds, got {interval}")
         self.interval = interval

@@ -12,7 +12,7 @@ import sys
 
 import ray
 
-__all__ = ["init", "map_batches"]
+__all__ = ["init", "map_batches", "nodes_missing"]
 
 TESTED_RAY = "2.60.0"
 
@@ -49,6 +49,10 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         return
+    if address.startswith(("http://", "https://")):
+        raise ConnectionError(f"{address} is a Ray dashboard (job API) address, for `ray job "
+                              f"submit`; a driver connects to the cluster's GCS address "
+                              f"(host:port, port 6379 by default) or runs inside the job")
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return
@@ -56,6 +60,26 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as error:
         raise ConnectionError(f"cannot reach a Ray cluster at {address}: {error}") from None
+
+
+def nodes_missing(paths: list[str]) -> list[tuple[str, str]]:
+    """``(node address, path)`` for each local ``path`` that a node able to run tasks does not
+    see (one zero-CPU task per node). A single-node cluster sees what the driver sees: ``[]``."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node for node in ray.nodes()
+             if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
+    if len(nodes) < 2 or not paths:
+        return []
+    check = ray.remote(num_cpus=0, max_retries=0)(_missing_paths)
+    results = ray.get([check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node["NodeID"], soft=False)).remote(paths) for node in nodes])
+    return [(node["NodeManagerAddress"], path)
+            for node, missing in zip(nodes, results, strict=True) for path in missing]
+
+
+def _missing_paths(paths: list[str]) -> list[str]:
+    return [path for path in paths if not os.path.exists(path)]
 
 
 def idle_workers_to_keep(num_cpus: int | None) -> int:

@@ -165,7 +165,10 @@ def resolve(url: str) -> Location:
             return Location(_s3_filesystem(endpoint, region), url[len("s3://") :], redact(url))
         if scheme in _NATIVE:
             if not match:
-                return Location(pafs.LocalFileSystem(), os.path.abspath(url), url)
+                # Absolute from here on: workers (on other nodes, or with another working
+                # directory) resolve the same URL again, and must find the same file.
+                path = os.path.abspath(url)
+                return Location(pafs.LocalFileSystem(), path, path)
             fs, path = pafs.FileSystem.from_uri(url)
             return Location(fs, path, redact(url))
         import fsspec

@@ -120,6 +120,24 @@ def test_run_with_an_address_nothing_answers_stops_at_once_and_claims_nothing(in
     assert not (inputs / "out").exists()
 
 
+@pytest.mark.parametrize(("environment", "message"), [
+    ({"RAY_ADDRESS": "http://127.0.0.1:8265"},  # the job API address of `ray job submit`
+     "error: http://127.0.0.1:8265 is a Ray dashboard (job API) address, for `ray job submit`"),
+    ({"CROPJOB_PROGRESS_SECONDS": "0"},  # used to fail after the claim and pairing
+     "error: CROPJOB_PROGRESS_SECONDS must be positive seconds, got '0'"),
+    ({"CROPJOB_PROGRESS_SECONDS": "abc"}, "error: CROPJOB_PROGRESS_SECONDS must be positive"),
+])
+def test_run_refuses_bad_environment_before_writing(inputs, capsys, monkeypatch, environment,
+                                                    message):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    code = main(["run", "--images", str(inputs / "images.parquet"), "--detections",
+                 str(inputs / "detections"), "--output", str(inputs / "out"), "--step", DYNAMIC])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(message)
+    assert not (inputs / "out").exists()
+
+
 @pytest.mark.slow
 def test_run_prints_a_summary(ray_cluster, inputs, capsys):
     code = main(["run", "--images", str(inputs / "images.parquet"), "--detections",

@@ -231,14 +231,14 @@ class MultiNodeCluster:
                               env=self.env, cwd=REPO, capture_output=True, text=True,
                               timeout=timeout)
 
-    def submit(self, s3: S3Server, *job_arguments: str) -> str:
+    def submit(self, s3: S3Server, *job_arguments: str, entrypoint: tuple = ("-m", "jobs")) -> str:
         """Submit ``python -m jobs <job_arguments>`` without waiting; returns its id."""
         submission_id = f"cropjob-{uuid.uuid4().hex[:12]}"
         runtime_env = {"env_vars": s3.env()}
         result = self.ray_job(
             "submit", "--no-wait", "--submission-id", submission_id, "--working-dir", str(REPO),
             "--runtime-env-json", json.dumps(runtime_env), "--",
-            sys.executable, "-m", "jobs", *job_arguments, timeout=120)
+            sys.executable, *entrypoint, *job_arguments, timeout=120)
         assert result.returncode == 0, f"ray job submit failed:\n{result.stdout}\n{result.stderr}"
         return submission_id
 
@@ -249,8 +249,9 @@ class MultiNodeCluster:
             return "(ray job logs timed out)"
         return result.stdout + result.stderr
 
-    def wait(self, submission_id: str) -> dict:
-        """Wait for the job to end; fail with its logs unless it succeeded. Returns its info."""
+    def wait(self, submission_id: str, succeed: bool = True) -> dict:
+        """Wait for the job to end; fail with its logs unless it succeeded (or, with
+        ``succeed=False``, failed). Returns its info."""
         from ray.job_submission import JobStatus, JobSubmissionClient
 
         client = JobSubmissionClient(self.dashboard_url)
@@ -262,7 +263,7 @@ class MultiNodeCluster:
                 break
             time.sleep(POLL_S)
         info = client.get_job_info(submission_id)
-        if status != JobStatus.SUCCEEDED:
+        if status != (JobStatus.SUCCEEDED if succeed else JobStatus.FAILED):
             if not status.is_terminal():
                 client.stop_job(submission_id)
             raise AssertionError(
@@ -392,6 +393,34 @@ def test_job_on_two_worker_nodes(multinode, undisturbed):
     nodes = undisturbed["nodes"]
     assert set(nodes) == set(workers), (
         f"crop_units tasks ran on {nodes}; worker nodes are {workers}")
+
+
+NODES_MISSING_SCRIPT = """
+import json, sys
+import ray
+from jobs.raycompat import nodes_missing
+ray.init()
+print("missing:", json.dumps(nodes_missing(sys.argv[1:])))
+"""
+
+
+def test_local_paths_a_node_does_not_see_are_found_and_relative_ones_refused(
+        multinode, s3_server, bucket):
+    # Every node of this cluster shares the machine's disk: only the absent path is missing,
+    # once per node that runs tasks (not the head, which has no CPUs).
+    absent = f"/tmp/cropcore-absent-{uuid.uuid4().hex}"
+    submission_id = multinode.submit(s3_server, str(REPO), absent,
+                                     entrypoint=("-c", NODES_MISSING_SCRIPT))
+    logs = multinode.wait(submission_id)["logs"]
+    missing = json.loads(re.search(r"^missing: (.*)$", logs, re.M).group(1))
+    assert sorted(path for _, path in missing) == [absent] * len(WORKERS), logs
+    # The driver runs in Ray's copy of --working-dir, which Ray deletes after the job: a
+    # relative --output there used to be written into it (and split across nodes).
+    arguments = job_arguments(bucket, "unused")
+    arguments[arguments.index("--output") + 1] = "crops-relative"
+    logs = multinode.wait(multinode.submit(s3_server, *arguments), succeed=False)["logs"]
+    assert "--output crops-relative is a relative path, and this job runs in Ray's temporary " \
+        "copy of --working-dir" in logs, logs
 
 
 def test_worker_node_killed_mid_job(multinode, s3_server, bucket, undisturbed):

@@ -174,6 +174,43 @@ def test_empty_inputs(ray_cluster, tmp_path):
     assert json.loads((tmp_path / "o" / "_manifest.json").read_text())["status"] == "committed"
 
 
+def test_a_local_output_a_node_does_not_see_is_refused_before_the_claim(ray_cluster, tmp_path,
+                                                                        monkeypatch):
+    # On a cluster of machines with their own disks, workers wrote shards on theirs while the
+    # manifest went to the driver's. This cluster has one node: a second one that sees nothing
+    # is what ``nodes_missing`` reports for it.
+    from jobs import raycompat
+
+    write_inputs(tmp_path)
+    seen = []
+
+    def nodes_missing(paths):
+        seen.extend(paths)
+        return [("10.0.0.2", path) for path in paths]
+
+    monkeypatch.setattr(raycompat, "nodes_missing", nodes_missing)
+    config = JobConfig(images=str(tmp_path / "images.parquet"),
+                       detections=str(tmp_path / "detections"), output=str(tmp_path / "o"),
+                       step=steps.parse_step(DYNAMIC))
+    with pytest.raises(JobError, match=r"^--images .*images.parquet is on a local filesystem "
+                                       r"that node 10.0.0.2 does not see: on a cluster of "
+                                       r"several machines, use s3:// or gs:// URLs"):
+        run(config)
+    assert any("/o/_probe-" in path for path in seen)  # the output, through a probe file
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # no claim
+
+
+def test_relative_paths_are_refused_in_rays_copy_of_the_working_dir(tmp_path, monkeypatch):
+    copy = tmp_path / "session" / "runtime_resources" / "working_dir_files" / "_ray_pkg_1"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    config = JobConfig(images=str(tmp_path / "images.parquet"), detections=None,
+                       output="crops", step=steps.parse_step(DYNAMIC))
+    with pytest.raises(JobError, match=r"^--output crops is a relative path, and this job runs "
+                                       r"in Ray's temporary copy of --working-dir"):
+        run(config)
+
+
 def test_rerun_gives_identical_crops_and_refuses_other_settings(ray_cluster, tmp_path):
     write_inputs(tmp_path)
     common = {"images": str(tmp_path / "images.parquet"),

@@ -73,6 +73,10 @@ def test_planned_shards_and_durations():
 def test_interval_from_the_environment(monkeypatch):
     monkeypatch.setenv("CROPJOB_PROGRESS_SECONDS", "5")
     assert Progress(1).interval == 5.0
+    for text in ("0", "-1", "abc", "nan", "inf"):
+        monkeypatch.setenv("CROPJOB_PROGRESS_SECONDS", text)
+        with pytest.raises(ValueError, match=f"must be positive seconds, got '{text}'"):
+            Progress(1)
 
 
 @pytest.mark.slow

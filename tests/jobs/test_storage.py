@@ -29,6 +29,15 @@ def test_resolve_local_paths_and_file_urls(tmp_path):
     assert child.path == f"{tmp_path}/a/x/y.parquet" and child.url == f"{tmp_path}/a/x/y.parquet"
 
 
+def test_resolve_makes_a_relative_local_path_absolute(tmp_path, monkeypatch):
+    # Workers resolve the URL again, with another working directory (or on another node):
+    # a relative URL named another folder there.
+    monkeypatch.chdir(tmp_path)
+    relative = storage.resolve("out/crops")
+    assert relative.url == relative.path == f"{tmp_path}/out/crops"
+    assert relative.child("a.parquet").url == f"{tmp_path}/out/crops/a.parquet"
+
+
 def test_resolve_other_protocols_through_fsspec():
     location = storage.resolve("memory://bucket/folder")
     assert not location.is_local and location.url == "memory://bucket/folder"

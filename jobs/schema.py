@@ -326,7 +326,8 @@ class ImagesLayout:
 
     ``image_source`` is ``"binary"`` (``image`` bytes), ``"struct"`` (Hugging Face
     ``struct<bytes, path>`` in ``image_column``), or ``"uri"`` (fetch ``uri``). A ``crops/``
-    output read as images uses its ``crop`` column as the image and ``crop_id`` as the id.
+    output read as images (``crop`` and ``crop_id``, no ``image`` or ``uri``) uses its ``crop``
+    column as the image and ``crop_id`` as the id.
     """
 
     id_column: str
@@ -347,7 +348,8 @@ def images_layout(schema: pa.Schema, keep_columns: tuple[str, ...] | None,
                   parameter_columns: dict[str, str]) -> ImagesLayout:
     """Check an images schema and decide how to read it; ``SchemaError`` names the column."""
     names = set(schema.names)
-    if "crop" in names and "crop_id" in names:
+    if "crop" in names and "crop_id" in names and not names & {"image", "uri"}:
+        # an earlier run's crops/ (a table with images of its own is an images table)
         id_column, image_column = "crop_id", "crop"
     else:
         id_column, image_column = IMAGE_ID, "image" if "image" in names else "uri"
@@ -385,7 +387,8 @@ def images_layout(schema: pa.Schema, keep_columns: tuple[str, ...] | None,
                     and pa.types.is_integer(t.value_type)):
                 raise SchemaError(f"images column '{column}' (step parameter '{parameter}') "
                                   f"must be string or list<integer>, got {t}")
-        elif not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        elif not (pa.types.is_integer(t) or pa.types.is_floating(t)
+                  or pa.types.is_decimal(t)):
             raise SchemaError(f"images column '{column}' (step parameter '{parameter}') must be "
                               f"numeric, got {t}")
     used = {id_column, image_column, "detections", *parameter_columns.values()}

@@ -3,6 +3,7 @@
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from jobs import schema
 
@@ -54,3 +55,26 @@ def test_images_files_that_carry_other_columns_say_which_and_how_to_choose():
         schema.merged_images_layout([("a", _layout_of(x=pa.int8())),
                                      ("b", _layout_of(x=pa.int8(), y=pa.string()))])
     assert schema.merged_images_layout([]) is None
+
+
+def test_a_table_with_images_of_its_own_is_an_images_table_whatever_else_it_holds():
+    # crop_id and crop used to make any table an earlier run's crops: its id and image columns
+    # were ignored, and every detection became image_missing
+    own = pa.schema([("image_id", pa.string()), ("image", pa.binary()),
+                     ("crop_id", pa.string()), ("crop", pa.binary())])
+    layout = schema.images_layout(own, None, {})
+    assert (layout.id_column, layout.image_column) == ("image_id", "image")
+    crops = pa.schema([("crop_id", pa.string()), ("image_id", pa.string()),
+                       ("crop", schema.HF_IMAGE_TYPE)])
+    layout = schema.images_layout(crops, None, {})
+    assert (layout.id_column, layout.image_column) == ("crop_id", "crop")
+
+
+def test_a_decimal_column_is_a_numeric_step_parameter():
+    table_schema = pa.schema([("image_id", pa.string()), ("image", pa.binary()),
+                              ("w", pa.decimal128(25, 5))])
+    layout = schema.images_layout(table_schema, None, {"width": "w"})
+    assert "w" not in layout.carried
+    with pytest.raises(schema.SchemaError, match="must be numeric, got string"):
+        schema.images_layout(pa.schema([("image_id", pa.string()), ("image", pa.binary()),
+                                        ("w", pa.string())]), None, {"width": "w"})

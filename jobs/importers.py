@@ -912,8 +912,8 @@ def _write_output(
     for directory in (images_dir, detections_dir):
         if _holds_files(store, directory):
             raise ValueError(
-                f"{_shown(store, directory)}: output already holds files; import into a "
-                "new or empty output directory"
+                f"{_shown(store, root)} already holds files (in "
+                f"{directory.rsplit('/', 1)[-1]}/); import into a new or empty output directory"
             )
     root_existed = file_info(store.sibling(root)).type != FileType.NotFound
     # One writer per output: of two imports started together, the second is refused here

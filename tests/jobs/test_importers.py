@@ -512,7 +512,8 @@ def test_output_that_already_holds_tables_is_refused(tmp_path):
     annotations = coco_dataset(tmp_path, [])
     import_coco(str(annotations), str(tmp_path / "images"), str(tmp_path / "out"))
 
-    with pytest.raises(ValueError, match=r"out/images: output already holds files"):
+    with pytest.raises(ValueError,
+                       match=r"out already holds files \(in images/\); import into a new"):
         import_coco(str(annotations), str(tmp_path / "images"), str(tmp_path / "out"))
 
 

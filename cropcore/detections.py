@@ -69,7 +69,8 @@ class Detections:
     Attributes:
         xyxy (ndarray[N, 4] float64): boxes in pixels, ``x_min, y_min, x_max, y_max``.
         detection_id (ndarray[N] object | None): one string id per detection.
-        mask (ndarray[N, H, W] bool | None): instance masks in the image frame.
+        mask (ndarray[N, H, W] bool | None): instance masks in the image frame (another dtype
+            is read as ``mask > 0``, as Roboflow's overlay reads one).
         keypoints (ndarray[N, K, 2 or 3] float64 | None): ``x, y[, confidence]`` per keypoint.
         polygons (list[ndarray[P_i, 2] float64] | None): one outline per detection (a flat
             ``[x0, y0, x1, y1, ...]`` list is paired up; other shapes raise ``ValueError``).
@@ -119,7 +120,8 @@ class Detections:
             mask = np.asarray(self.mask)
             if mask.ndim != 3 or len(mask) != n:
                 raise ValueError(f"mask must have shape ({n}, H, W), got {mask.shape}")
-            set_(self, "mask", mask.astype(bool, copy=False))
+            # as Roboflow's overlay reads a mask: above 0 is the object (so -1 and NaN are not)
+            set_(self, "mask", mask if mask.dtype == bool else mask > 0)
         if self.keypoints is not None:
             keypoints = np.asarray(self.keypoints, dtype=np.float64)
             if keypoints.ndim != 3 or len(keypoints) != n or keypoints.shape[2] not in (2, 3):

@@ -96,7 +96,8 @@ def remove_background(
         crop (ndarray[h, w] or ndarray[h, w, C]): C in 1, 3, 4; a dtype OpenCV blends exactly
             (``BLEND_DTYPES``), in either byte order (the result is in native order). The
             colour saturates to the dtype's range (255 is 127 in an int8 image).
-        mask (ndarray[h, w]): the object where true (any dtype: nonzero is the object).
+        mask (ndarray[h, w]): the object where true (any dtype: above 0 is the object, as in
+            Roboflow's overlay, so -1 and NaN are background).
 
     Raises:
         ValueError: on an opacity outside [0, 1], a mask of another shape, or another dtype
@@ -115,7 +116,7 @@ def remove_background(
     if crop.dtype != dtype:  # OpenCV reads native byte order only
         crop = crop.astype(dtype)
     if mask.dtype != bool:
-        mask = mask != 0
+        mask = mask > 0
     squeeze = crop.ndim == 2
     pixels = crop[:, :, None] if squeeze else crop
     channels = pixels.shape[2]
@@ -164,6 +165,12 @@ def dynamic_crop(
         a list of ``len(detections)`` entries; each ``Crop`` carries the crop's own detection
         translated into the crop frame in ``crop.detections`` (oriented boxes included, as
         Roboflow's block does since inference PR #2430).
+
+    Raises:
+        ValueError: for what ``dynamic_crop_batch`` raises for, a non-finite box, and a mask it
+            cannot use (an RLE mask that does not fit the image, or, with ``mask_opacity``
+            above 0, an unusable polygon): the message names the detection and says why.
+            ``dynamic_crop_batch`` reports such detections as ``invalid_mask`` instead.
     """
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
         raise ValueError(f"image must be an H x W or H x W x C array, got "
@@ -183,6 +190,9 @@ def dynamic_crop(
     batch = dynamic_crop_batch(image, detections, mask_opacity, background_color)
     crops: list[Crop | None] = []
     for i, window in enumerate(batch.windows.tolist()):
+        if batch.reasons[i] == "invalid_mask":  # only "empty_window" is a None
+            raise ValueError(f"detection {i} ({detections.detection_id[i]!r}): "
+                             f"{batch.messages[i]}")
         if batch.reasons[i] is not None:
             crops.append(None)
             continue

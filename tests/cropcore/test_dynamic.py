@@ -431,14 +431,22 @@ def test_remove_background_at_full_opacity_is_the_colour_even_over_nan_and_inf(d
 
 
 @pytest.mark.parametrize("mask_dtype", [np.uint8, np.int16, np.int64, np.float64])
-def test_remove_background_takes_nonzero_of_any_mask_dtype_as_the_object(mask_dtype):
-    crop = np.full((2, 3, 3), 40, np.uint8)
-    mask = np.array([[0, 1, 0], [256 if mask_dtype is np.int16 else 2, 0, 0]], mask_dtype)
+def test_remove_background_takes_above_zero_of_any_mask_dtype_as_the_object(mask_dtype):
+    # Roboflow's overlay keeps np.where(mask > 0): negative values and NaN are background
+    crop = np.full((2, 4, 3), 40, np.uint8)
+    values = [[0, 1, 0, -1 if mask_dtype is not np.uint8 else 0],
+              [256 if mask_dtype is np.int16 else 2, 0, 0, 0]]
+    mask = np.array(values, mask_dtype)
+    if mask_dtype is np.float64:
+        mask[1, 3] = np.nan
     for opacity in (0.5, 1.0):
         out = remove_background(crop, mask, opacity, (200, 200, 200))
-        np.testing.assert_array_equal(out, remove_background(crop, mask != 0, opacity,
+        np.testing.assert_array_equal(out, remove_background(crop, mask > 0, opacity,
                                                              (200, 200, 200)))
-        assert (out[mask != 0] == 40).all() and (out[mask == 0] != 40).all()
+        assert (out[mask > 0] == 40).all() and (out[~(mask > 0)] != 40).all()
+    detections = Detections(xyxy=[[0, 0, 4, 2]], mask=mask[None], detection_id=["a"])
+    assert detections.mask.dtype == bool
+    np.testing.assert_array_equal(detections.mask[0], mask > 0)
 
 
 def test_dynamic_crop_cuts_an_rle_mask_into_the_crop_frame_like_a_dense_one():
@@ -516,3 +524,20 @@ def test_remove_background_reuses_its_cached_background_across_shapes_and_dtypes
     for canvas in dynamic._BACKGROUNDS.values():
         with pytest.raises(ValueError, match="read-only"):
             canvas[0, 0, 0] = 1
+
+
+@pytest.mark.parametrize(("data", "polygons", "match"), [
+    ({"mask_rle": [{"size": [5, 5], "counts": "!!"}]}, None, r"mask size \[5, 5\] does not match"),
+    (None, [np.array([[2.0, 3.0], [np.nan, 4.0], [9.0, 9.0]])], r"polygon: .*finite"),
+])
+def test_dynamic_crop_raises_for_a_mask_it_cannot_use(data, polygons, match):
+    # it used to return None, which the docstring keeps for empty windows only
+    image = np.zeros((20, 30, 3), np.uint8)
+    rles = None
+    if data is not None:
+        rles = np.empty(1, dtype=object)
+        rles[:] = data["mask_rle"]
+    detections = Detections(xyxy=[[2, 3, 17, 15]], detection_id=["d"], polygons=polygons,
+                            data={"mask_rle": rles} if rles is not None else {})
+    with pytest.raises(ValueError, match=rf"^detection 0 \('d'\): {match}"):
+        dynamic_crop(image, detections, mask_opacity=1.0)

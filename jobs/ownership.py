@@ -235,12 +235,14 @@ def _comparable(location: Location, base: str | None) -> str:
     return "/".join(p for p in path.split("/") if p not in ("", "."))
 
 
-def remove_own_leftovers(output: Location, fingerprint: str) -> int:
+def remove_own_leftovers(output: Location, fingerprint: str, num_units: int = 0) -> int:
     """Delete what failed attempts of this run left behind: temporary files whose name carries
-    the run's fingerprint prefix, and the run's work area (``_work/<prefix>/``). Returns how
-    many files were deleted; nothing without the prefix is touched."""
+    the run's fingerprint prefix, and the files of the run's work area (``_work/<prefix>/``):
+    its ``_paired.json`` and the work files of its ``num_units`` units. Returns how many files
+    were deleted; nothing else is touched, whatever its name."""
     tag = re.escape(fingerprint[:16])
     removed = 0
+    work_files = {"_paired.json", *(f"units/unit-{n}.parquet" for n in range(num_units))}
     # Temporary files exist only on local disks (object stores publish whole objects), so an
     # object store's output is not listed, only this run's work area.
     work = f"_work/{fingerprint[:16]}/"
@@ -248,7 +250,7 @@ def remove_own_leftovers(output: Location, fingerprint: str) -> int:
         work + relative for relative in list_tree(output.child(work.rstrip("/")))]
     for relative in candidates:
         ours = re.fullmatch(rf".+\.tmp-{tag}[0-9a-f]{{32}}", relative) \
-            or relative.startswith(work)
+            or relative.startswith(work) and relative[len(work):] in work_files
         if ours and is_own_file(relative):
             delete(output.child(relative))
             removed += 1

@@ -38,7 +38,7 @@ from jobs.sinks import (
     sum_parts,
     write_index_part,
 )
-from jobs.storage import Location, StorageError, delete, resolve, write_atomic
+from jobs.storage import Location, StorageError, delete, redact, resolve, write_atomic
 from jobs.udfs import JobContext, crop_units, now
 from jobs.versions import code_version
 
@@ -151,6 +151,7 @@ def prepare(config: JobConfig) -> Prepared:
     for name, url in (("--images", config.images), ("--detections", config.detections),
                       ("--output", config.output)):
         _refuse_path_in_job_copy(name, url)
+        _refuse_dot_segments(name, url)
     try:
         interval_from_environment()
     except ValueError as error:
@@ -205,6 +206,17 @@ def _refuse_path_in_job_copy(name: str, url: str | None) -> None:
         raise JobError(f"{name} {url} is a relative path, and this job runs in Ray's temporary "
                        f"copy of --working-dir ({here}), which Ray deletes after the job: give "
                        f"an absolute path every node sees, or an s3:// or gs:// URL")
+
+
+def _refuse_dot_segments(name: str, url: str | None) -> None:
+    """An object store's keys are plain names: ``s3://b/x/../y`` is the key ``x/../y``, not
+    ``y``, so overlap checks that resolve ``..`` would compare another place than the one
+    written. Local paths resolve ``..`` as usual."""
+    if not url or "://" not in url or url.lower().startswith("file://"):
+        return
+    if any(part in (".", "..") for part in url.split("://", 1)[1].split("/")):
+        raise JobError(f"{name} {redact(url)} has a '.' or '..' segment, which an object "
+                       f"store takes as part of a key name: give the path without them")
 
 
 def check_cluster_sees(prepared: Prepared) -> None:
@@ -335,6 +347,8 @@ def run(job: JobConfig | Prepared) -> Summary:
     existing = read_manifest(output)
     if existing is not None and existing.get("fingerprint") == prepared.fingerprint:
         log.info("output already holds this run, committed; nothing to do")
+        # (but what a slower start of the same run left after the commit)
+        ownership.remove_own_leftovers(output, prepared.fingerprint, len(prepared.plan.units))
         return Summary(**existing["counts"] | {"output": output.url, "shards": 0,
                                                "shards_skipped": existing["counts"]["shards"]})
     check_cluster_sees(prepared)
@@ -367,11 +381,13 @@ def run(job: JobConfig | Prepared) -> Summary:
             parts.append(write_index_part(output, prepared.fingerprint, buffered))
     existing = read_manifest(output)
     if existing is not None and existing.get("fingerprint") == prepared.fingerprint:
-        # the same run, started twice, committed first: its commit stands
+        # the same run, started twice, committed first: its commit stands; this start's work
+        # files (pairing ran again) go, as the commit would have removed them
         log.info("commit: this run was committed meanwhile by another start of it")
+        ownership.remove_own_leftovers(output, prepared.fingerprint, len(plan.units))
         return Summary(**existing["counts"], output=output.url,
                        seconds=round(time.perf_counter() - started, 3))
-    removed = ownership.remove_own_leftovers(output, prepared.fingerprint)
+    removed = ownership.remove_own_leftovers(output, prepared.fingerprint, len(plan.units))
     if removed:
         log.info("commit: removed %d temporary and work files of this run", removed)
     counts, shards = sum_parts(parts)

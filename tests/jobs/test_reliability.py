@@ -800,6 +800,16 @@ def test_case_4_the_same_run_started_twice_is_idempotent(ray_cluster, tmp_path, 
     assert crops.num_rows == 16 and len(set(crops["crop_id"].to_pylist())) == 16
     created = set(output.table("lineage")["created_at"].to_pylist())
     assert len(created) == 1  # both starts wrote the run's one time, from the claim
+    # A start that finds the run committed (meanwhile, or already) removes the work files it
+    # made: a slower start used to leave its _work/ behind for good.
+    work = output.manifest()["fingerprint"][:16]
+    leftover = [f"_work/{work}/_paired.json", f"_work/{work}/units/unit-0.parquet"]
+    for relative in leftover:
+        if where == "local":
+            (tmp_path / "out" / relative).parent.mkdir(parents=True, exist_ok=True)
+        output.fs.open_output_stream(f"{output.root}/{relative}").close()
+    assert cli(*run_args(images, detections, url, "--rows-per-shard", "1")).returncode == 0
+    assert not [f for f in output.files() if f.startswith("_work/") and not f.endswith("/")]
 
 
 def test_case_5_a_uri_table_needs_an_allow_list(tmp_path):

@@ -13,8 +13,10 @@ here, and the hand-written vector code carries no fast-math flags either.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
+import platform
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +82,9 @@ def crop_and_resize(
         - A sample outside ``[0, H - 1] x [0, W - 1]``, or a non-finite one (from box arithmetic
           that overflows), is ``extrapolation_value``; it is never blended with pixels.
         - ``nearest`` rounds half away from zero (pixel 2.5 -> 3), not half to even.
+        - Subnormal floats are flushed to zero in arithmetic, operands and results, as in
+          TensorFlow's CPU threads (x86-64's FTZ and DAZ, set while computing and restored
+          after); copies (nearest from float32, the extrapolation value) keep them.
 
     Uses ``numba.get_num_threads()`` threads; limit them with ``numba.set_num_threads``.
     """
@@ -103,11 +108,12 @@ def crop_and_resize(
     if out.size == 0:
         return out
 
-    y1, x1, y2, x2 = (np.ascontiguousarray(boxes[:, i]) for i in range(4))
-    in_y = _sample_coordinates(y1, y2, height, crop_height)
-    in_x = _sample_coordinates(x1, x2, width, crop_width)
-
     kernels = _kernels()
+    y1, x1, y2, x2 = (np.ascontiguousarray(boxes[:, i]) for i in range(4))
+    with _flushing_subnormals(kernels):  # as TensorFlow's threads compute (see _run_threads)
+        in_y = _sample_coordinates(y1, y2, height, crop_height)
+        in_x = _sample_coordinates(x1, x2, width, crop_width)
+
     # The kernels see the batch as one flat array of [W * D] rows and read four channels at a
     # time, which can run up to three elements past the end of a row. That is harmless except
     # near the end of the array: the rows there are read from a padded copy instead (with the
@@ -123,8 +129,11 @@ def crop_and_resize(
     kernel = kernels.nearest if method == "nearest" else kernels.bilinear
     args = (flat, tail, tail_start, height, row_size, box_indices, task_box, task_start,
             task_stop, in_y, in_x, np.float32(height - 1), np.float32(width - 1), depth,
-            extrapolation, out.reshape(num_boxes, crop_height, crop_width * depth))
-    _run_threads(kernel, args, len(task_box), threads)
+            # in an array: a float32 argument is converted from a double on the way in, which
+            # in flush mode would turn a subnormal extrapolation value (a copy in TF) into 0
+            np.full(1, extrapolation, np.float32),
+            out.reshape(num_boxes, crop_height, crop_width * depth))
+    _run_threads(_flushed(kernel, kernels), args, len(task_box), threads)
     return out
 
 
@@ -270,6 +279,37 @@ def _run_threads(kernel, args, num_tasks: int, threads: int) -> None:
             future.result()
 
 
+# TensorFlow runs its CPU kernels with subnormal floats flushed to zero: as inputs of arithmetic
+# (x86's DAZ) and as results (FTZ). So a subnormal pixel or box coordinate counts as 0 there, and
+# an interpolation whose result would be subnormal gives 0; a copy (nearest from float32, or the
+# extrapolation value) keeps one. The kernels and the coordinates run in the same mode, set in
+# the MXCSR register of each thread that computes, and restored after. Elsewhere than x86-64,
+# the mode is left as it is (subnormals are kept).
+_FLUSH_BITS = 0x8040  # MXCSR's FTZ (bit 15) and DAZ (bit 6)
+
+
+@contextlib.contextmanager
+def _flushing_subnormals(kernels: SimpleNamespace):
+    if kernels.read_mxcsr is None:
+        yield
+        return
+    saved = kernels.read_mxcsr()
+    kernels.write_mxcsr(saved | _FLUSH_BITS)
+    try:
+        yield
+    finally:
+        kernels.write_mxcsr(saved)
+
+
+def _flushed(kernel, kernels: SimpleNamespace):
+    """``kernel`` run with subnormals flushed, in whichever thread calls it."""
+    def run(*args):
+        with _flushing_subnormals(kernels):
+            kernel(*args)
+
+    return run
+
+
 def _forget_pool() -> None:
     # A forked child inherits the pool object but not its threads.
     global _POOL, _POOL_SIZE, _POOL_LOCK
@@ -306,12 +346,56 @@ def _kernels() -> SimpleNamespace:
 
             _lerp4, _lerp4_rows, _lerp4_rows_out, _load4 = _make_intrinsics()
             jit = numba.njit(cache=True, nogil=True)
+            read_mxcsr = write_mxcsr = None
+            if platform.machine().lower() in ("x86_64", "amd64"):
+                read_mxcsr, write_mxcsr = (jit(f) for f in _mxcsr_functions())
             _KERNELS = SimpleNamespace(
                 bilinear=jit(_bilinear_kernel),
                 nearest=jit(_nearest_kernel),
                 get_num_threads=numba.get_num_threads,
+                read_mxcsr=read_mxcsr,
+                write_mxcsr=write_mxcsr,
             )
     return _KERNELS
+
+
+def _mxcsr_functions():
+    """Python functions (for numba.njit) that read and write this thread's MXCSR register."""
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
+
+    i32 = ir.IntType(32)
+    call = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()])
+
+    @intrinsic
+    def mxcsr(typingctx):
+        def codegen(context, builder, signature, args):
+            slot = cgutils.alloca_once(builder, i32)
+            store = cgutils.get_or_insert_function(builder.module, call, "llvm.x86.sse.stmxcsr")
+            builder.call(store, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
+            return builder.zext(builder.load(slot), ir.IntType(64))
+
+        return types.int64(), codegen
+
+    @intrinsic
+    def set_mxcsr(typingctx, value):
+        def codegen(context, builder, signature, args):
+            slot = cgutils.alloca_once(builder, i32)
+            builder.store(builder.trunc(args[0], i32), slot)
+            load = cgutils.get_or_insert_function(builder.module, call, "llvm.x86.sse.ldmxcsr")
+            builder.call(load, [builder.bitcast(slot, ir.IntType(8).as_pointer())])
+            return context.get_dummy_value()
+
+        return types.void(types.int64), codegen
+
+    def read_mxcsr():
+        return mxcsr()
+
+    def write_mxcsr(value):
+        set_mxcsr(value)
+
+    return read_mxcsr, write_mxcsr
 
 
 def _make_intrinsics():
@@ -459,7 +543,8 @@ def _make_intrinsics():
 
 def _bilinear_kernel(first_task, last_task, flat, tail, tail_start, height, row_size,
                      box_indices, task_box, task_start, task_stop, in_y, in_x, y_last, x_last,
-                     depth, extrapolation, out):
+                     depth, extrapolation_cell, out):
+    extrapolation = extrapolation_cell[0]
     crop_width = in_x.shape[1]
     row_len = crop_width * depth
     # Horizontally interpolated source rows in two slots, keyed by source row. These are exactly
@@ -566,7 +651,8 @@ def _bilinear_kernel(first_task, last_task, flat, tail, tail_start, height, row_
 
 def _nearest_kernel(first_task, last_task, flat, tail, tail_start, height, row_size,
                     box_indices, task_box, task_start, task_stop, in_y, in_x, y_last, x_last,
-                    depth, extrapolation, out):
+                    depth, extrapolation_cell, out):
+    extrapolation = extrapolation_cell[0]
     crop_width = in_x.shape[1]
     row_len = crop_width * depth
     # The current source row, resampled: consecutive output rows often repeat it.

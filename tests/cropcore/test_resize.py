@@ -21,7 +21,8 @@ f32 = np.float32
 def reference_crop_and_resize(image, boxes, box_indices, crop_size, method="bilinear",
                               extrapolation_value=0.0):
     """Literal reading of the spec, one output element at a time, with float32 scalars (every
-    operation rounded on its own)."""
+    operation rounded on its own), subnormal operands and results of arithmetic flushed to zero
+    (``z``), as TensorFlow's CPU threads compute."""
     image = np.asarray(image)
     _, height, width, depth = image.shape
     crop_height, crop_width = crop_size
@@ -30,10 +31,14 @@ def reference_crop_and_resize(image, boxes, box_indices, crop_size, method="bili
     out = np.empty((len(boxes), crop_height, crop_width, depth), dtype=np.float32)
 
     def coordinate(lo, hi, i, size, crop):
+        lo, hi = z(lo), z(hi)
         if crop > 1:
-            scale = ((hi - lo) * f32(size - 1)) / f32(crop - 1)
-            return lo * f32(size - 1) + f32(i) * scale
-        return f32(0.5 * float(lo + hi) * float(size - 1))
+            scale = z(z(z(hi - lo) * f32(size - 1)) / f32(crop - 1))
+            return z(z(lo * f32(size - 1)) + z(f32(i) * scale))
+        return z(f32(0.5 * float(z(lo + hi)) * float(size - 1)))
+
+    def pixel(value):  # converting a double rounds, and flushes; a float32 is copied
+        return z(f32(value)) if image.dtype == np.float64 else f32(value)
 
     def inside(v, size):
         return 0 <= v <= f32(size - 1)  # False for NaN
@@ -52,18 +57,26 @@ def reference_crop_and_resize(image, boxes, box_indices, crop_size, method="bili
                             # round half away from zero, in double (exact for these values)
                             yy = math.floor(float(in_y) + 0.5)
                             xx = math.floor(float(in_x) + 0.5)
-                            out[n, y, x, d] = f32(image[b, yy, xx, d])
+                            out[n, y, x, d] = pixel(image[b, yy, xx, d])
                         else:
                             t, bo = math.floor(in_y), math.ceil(in_y)
                             le, ri = math.floor(in_x), math.ceil(in_x)
-                            ly = in_y - f32(t)
-                            lx = in_x - f32(le)
-                            tl, tr = f32(image[b, t, le, d]), f32(image[b, t, ri, d])
-                            bl, br = f32(image[b, bo, le, d]), f32(image[b, bo, ri, d])
-                            top = tl + (tr - tl) * lx
-                            bottom = bl + (br - bl) * lx
-                            out[n, y, x, d] = top + (bottom - top) * ly
+                            ly = z(in_y - f32(t))
+                            lx = z(in_x - f32(le))
+                            tl, tr = z(pixel(image[b, t, le, d])), z(pixel(image[b, t, ri, d]))
+                            bl, br = z(pixel(image[b, bo, le, d])), z(pixel(image[b, bo, ri, d]))
+                            top = z(tl + z(z(tr - tl) * lx))
+                            bottom = z(bl + z(z(br - bl) * lx))
+                            out[n, y, x, d] = z(top + z(z(bottom - top) * ly))
     return out
+
+
+def z(value):
+    """A subnormal float32 as the zero of its sign (x86's FTZ and DAZ), anything else as is."""
+    value = f32(value)
+    if value != 0 and abs(value) < np.finfo(np.float32).tiny:
+        return f32(math.copysign(0.0, value))
+    return value
 
 
 def assert_bitwise_equal(actual, expected):
@@ -154,6 +167,34 @@ def test_vector_3x3_even_values(method, expected):
     image = np.arange(0, 18, 2, dtype=np.float32).reshape(1, 3, 3, 1)
     out = crop(image, [[0.5, 0.5, 1, 1]], (3, 3), method)
     assert_bitwise_equal(out[0, :, :, 0], np.array(expected, dtype=np.float32))
+
+
+@pytest.mark.tf
+def test_convention_subnormals_are_flushed_to_zero_as_in_tensorflow():
+    # TensorFlow's CPU threads flush subnormal operands and results of arithmetic to zero (x86
+    # FTZ and DAZ); copies keep them. Each case's expected values are TensorFlow's own.
+    image = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
+    # a subnormal box coordinate is 0, not a hair outside the image
+    np.testing.assert_array_equal(crop(image, [[-1e-45, 0, 1, 1]], (2, 2)).ravel(), [1, 3, 7, 9])
+    tiny = np.full((1, 2, 2, 1), 1e-40, np.float32)
+    assert (crop(tiny, [[0, 0, 1, 1]], (2, 2)) == 0).all()  # interpolated: flushed
+    assert (crop(tiny, [[0, 0, 1, 1]], (2, 2), "nearest") == f32(1e-40)).all()  # copied
+    assert (crop(tiny.astype(np.float64), [[0, 0, 1, 1]], (2, 2), "nearest") == 0).all()
+    row = np.array([0, 2e-38], np.float32).reshape(1, 1, 2, 1)  # subnormal results only
+    np.testing.assert_array_equal(crop(row, [[0, 0, 1, 1]], (1, 5)).ravel(),
+                                  np.array([0, 0, 0, 1.5e-38, 2e-38], np.float32))
+    outside = crop_and_resize(image, [[-1, -1, -0.5, -0.5]], [0], (1, 1), "bilinear", 1e-40)
+    assert outside.ravel()[0] == f32(1e-40)  # the extrapolation value is copied
+    import tensorflow as tf
+
+    for args in [(image, [[-1e-45, 0, 1, 1]], (2, 2), "bilinear"),
+                 (tiny, [[0, 0, 1, 1]], (2, 2), "nearest"),
+                 (row, [[0, 0, 1, 1]], (1, 5), "bilinear")]:
+        expected = tf.image.crop_and_resize(args[0], np.array(args[1], np.float32), [0], args[2],
+                                            method=args[3]).numpy()
+        assert_bitwise_equal(crop(*args), expected)
+    # and this thread's floating-point mode is as it was
+    assert np.float32(1e-40) * np.float32(1) == np.float32(1e-40)
 
 
 def test_vector_float32_operation_order():
@@ -576,7 +617,7 @@ def crop_cases(draw):
     shape = (draw(st.integers(1, 2)), draw(st.integers(1, 6)), draw(st.integers(1, 6)),
              draw(st.integers(1, 5)))
     if dtype.kind == "f":
-        elements = hnp.from_dtype(dtype, allow_subnormal=False)
+        elements = hnp.from_dtype(dtype, allow_subnormal=True)
     else:
         elements = hnp.from_dtype(dtype)
     image = draw(hnp.arrays(dtype, shape, elements=elements))
@@ -636,21 +677,22 @@ def random_tf_case(rng):
         if rng.random() < 0.2:  # specials: the operation order decides where NaNs appear
             flat = image.reshape(-1)
             picks = rng.integers(0, flat.size, size=3)
-            flat[picks] = rng.choice(np.array([np.inf, -np.inf, np.nan, -0.0], dtype), size=3)
+            flat[picks] = rng.choice(np.array([np.inf, -np.inf, np.nan, -0.0, 1e-40, -2e-39],
+                                              dtype), size=3)
     else:
         info = np.iinfo(dtype)
         image = rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
     num_boxes = int(rng.integers(1, 6))
     boxes = rng.uniform(-0.3, 1.3, size=(num_boxes, 4))
     special = rng.random(size=boxes.shape) < 0.25
-    boxes[special] = rng.choice([0.0, 1.0, 0.5, -0.0], size=int(special.sum()))
+    boxes[special] = rng.choice([0.0, 1.0, 0.5, -0.0, 1e-45, -1e-40], size=int(special.sum()))
     boxes = boxes.astype(np.float32)
     degenerate = rng.random(num_boxes) < 0.15
     boxes[degenerate, 2] = boxes[degenerate, 0]
     indices = rng.integers(0, shape[0], size=num_boxes).astype(np.int32)
     crop_size = (int(rng.choice([1, 2, 3, 7, 13])), int(rng.choice([1, 2, 3, 7, 13])))
     method = ["bilinear", "nearest"][int(rng.integers(2))]
-    extrapolation = float(rng.choice([0.0, -1.0, 0.5, 1e30]))
+    extrapolation = float(rng.choice([0.0, -1.0, 0.5, 1e30, 1e-40]))
     return image, boxes, indices, crop_size, method, extrapolation
 
 

@@ -9,6 +9,8 @@ float values (not clipped), masks are cut to the window.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -145,6 +147,17 @@ def remove_background(
     return blended[:, :, 0] if squeeze else blended
 
 
+def _opacity(value) -> float:
+    """``mask_opacity`` as a float; ``ValueError`` unless it is a number within [0, 1]."""
+    try:
+        opacity = float(value)
+    except (TypeError, ValueError):
+        opacity = math.nan
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"mask_opacity must be within [0, 1], got {value}")
+    return opacity
+
+
 def dynamic_crop(
     image: np.ndarray,
     detections: Detections,
@@ -179,8 +192,7 @@ def dynamic_crop(
         raise ValueError(f"detections must be a Detections, got {type(detections).__name__}")
     if len(detections) and detections.detection_id is None:
         raise ValueError("dynamic_crop needs detection ids: detections.detection_id is None")
-    if not 0.0 <= float(mask_opacity) <= 1.0:
-        raise ValueError(f"mask_opacity must be within [0, 1], got {mask_opacity}")
+    _opacity(mask_opacity)
     height, width = image.shape[:2]
     if detections.mask is not None and detections.mask.shape[1:] != (height, width):
         raise ValueError(
@@ -362,9 +374,7 @@ def dynamic_crop_batch(
                          f"{type(image).__name__} with shape {getattr(image, 'shape', None)}")
     if not isinstance(detections, Detections):
         raise ValueError(f"detections must be a Detections, got {type(detections).__name__}")
-    opacity = float(mask_opacity)
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"mask_opacity must be within [0, 1], got {mask_opacity}")
+    opacity = _opacity(mask_opacity)
     if polygon_style not in POLYGON_STYLES:
         raise ValueError(f"polygon_style must be one of {POLYGON_STYLES}, got {polygon_style!r}")
     height, width = image.shape[:2]

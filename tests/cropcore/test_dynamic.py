@@ -222,6 +222,8 @@ def test_remove_background_equals_add_weighted():
         ({"detections": Detections(xyxy=[[0, 0, 1, 1]])}, "needs detection ids"),
         ({"mask_opacity": 1.5}, r"mask_opacity must be within \[0, 1\], got 1.5"),
         ({"mask_opacity": -0.1}, r"mask_opacity must be within \[0, 1\]"),
+        ({"mask_opacity": None}, r"mask_opacity must be within \[0, 1\], got None"),
+        ({"mask_opacity": "x"}, r"mask_opacity must be within \[0, 1\], got x"),
         ({"background_color": "#zz"}, "colour must be"),
         ({"image": [[0]]}, "H x W or H x W x C array, got list"),
         ({"detections": [[0, 0, 1, 1]]}, "detections must be a Detections, got list"),

@@ -476,6 +476,7 @@ GOOD_INDICES = np.array([0], np.int32)
         ({"method": "bicubic"}, r"method must be one of \('bilinear', 'nearest'\), got 'bicubic'"),
         ({"method": "BILINEAR"}, r"method must be one of"),
         ({"extrapolation_value": "x"}, r"extrapolation_value must be a real number, got 'x'"),
+        ({"extrapolation_value": 10**400}, r"extrapolation_value must be within float range"),
         ({"out": np.zeros((1, 3, 3, 2), np.float32)}, r"out must be .* shape \(1, 3, 3, 3\)"),
         ({"out": np.zeros((1, 3, 3, 3), np.float64)}, r"out must be .*got ndarray float64"),
         ({"out": np.zeros((1, 3, 3, 6), np.float32)[..., ::2]}, r"out must be .*C-contiguous"),

@@ -211,8 +211,8 @@ def _validate(image, boxes, box_indices, crop_size, method, extrapolation_value)
     try:
         float(extrapolation_value)
     except OverflowError:  # an int beyond any float
-        raise ValueError(f"extrapolation_value must be within float range, got "
-                         f"{extrapolation_value:.3e}") from None
+        raise ValueError(f"extrapolation_value must be within float range, got an integer "
+                         f"of {len(str(abs(int(extrapolation_value))))} digits") from None
 
     # One compiled kernel per dtype, for native byte order and C order. Numba has no float16
     # arrays; widening them to float32 is exact, so the results are the same.

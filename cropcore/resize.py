@@ -212,7 +212,7 @@ def _validate(image, boxes, box_indices, crop_size, method, extrapolation_value)
         float(extrapolation_value)
     except OverflowError:  # an int beyond any float
         raise ValueError(f"extrapolation_value must be within float range, got an integer "
-                         f"of {len(str(abs(int(extrapolation_value))))} digits") from None
+                         f"of {int(extrapolation_value).bit_length()} bits") from None
 
     # One compiled kernel per dtype, for native byte order and C order. Numba has no float16
     # arrays; widening them to float32 is exact, so the results are the same.

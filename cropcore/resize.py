@@ -291,6 +291,10 @@ def _run_threads(kernel, args, num_tasks: int, threads: int) -> None:
 # the MXCSR register of each thread that computes, and restored after. Elsewhere than x86-64,
 # the mode is left as it is (subnormals are kept).
 _FLUSH_BITS = 0x8040  # MXCSR's FTZ (bit 15) and DAZ (bit 6)
+#: Whether crop_and_resize flushes subnormals as TensorFlow does: on x86-64 only. (TensorFlow
+#: flushes on ARM too, with FPCR's FZ bit; cropcore does not set it there yet, so on ARM results
+#: with subnormal operands or results can differ from TensorFlow's.)
+FLUSHES_SUBNORMALS = platform.machine().lower() in ("x86_64", "amd64")
 
 
 @contextlib.contextmanager
@@ -299,8 +303,8 @@ def _flushing_subnormals(kernels: SimpleNamespace):
         yield
         return
     saved = kernels.read_mxcsr()
-    kernels.write_mxcsr(saved | _FLUSH_BITS)
     try:
+        kernels.write_mxcsr(saved | _FLUSH_BITS)
         yield
     finally:
         kernels.write_mxcsr(saved)
@@ -338,13 +342,13 @@ if hasattr(os, "register_at_fork"):
 # below are placeholders that _kernels() binds to the Numba intrinsics first (Numba resolves
 # globals when it compiles).
 _LANES = 4
-_lerp4 = _lerp4_rows = _lerp4_rows_out = _load4 = None
+_lerp4 = _lerp4_rows = _lerp4_rows_out = _load4 = _mxcsr = _set_mxcsr = None
 _KERNELS: SimpleNamespace | None = None
 _KERNELS_LOCK = threading.Lock()
 
 
 def _kernels() -> SimpleNamespace:
-    global _KERNELS, _lerp4, _lerp4_rows, _lerp4_rows_out, _load4
+    global _KERNELS, _lerp4, _lerp4_rows, _lerp4_rows_out, _load4, _mxcsr, _set_mxcsr
     with _KERNELS_LOCK:
         if _KERNELS is None:
             import numba
@@ -352,8 +356,9 @@ def _kernels() -> SimpleNamespace:
             _lerp4, _lerp4_rows, _lerp4_rows_out, _load4 = _make_intrinsics()
             jit = numba.njit(cache=True, nogil=True)
             read_mxcsr = write_mxcsr = None
-            if platform.machine().lower() in ("x86_64", "amd64"):
-                read_mxcsr, write_mxcsr = (jit(f) for f in _mxcsr_functions())
+            if FLUSHES_SUBNORMALS:
+                _mxcsr, _set_mxcsr = _mxcsr_intrinsics()
+                read_mxcsr, write_mxcsr = jit(_read_mxcsr), jit(_write_mxcsr)
             _KERNELS = SimpleNamespace(
                 bilinear=jit(_bilinear_kernel),
                 nearest=jit(_nearest_kernel),
@@ -364,8 +369,18 @@ def _kernels() -> SimpleNamespace:
     return _KERNELS
 
 
-def _mxcsr_functions():
-    """Python functions (for numba.njit) that read and write this thread's MXCSR register."""
+# Module-level, like the kernels: Numba's disk cache keys a function by its code and globals,
+# and a closure over an intrinsic would miss the cache in every new process.
+def _read_mxcsr():
+    return _mxcsr()
+
+
+def _write_mxcsr(value):
+    _set_mxcsr(value)
+
+
+def _mxcsr_intrinsics():
+    """Numba intrinsics that read and write this thread's MXCSR register (x86-64)."""
     from llvmlite import ir
     from numba.core import cgutils, types
     from numba.extending import intrinsic
@@ -394,13 +409,7 @@ def _mxcsr_functions():
 
         return types.void(types.int64), codegen
 
-    def read_mxcsr():
-        return mxcsr()
-
-    def write_mxcsr(value):
-        set_mxcsr(value)
-
-    return read_mxcsr, write_mxcsr
+    return mxcsr, set_mxcsr
 
 
 def _make_intrinsics():

@@ -41,7 +41,8 @@ from jobs.storage import (
     resolve,
 )
 
-__all__ = ["DEFAULT_MAX_IMAGE_BYTES", "FetchPolicy", "canonical_url", "fetch", "parse_allow_list"]
+__all__ = ["DEFAULT_MAX_IMAGE_BYTES", "FetchPolicy", "canonical_url", "dot_segments", "fetch",
+           "parse_allow_list"]
 
 DEFAULT_MAX_IMAGE_BYTES = 256 << 20
 HTTP_TIMEOUT_S = 30.0
@@ -105,7 +106,7 @@ def canonical_url(value: str, base: str | None) -> str:
             raise MissingObjectError(f"cannot open {_shown(value)}: file URLs name this machine")
         return "file://" + os.path.realpath(urllib.parse.unquote(parsed.path) or "/")
     host, _, path = rest.partition("/")
-    if _dot_segments(re.split(r"[?#]", path, maxsplit=1)[0]):  # a query may hold %2F (SigV4)
+    if dot_segments(re.split(r"[?#]", path, maxsplit=1)[0]):  # a query may hold %2F (SigV4)
         raise MissingObjectError(f"cannot open {_shown(value)}: '.' and '..' path segments are "
                                  f"not allowed, nor are encoded ones or encoded separators")
     if scheme in ("http", "https"):
@@ -116,7 +117,7 @@ def canonical_url(value: str, base: str | None) -> str:
     return f"{scheme}://{host}/{path}"
 
 
-def _dot_segments(path: str) -> bool:
+def dot_segments(path: str) -> bool:
     """Whether a URL path holds a ``.`` or ``..`` segment, as it is or once a server has
     percent-decoded it (once or twice), or an encoded ``/`` or ``\\`` that a server may decode
     into a separator: ``..%2fsecret`` climbs out of a folder on such servers."""

@@ -235,10 +235,12 @@ def _comparable(location: Location, base: str | None) -> str:
     return "/".join(p for p in path.split("/") if p not in ("", "."))
 
 
-def remove_own_leftovers(output: Location, fingerprint: str, num_units: int = 0) -> int:
+def remove_own_leftovers(output: Location, fingerprint: str, num_units: int = 0,
+                         work_only: bool = False) -> int:
     """Delete what failed attempts of this run left behind: temporary files whose name carries
     the run's fingerprint prefix, and the files of the run's work area (``_work/<prefix>/``):
-    its ``_paired.json`` and the work files of its ``num_units`` units. Returns how many files
+    its ``_paired.json`` and the work files of its ``num_units`` units. ``work_only`` lists the
+    work area alone (a committed output's shards are not listed again). Returns how many files
     were deleted; nothing else is touched, whatever its name."""
     tag = re.escape(fingerprint[:16])
     removed = 0
@@ -246,7 +248,7 @@ def remove_own_leftovers(output: Location, fingerprint: str, num_units: int = 0)
     # Temporary files exist only on local disks (object stores publish whole objects), so an
     # object store's output is not listed, only this run's work area.
     work = f"_work/{fingerprint[:16]}/"
-    candidates = list_tree(output) if output.is_local else [
+    candidates = list_tree(output) if output.is_local and not work_only else [
         work + relative for relative in list_tree(output.child(work.rstrip("/")))]
     for relative in candidates:
         ours = re.fullmatch(rf".+\.tmp-{tag}[0-9a-f]{{32}}", relative) \

@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 
 from cropcore.codec import DEFAULT_MAX_PIXELS
 from jobs import ownership, pairing, raycompat, schema, steps
-from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, parse_allow_list
+from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, dot_segments, parse_allow_list
 from jobs.plan import Plan, make_plan
 from jobs.progress import Progress, interval_from_environment, planned_shards
 from jobs.sinks import (
@@ -212,9 +212,9 @@ def _refuse_dot_segments(name: str, url: str | None) -> None:
     """An object store's keys are plain names: ``s3://b/x/../y`` is the key ``x/../y``, not
     ``y``, so overlap checks that resolve ``..`` would compare another place than the one
     written. Local paths resolve ``..`` as usual."""
-    if not url or "://" not in url or url.lower().startswith("file://"):
+    if not url or "://" not in url or url.lower().startswith(("file://", "local://")):
         return
-    if any(part in (".", "..") for part in url.split("://", 1)[1].split("/")):
+    if dot_segments(url.split("://", 1)[1]):
         raise JobError(f"{name} {redact(url)} has a '.' or '..' segment, which an object "
                        f"store takes as part of a key name: give the path without them")
 
@@ -241,6 +241,8 @@ def check_cluster_sees(prepared: Prepared) -> None:
         paths[probe.path] = "--output"
     try:
         missing = raycompat.nodes_missing(list(paths))
+    except ConnectionError as error:
+        raise JobError(f"{error} (nothing was claimed)") from None
     finally:
         if probe is not None:
             delete(probe)
@@ -348,7 +350,8 @@ def run(job: JobConfig | Prepared) -> Summary:
     if existing is not None and existing.get("fingerprint") == prepared.fingerprint:
         log.info("output already holds this run, committed; nothing to do")
         # (but what a slower start of the same run left after the commit)
-        ownership.remove_own_leftovers(output, prepared.fingerprint, len(prepared.plan.units))
+        ownership.remove_own_leftovers(output, prepared.fingerprint, len(prepared.plan.units),
+                                       work_only=True)
         return Summary(**existing["counts"] | {"output": output.url, "shards": 0,
                                                "shards_skipped": existing["counts"]["shards"]})
     check_cluster_sees(prepared)
@@ -384,7 +387,8 @@ def run(job: JobConfig | Prepared) -> Summary:
         # the same run, started twice, committed first: its commit stands; this start's work
         # files (pairing ran again) go, as the commit would have removed them
         log.info("commit: this run was committed meanwhile by another start of it")
-        ownership.remove_own_leftovers(output, prepared.fingerprint, len(plan.units))
+        ownership.remove_own_leftovers(output, prepared.fingerprint, len(plan.units),
+                                       work_only=True)
         return Summary(**existing["counts"], output=output.url,
                        seconds=round(time.perf_counter() - started, 3))
     removed = ownership.remove_own_leftovers(output, prepared.fingerprint, len(plan.units))

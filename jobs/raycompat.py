@@ -62,18 +62,25 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
         raise ConnectionError(f"cannot reach a Ray cluster at {address}: {error}") from None
 
 
-def nodes_missing(paths: list[str]) -> list[tuple[str, str]]:
+def nodes_missing(paths: list[str], timeout: float = 120.0) -> list[tuple[str, str]]:
     """``(node address, path)`` for each local ``path`` that a node able to run tasks does not
-    see (one zero-CPU task per node). A single-node cluster sees what the driver sees: ``[]``."""
+    see (one zero-CPU task per node, on the nodes alive now). When the only such node is the
+    driver's own, it sees what the driver sees: ``[]``. ``ConnectionError`` when a node does not
+    answer within ``timeout`` seconds."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [node for node in ray.nodes()
              if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
-    if len(nodes) < 2 or not paths:
+    own = ray.get_runtime_context().get_node_id()
+    if not paths or [node["NodeID"] for node in nodes] in ([], [own]):
         return []
     check = ray.remote(num_cpus=0, max_retries=0)(_missing_paths)
-    results = ray.get([check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        node["NodeID"], soft=False)).remote(paths) for node in nodes])
+    try:
+        results = ray.get([check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node["NodeID"], soft=False)).remote(paths) for node in nodes], timeout=timeout)
+    except (ray.exceptions.RayError, TimeoutError) as error:
+        raise ConnectionError(f"could not ask every node whether it sees {paths[0]}: "
+                              f"{str(error).splitlines()[0]}") from None
     return [(node["NodeManagerAddress"], path)
             for node, missing in zip(nodes, results, strict=True) for path in missing]
 

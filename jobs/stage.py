@@ -179,7 +179,8 @@ class CropSink(Datasink):
 
     def __init__(self, output_url: str, run_id: str = "ray-data",
                  allow_foreign_files: bool = False):
-        self.output_url, self.run_id = output_url, run_id
+        # absolute: write tasks resolve it again, in their own working directories
+        self.output_url, self.run_id = resolve(output_url).url, run_id
         self.allow_foreign_files = allow_foreign_files
         self.fingerprint = hashlib.sha256(f"ray-data\n{run_id}".encode()).hexdigest()
         self.manifest: dict | None = None

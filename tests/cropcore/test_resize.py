@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cropcore import crop_and_resize, release_output_memory
+from cropcore import crop_and_resize, release_output_memory, resize
 
 f32 = np.float32
 
@@ -72,9 +72,10 @@ def reference_crop_and_resize(image, boxes, box_indices, crop_size, method="bili
 
 
 def z(value):
-    """A subnormal float32 as the zero of its sign (x86's FTZ and DAZ), anything else as is."""
+    """A subnormal float32 as the zero of its sign (x86's FTZ and DAZ, where cropcore sets them
+    as TensorFlow does), anything else as is."""
     value = f32(value)
-    if value != 0 and abs(value) < np.finfo(np.float32).tiny:
+    if resize.FLUSHES_SUBNORMALS and value != 0 and abs(value) < np.finfo(np.float32).tiny:
         return f32(math.copysign(0.0, value))
     return value
 
@@ -169,10 +170,19 @@ def test_vector_3x3_even_values(method, expected):
     assert_bitwise_equal(out[0, :, :, 0], np.array(expected, dtype=np.float32))
 
 
-@pytest.mark.tf
+SUBNORMAL_CASES = [  # (image, boxes, crop size, method): TensorFlow's results are in the test
+    (np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1), [[-1e-45, 0, 1, 1]], (2, 2),
+     "bilinear"),
+    (np.full((1, 2, 2, 1), 1e-40, np.float32), [[0, 0, 1, 1]], (2, 2), "nearest"),
+    (np.array([0, 2e-38], np.float32).reshape(1, 1, 2, 1), [[0, 0, 1, 1]], (1, 5), "bilinear"),
+]
+
+
+@pytest.mark.skipif(not resize.FLUSHES_SUBNORMALS, reason="flushing is set on x86-64 only")
 def test_convention_subnormals_are_flushed_to_zero_as_in_tensorflow():
     # TensorFlow's CPU threads flush subnormal operands and results of arithmetic to zero (x86
-    # FTZ and DAZ); copies keep them. Each case's expected values are TensorFlow's own.
+    # FTZ and DAZ); copies keep them. The expected values are TensorFlow's own (checked against
+    # it in test_subnormal_cases_match_tensorflow).
     image = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
     # a subnormal box coordinate is 0, not a hair outside the image
     np.testing.assert_array_equal(crop(image, [[-1e-45, 0, 1, 1]], (2, 2)).ravel(), [1, 3, 7, 9])
@@ -185,16 +195,55 @@ def test_convention_subnormals_are_flushed_to_zero_as_in_tensorflow():
                                   np.array([0, 0, 0, 1.5e-38, 2e-38], np.float32))
     outside = crop_and_resize(image, [[-1, -1, -0.5, -0.5]], [0], (1, 1), "bilinear", 1e-40)
     assert outside.ravel()[0] == f32(1e-40)  # the extrapolation value is copied
-    import tensorflow as tf
-
-    for args in [(image, [[-1e-45, 0, 1, 1]], (2, 2), "bilinear"),
-                 (tiny, [[0, 0, 1, 1]], (2, 2), "nearest"),
-                 (row, [[0, 0, 1, 1]], (1, 5), "bilinear")]:
-        expected = tf.image.crop_and_resize(args[0], np.array(args[1], np.float32), [0], args[2],
-                                            method=args[3]).numpy()
-        assert_bitwise_equal(crop(*args), expected)
     # and this thread's floating-point mode is as it was
     assert np.float32(1e-40) * np.float32(1) == np.float32(1e-40)
+
+
+@pytest.mark.skipif(not resize.FLUSHES_SUBNORMALS, reason="flushing is set on x86-64 only")
+def test_every_thread_gets_its_floating_point_mode_back(monkeypatch):
+    import numba
+
+    kernels = resize._kernels()
+    image = np.arange(4 * 9 * 9, dtype=np.float32).reshape(4, 9, 9, 1)
+    boxes = np.array([[0, 0, 1, 1]] * 8, np.float32)
+    modes = set()
+    bilinear = kernels.bilinear
+
+    def spy(*args):
+        bilinear(*args)
+        modes.add(kernels.read_mxcsr() & resize._FLUSH_BITS)  # inside: flushing
+
+    def control():  # the mode bits, not the sticky exception flags (bits 0-5) any operation sets
+        return kernels.read_mxcsr() & ~0x3F
+
+    before = control()
+    with monkeypatch.context() as patch:
+        patch.setattr(kernels, "bilinear", spy)
+        numba.set_num_threads(2)
+        crop_and_resize(image, boxes, np.arange(8) % 4, (5, 5))
+    assert modes == {resize._FLUSH_BITS} and control() == before
+    # the pool's threads are back to their own mode too
+    assert set(resize._POOL.map(lambda _: kernels.read_mxcsr() & resize._FLUSH_BITS,
+                                range(4))) == {0}
+
+    def failing(*args):
+        raise RuntimeError("kernel failed")
+
+    monkeypatch.setattr(kernels, "bilinear", failing)
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        crop_and_resize(image, boxes, np.arange(8) % 4, (5, 5))
+    assert control() == before
+
+
+@pytest.mark.tf
+@pytest.mark.skipif(not resize.FLUSHES_SUBNORMALS, reason="flushing is set on x86-64 only")
+def test_subnormal_cases_match_tensorflow():
+    import tensorflow as tf
+
+    for image, boxes, size, method in SUBNORMAL_CASES:
+        expected = tf.image.crop_and_resize(image, np.array(boxes, np.float32), [0], size,
+                                            method=method).numpy()
+        assert_bitwise_equal(crop(image, boxes, size, method), expected)
 
 
 def test_vector_float32_operation_order():

@@ -200,14 +200,15 @@ def test_a_local_output_a_node_does_not_see_is_refused_before_the_claim(ray_clus
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())  # no claim
 
 
-@pytest.mark.parametrize("flag", ["images", "output"])
+@pytest.mark.parametrize("flag", ["images", "detections", "output"])
 def test_dot_segments_in_object_store_urls_are_refused(tmp_path, flag):
     # s3://b/zz/../in is the key "zz/../in": an overlap check resolving ".." compared another
     # place than the one written (and the server's error was an unclear ACCESS_DENIED)
-    urls = {"images": str(tmp_path / "images.parquet"), "output": str(tmp_path / "o")}
+    urls = {"images": str(tmp_path / "images.parquet"), "detections": str(tmp_path / "d"),
+            "output": str(tmp_path / "o")}
     urls[flag] = "s3://bucket/zz/../in/x"
-    config = JobConfig(images=urls["images"], detections=None, output=urls["output"],
-                       step=steps.parse_step(DYNAMIC))
+    config = JobConfig(images=urls["images"], detections=urls["detections"],
+                       output=urls["output"], step=steps.parse_step(DYNAMIC))
     with pytest.raises(JobError, match=rf"^--{flag} s3://bucket/zz/../in/x has a '.' or '..' "
                                        r"segment, which an object store takes as part of a key"):
         run(config)

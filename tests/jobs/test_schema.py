@@ -64,6 +64,10 @@ def test_a_table_with_images_of_its_own_is_an_images_table_whatever_else_it_hold
                      ("crop_id", pa.string()), ("crop", pa.binary())])
     layout = schema.images_layout(own, None, {})
     assert (layout.id_column, layout.image_column) == ("image_id", "image")
+    fetched = pa.schema([("image_id", pa.string()), ("uri", pa.string()),
+                         ("crop_id", pa.string()), ("crop", pa.binary())])
+    layout = schema.images_layout(fetched, None, {})
+    assert (layout.id_column, layout.image_column) == ("image_id", "uri")
     crops = pa.schema([("crop_id", pa.string()), ("image_id", pa.string()),
                        ("crop", schema.HF_IMAGE_TYPE)])
     layout = schema.images_layout(crops, None, {})

@@ -44,10 +44,7 @@ def flatten_nested_detections(images: pa.Table) -> pa.Table:
     """The ``detections`` list column of an images chunk as a flat table with ``__row``, the
     index of each detection's image row (input order kept)."""
     flat, rows, _ = list_parts(images.column("detections").combine_chunks())
-    table = pa.Table.from_struct_array(flat) if len(flat) else pa.table(
-        {f.name: pa.array([], f.type) for f in flat.type}
-    )
-    return table.append_column("__row", pa.array(rows, pa.int64()))
+    return pa.Table.from_struct_array(flat).append_column("__row", pa.array(rows))
 
 
 def list_parts(lists: pa.Array) -> tuple[pa.Array, np.ndarray, pa.Array]:
@@ -103,10 +100,7 @@ def translate_oriented_boxes(boxes: pa.Array, offsets_xy: np.ndarray) -> pa.Arra
     """``list<list<float64>>`` oriented boxes (four ``[x, y]`` corners per row, supervision's
     ``data["xyxyxyxy"]``) with ``offsets_xy[i]`` subtracted from row ``i``: the crop frame, as
     ``cropcore.Detections.moved`` computes it. Corners are not clipped; null rows stay null.
-    Fixed-size list inputs (what a NumPy ``(N, 4, 2)`` array becomes) are cast first."""
-    boxes = boxes.combine_chunks() if isinstance(boxes, pa.ChunkedArray) else boxes
-    if boxes.type != schema.ORIENTED_BOX_TYPE:
-        boxes = pc.cast(boxes, schema.ORIENTED_BOX_TYPE)
+    Fixed-size lists (what a NumPy ``(N, 4, 2)`` array becomes) come out as lists."""
     return translate_polygons(boxes, offsets_xy)
 
 

@@ -203,6 +203,16 @@ def null_backed(values: list, inner: pa.DataType, size: int) -> pa.Array:
     return cast
 
 
+def test_translate_polygons_moves_each_point_by_its_own_positions():
+    # a point of three numbers (malformed) must not shift the x/y parity of the points after it
+    polygons = pa.array([[[1.0, 2.0, 3.0], [10.0, 20.0]]], pa.list_(pa.list_(pa.float64())))
+    assert convert.translate_polygons(polygons, np.array([[1, 1]])).to_pylist() == [
+        [[0.0, 1.0, 2.0], [9.0, 19.0]]]
+    polygons = pa.array([[[1.0, 2.0, 3.0], [10.0, 20.0]]], pa.list_(pa.list_(pa.float64())))
+    assert convert.translate_polygons(polygons, np.array([[1, 2]])).to_pylist() == [
+        [[0.0, 0.0, 2.0], [9.0, 18.0]]]
+
+
 def test_translations_skip_the_slots_behind_null_entries():
     # A null row used to shift (or fail on) every row after it: ArrowInvalid in the job.
     corners = [[1.0, 2.0], [3.0, 2.0], [3.0, 4.0], [1.0, 4.0]]
@@ -211,6 +221,9 @@ def test_translations_skip_the_slots_behind_null_entries():
     moved = convert.translate_oriented_boxes(boxes, np.array([[9, 9], [1, 2], [9, 9], [0, 1]]))
     assert moved.to_pylist() == [None, [[0.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 2.0]], None,
                                  [[1.0, 1.0], [3.0, 1.0], [3.0, 3.0], [1.0, 3.0]]]
+    fixed = pa.array([None, corners, None, corners], pa.list_(pa.list_(pa.float32(), 2), 4))
+    assert convert.translate_oriented_boxes(fixed, np.array([[9, 9], [1, 2], [9, 9], [0, 1]])) \
+        .to_pylist() == moved.to_pylist()
     polygons = null_backed([None, [[1.0, 1.0]] * 3, [[2.0, 2.0]] * 3], pa.list_(pa.float64()), 3)
     assert convert.translate_polygons(polygons, np.array([[5, 5], [1, 0], [0, 1]])).to_pylist() \
         == [None, [[0.0, 1.0]] * 3, [[2.0, 1.0]] * 3]

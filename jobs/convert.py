@@ -100,7 +100,11 @@ def translate_oriented_boxes(boxes: pa.Array, offsets_xy: np.ndarray) -> pa.Arra
     """``list<list<float64>>`` oriented boxes (four ``[x, y]`` corners per row, supervision's
     ``data["xyxyxyxy"]``) with ``offsets_xy[i]`` subtracted from row ``i``: the crop frame, as
     ``cropcore.Detections.moved`` computes it. Corners are not clipped; null rows stay null.
-    Fixed-size lists (what a NumPy ``(N, 4, 2)`` array becomes) come out as lists."""
+    Other types are cast first: fixed-size lists (what a NumPy ``(N, 4, 2)`` array becomes),
+    and the null type of a column that holds no box at all."""
+    boxes = boxes.combine_chunks() if isinstance(boxes, pa.ChunkedArray) else boxes
+    if boxes.type != schema.ORIENTED_BOX_TYPE:
+        boxes = pc.cast(boxes, schema.ORIENTED_BOX_TYPE)
     return translate_polygons(boxes, offsets_xy)
 
 

@@ -221,6 +221,9 @@ def test_translations_skip_the_slots_behind_null_entries():
     moved = convert.translate_oriented_boxes(boxes, np.array([[9, 9], [1, 2], [9, 9], [0, 1]]))
     assert moved.to_pylist() == [None, [[0.0, 0.0], [2.0, 0.0], [2.0, 2.0], [0.0, 2.0]], None,
                                  [[1.0, 1.0], [3.0, 1.0], [3.0, 3.0], [1.0, 3.0]]]
+    # a column that holds no box at all can reach here as Arrow's null type
+    assert convert.translate_oriented_boxes(pa.nulls(2), np.zeros((2, 2))).to_pylist() == [
+        None, None]
     fixed = pa.array([None, corners, None, corners], pa.list_(pa.list_(pa.float32(), 2), 4))
     assert convert.translate_oriented_boxes(fixed, np.array([[9, 9], [1, 2], [9, 9], [0, 1]])) \
         .to_pylist() == moved.to_pylist()

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from cropcore.codec import DEFAULT_MAX_PIXELS
 from jobs import ownership, pairing, raycompat, schema, steps
@@ -224,18 +223,14 @@ def check_cluster_sees(prepared: Prepared) -> None:
     every node that runs tasks: the output folder (a probe file written here, then deleted) and
     the first images and detections files. A folder local to each machine would split the
     output between them, with the manifest on the driver's machine only."""
-    def local(url: str) -> str | None:
-        location = resolve(url)
-        return location.path if isinstance(location.fs, pafs.LocalFileSystem) else None
-
     plan, output = prepared.plan, prepared.output
     paths = {}
     for name, url in (("--images", plan.units[0].file_url if plan.units else None),
                       ("--detections", plan.detection_parts[0].file_url
                        if plan.detection_parts else None)):
-        if url and local(url):
-            paths[local(url)] = name
-    probe = output.child(f"_probe-{uuid.uuid4().hex}") if local(output.url) else None
+        if url and (location := resolve(url)).is_local:
+            paths[location.path] = name
+    probe = output.child(f"_probe-{uuid.uuid4().hex}") if output.is_local else None
     if probe is not None:
         write_atomic(probe, b"")
         paths[probe.path] = "--output"

@@ -109,6 +109,11 @@ def canonical_url(value: str, base: str | None) -> str:
     if dot_segments(re.split(r"[?#]", path, maxsplit=1)[0]):  # a query may hold %2F (SigV4)
         raise MissingObjectError(f"cannot open {_shown(value)}: '.' and '..' path segments are "
                                  f"not allowed, nor are encoded ones or encoded separators")
+    if scheme not in ("http", "https") and re.search(r"[?#]", rest):
+        # pyarrow reads a store's options from a URL's query (gs://...?endpoint_override=...):
+        # a dataset's URL must not choose where its reads, and the credentials, go
+        raise MissingObjectError(f"cannot open {_shown(value)}: a {scheme}:// URL may not hold "
+                                 f"'?' or '#' (a query could set the store's endpoint)")
     if scheme in ("http", "https"):
         if " " in value:
             raise MissingObjectError(f"cannot open {_shown(value)}: a URL cannot hold a space "

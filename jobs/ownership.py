@@ -225,13 +225,18 @@ def overlapping(source: Location, output: Location) -> bool:
     if type(source.fs) is not type(output.fs):
         return False
     x, y = _comparable(source, glob_base(source)), _comparable(output, None)
-    return x == y or x.startswith(y + "/") or y.startswith(x + "/")
+    return _within(x, y) or _within(y, x)
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (``/`` holds every local path)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _comparable(location: Location, base: str | None) -> str:
     path = location.path if base is None else (base or "/")
     if location.is_local:
-        return os.path.realpath(path).rstrip("/") or "/"
+        return os.path.realpath(path)
     return "/".join(p for p in path.split("/") if p not in ("", "."))
 
 

@@ -376,7 +376,7 @@ def _one_of(raw: dict, names: tuple[str, str]):
     return (given[0], raw[given[0]]) if given else (None, None)
 
 
-def _check_workflow_fields(raw: dict, kind: str) -> None:
+def _check_workflow_fields(raw: dict) -> None:
     name, images = _one_of(raw, _IMAGES_FIELDS)
     if name is not None:
         if not isinstance(images, str) or not images.startswith("$"):
@@ -441,5 +441,5 @@ def parse_step(step: str | dict) -> Step:
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise StepError(f"step field '{unknown[0]}' is not a parameter of {given}")
-    _check_workflow_fields(raw, kind)
+    _check_workflow_fields(raw)
     return cls.parse(raw)

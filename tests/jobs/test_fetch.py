@@ -67,6 +67,11 @@ def test_values_outside_the_allow_list_are_refused_without_reading(images, value
     assert "root:x" not in str(e.value)
 
 
+def test_a_relative_path_cannot_add_a_query_to_a_store_url():
+    with pytest.raises(MissingObjectError, match=r"may not hold '\?' or '#'"):
+        canonical_url("x.png?endpoint_override=127.0.0.1:9", base="gs://bucket/images")
+
+
 def test_relative_paths_never_leave_their_base(images):
     base = policy(str(images.parent), base=str(images))
     with pytest.raises(MissingObjectError, match=r"must stay inside the images file's folder"):
@@ -124,6 +129,11 @@ def test_only_regular_files_within_the_size_cap_are_read(images):
         ("http://host/images/my photo.jpg", r"cannot hold a space"),
         # a file URL naming another host
         ("file://otherhost/etc/passwd", r"file URLs name this machine"),
+        # a store URL's query sets pyarrow's options: the endpoint, and the token goes there
+        ("gs://bucket/images/x.png?endpoint_override=127.0.0.1:9&scheme=http",
+         r"a gs:// URL may not hold '\?' or '#'"),
+        ("s3://bucket/images/x.png?endpoint_override=127.0.0.1:9", r"may not hold '\?' or '#'"),
+        ("hdfs://namenode/images/x.png#frag", r"may not hold '\?' or '#'"),
     ],
 )
 def test_unsafe_urls_are_refused(value, match):

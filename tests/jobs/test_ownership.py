@@ -212,6 +212,8 @@ def test_a_read_only_output_fails_the_writable_check(tmp_path):
         ("data/images", "data/out", False),
         # through '..'
         ("data/x/../out", "data/out/sub", True),
+        # a folder whose name ends in a letter that a sloppy strip would eat
+        ("dataX", "dataX/out", True),
     ],
 )
 def test_overlap_of_local_paths(tmp_path, a, b, overlap):
@@ -310,5 +312,176 @@ def test_a_shard_write_cut_short_by_a_crash_is_removed_by_the_next_attempt(tmp_p
     assert crashed.returncode == 9, crashed.stderr
     left = [p.name for p in (tmp_path / "crops").iterdir()]
     assert len(left) == 1 and ".tmp-" in left[0]
+    # a unit's work file is the run's only when the run plans that unit (none here)
+    (tmp_path / "_work" / fingerprint[:16] / "units").mkdir(parents=True)
+    (tmp_path / "_work" / fingerprint[:16] / "units" / "unit-0.parquet").write_bytes(b"x")
     assert ownership.remove_own_leftovers(local(tmp_path), fingerprint) == 1
     assert not any((tmp_path / "crops").iterdir())
+    assert (tmp_path / "_work" / fingerprint[:16] / "units" / "unit-0.parquet").exists()
+
+
+def test_the_filesystem_root_as_output_overlaps_every_input(tmp_path):
+    # "/" + "/" is "//": the root used to overlap nothing
+    assert ownership.overlapping(local(tmp_path / "images"), resolve("/"))
+    assert ownership.overlapping(resolve("/"), local(tmp_path / "out"))
+    # a pattern at the root searches the root
+    assert ownership.overlapping(resolve("/*.parquet"), local(tmp_path / "out"))
+
+
+def test_dot_segments_of_object_store_keys_are_ignored_when_comparing():
+    s3 = pafs.S3FileSystem(anonymous=True, region="us-east-1")
+    assert ownership.overlapping(Location(s3, "bucket/./data", "s3://bucket/./data"),
+                                 Location(s3, "bucket/data/out", "s3://bucket/data/out"))
+
+
+def _commit_manifest(folder, manifest: dict) -> None:
+    (folder / "_manifest.json").write_text(json.dumps(manifest))
+
+
+def test_an_output_committed_before_claims_existed_is_owned_by_its_manifest(tmp_path):
+    # a manifest with no claim beside it: the run it names owns the output
+    _commit_manifest(tmp_path, {"run_id": "old", "fingerprint": "f0",
+                                "settings": {"step": "s1"}})
+    state = ownership.inspect_output(local(tmp_path))
+    assert state.claim is None and state.manifest["run_id"] == "old"
+    # the same run (a rerun of a committed run) passes
+    ownership.check_output(local(tmp_path), state, run_id="old", fingerprint="f0",
+                           settings={"step": "s1"}, allow_foreign=True)
+
+    def describe(old, new):
+        return "step" if old["step"] != new["step"] else ""
+
+    with pytest.raises(OutputRefused) as refused:
+        ownership.check_output(local(tmp_path), state, run_id="new", fingerprint="f1",
+                               settings={"step": "s2"}, allow_foreign=True, describe=describe)
+    assert str(refused.value) == (f"{local(tmp_path).url} belongs to run old, committed, with "
+                                  f"other step; write to a new --output (nothing was changed)")
+
+
+def test_a_minimal_manifest_names_its_owner_and_settings_are_optional(tmp_path):
+    _commit_manifest(tmp_path, {"run_id": "old", "fingerprint": "f0"})
+    state = ownership.inspect_output(local(tmp_path))
+
+    def describe(old, new):  # would fail on an owner without settings: it is not asked
+        return "step" if old["step"] != new["step"] else ""
+
+    with pytest.raises(OutputRefused, match=r"belongs to run old, committed, with other run id "
+                                            r"\(old there, new here\); write to a new"):
+        ownership.check_output(local(tmp_path), state, run_id="new", fingerprint="f1",
+                               settings={"step": "s2"}, allow_foreign=True, describe=describe)
+
+
+def test_a_refusal_without_a_description_falls_back_to_what_may_differ(tmp_path):
+    output = local(tmp_path)
+    ownership.claim_output(output, run_id="r", fingerprint="a", settings={"step": "s"})
+    state = ownership.inspect_output(output)
+    assert state.manifest is None and state.own_data == 0 and state.foreign == ()
+    # same run id, another fingerprint, no describe: the generic list
+    with pytest.raises(OutputRefused, match=r"belongs to run r, claimed \(running, or stopped "
+                                            r"before its commit\), with other inputs, step, "
+                                            r"settings or code version; write to a new"):
+        ownership.check_output(output, state, run_id="r", fingerprint="b", settings={},
+                               allow_foreign=False)
+    # another run id, no describe: the run ids
+    with pytest.raises(OutputRefused, match=r"with other run id \(r there, q here\)"):
+        ownership.check_output(output, state, run_id="q", fingerprint="b", settings={},
+                               allow_foreign=False)
+
+
+def test_a_claimed_and_committed_output_of_another_run_says_committed_and_keeps_its_claim(
+        tmp_path):
+    output = local(tmp_path)
+    ownership.claim_output(output, run_id="r", fingerprint="a", settings={})
+    _commit_manifest(tmp_path, {"run_id": "r", "fingerprint": "a"})
+    state = ownership.inspect_output(output)
+    assert state.manifest == {"run_id": "r", "fingerprint": "a"}
+    with pytest.raises(OutputRefused) as refused:
+        ownership.check_output(output, state, run_id="q", fingerprint="b", settings={},
+                               allow_foreign=False)
+    message = str(refused.value)
+    assert "belongs to run r, committed," in message
+    assert "_claim.json" not in message  # no release hint for a committed run
+
+
+@pytest.mark.parametrize("document, why", [
+    ('{"fingerprint": "f"}', r"it has no run_id and fingerprint"),
+    ("[1]", r"a JSON list"),
+    ("{nope", r"is not valid JSON"),
+])
+def test_a_manifest_that_is_not_ours_is_refused_naming_it(tmp_path, document, why):
+    (tmp_path / "_manifest.json").write_text(document)
+    with pytest.raises(OutputRefused, match=rf"^{local(tmp_path).url}/_manifest\.json .*{why}.*"
+                                            rf"choose a new --output$"):
+        ownership.inspect_output(local(tmp_path))
+
+
+def test_a_claim_that_is_not_an_object_is_refused_naming_it(tmp_path):
+    (tmp_path / "_claim.json").write_text("[1]")
+    with pytest.raises(OutputRefused, match=rf"^{local(tmp_path).url}/_claim\.json is not a claim"
+                                            rf" this job wrote \(TypeError\); choose a new"):
+        ownership.inspect_output(local(tmp_path))
+    # claiming it says so too, in one line
+    with pytest.raises(OutputRefused, match=r"_claim\.json exists but cannot be read as a claim; "
+                                            r"write to a new --output \(nothing was changed\)$"):
+        ownership.claim_output(local(tmp_path), run_id="r", fingerprint="f", settings={})
+
+
+def test_a_concurrent_runs_probe_and_claim_in_the_making_are_not_data(tmp_path):
+    (tmp_path / f"_probe-{TMP}").write_bytes(b"")
+    (tmp_path / f"_claim.json.tmp-{TMP}").write_bytes(b"{}")
+    state = ownership.inspect_output(local(tmp_path))
+    assert state.own_data == 0 and state.foreign == ()
+    ownership.check_output(local(tmp_path), state, allow_foreign=False, **claim_for("f"))
+
+
+def test_three_foreign_files_are_all_named(tmp_path):
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tmp_path / name).write_text("user data")
+    with pytest.raises(OutputRefused, match=r"holds files this job did not write \(a\.txt, b\.txt, "
+                                            r"c\.txt\); use an empty"):
+        ownership.check_output(local(tmp_path), ownership.inspect_output(local(tmp_path)),
+                               allow_foreign=False, **claim_for("f"))
+
+
+def test_a_claim_records_its_time_in_utc(tmp_path):
+    claim = ownership.claim_output(local(tmp_path), run_id="r", fingerprint="f", settings={})
+    assert claim.created_at.endswith("+00:00")
+
+
+def test_the_writable_check_leaves_no_probe_and_validate_leaves_no_folder(tmp_path):
+    ownership.check_writable(local(tmp_path / "run" / "out"))  # a run keeps its folder
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["out"]
+    assert not any((tmp_path / "run" / "out").iterdir())
+    ownership.check_writable(local(tmp_path / "validate" / "a" / "b"), leave_no_folder=True)
+    assert not (tmp_path / "validate").exists()
+    # a folder that already existed stays
+    (tmp_path / "kept").mkdir()
+    ownership.check_writable(local(tmp_path / "kept" / "out"), leave_no_folder=True)
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+
+
+def test_a_committed_run_removes_its_work_area_but_not_temporary_files(tmp_path):
+    # work_only: a start that finds its run committed; a concurrent attempt of the same run
+    # may still be writing its temporary files, which it must not lose
+    fingerprint = "a" * 64
+    mine = fingerprint[:16]
+    names = [f"_work/{mine}/_paired.json", f"_work/{mine}/units/unit-0.parquet",
+             f"crops/part-{SHARD}.parquet.tmp-{mine}{TMP}"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert ownership.remove_own_leftovers(local(tmp_path), fingerprint, num_units=1,
+                                          work_only=True) == 2
+    assert [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()] == \
+        [names[2]]
+    assert not (tmp_path / "_work").exists()
+
+
+def test_an_emptied_work_area_beside_another_runs_leaves_that_one(tmp_path):
+    fingerprint, other = "a" * 64, "b" * 64
+    (tmp_path / "_work" / fingerprint[:16]).mkdir(parents=True)
+    (tmp_path / "_work" / fingerprint[:16] / "_paired.json").write_bytes(b"x")
+    (tmp_path / "_work" / other[:16]).mkdir(parents=True)
+    (tmp_path / "_work" / other[:16] / "_paired.json").write_bytes(b"x")
+    assert ownership.remove_own_leftovers(local(tmp_path), fingerprint) == 1
+    assert [p.name for p in (tmp_path / "_work").iterdir()] == [other[:16]]

@@ -428,3 +428,87 @@ def test_crop_and_resize_step_shrink_is_the_smallest_box_to_crop_ratio():
     step = parse_step({"type": CROP_AND_RESIZE, "crop_size": [10, 20]})
     assert step.shrink(np.array([[0.0, 0, 80, 40], [0, 0, 200, 100]])) == 4.0
     assert parse_step({"type": DYNAMIC}).shrink(np.zeros((1, 4))) == 1.0
+
+
+def test_crop_and_resize_step_shrink_takes_each_axis_by_its_own_crop_side():
+    step = parse_step({"type": CROP_AND_RESIZE, "crop_size": [10, 20]})
+    # heights 30 / 10 = 3, widths 100 / 20 = 5 (and the other way round): the smaller factor
+    assert step.shrink(np.array([[50.0, 10, 150, 40]])) == 3.0
+    assert step.shrink(np.array([[50.0, 10, 110, 70]])) == 3.0
+
+
+def test_crop_and_resize_step_defaults_and_smallest_crop():
+    assert parse_step({"type": CROP_AND_RESIZE}) == CropAndResize((224, 224), "bilinear", 0.0)
+    assert parse_step({"type": CROP_AND_RESIZE, "crop_size": [1, 1]}).crop_size == (1, 1)
+    assert not parse_step({"type": CROP_AND_RESIZE}).needs_polygons({})
+
+
+def test_crop_and_resize_step_crops_with_cropcore():
+    from cropcore import Detections
+    from cropcore.dynamic import crop_and_resize_batch
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    half = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)  # a JPEG decoded at 1/2
+    # the second box reaches past the image: its samples there take the extrapolation value
+    boxes = np.array([[4.0, 2, 30, 20], [10, 5, 70, 45]])
+    step = parse_step({"type": CROP_AND_RESIZE, "crop_size": [7, 9], "method": "nearest",
+                       "extrapolation_value": 3.5})
+    for pixels, reduce in ((image, 1), (half, 2)):
+        batch = step.crop(pixels, Detections(boxes), (60, 40), reduce, {})
+        expected = crop_and_resize_batch(pixels, boxes, (60, 40), (7, 9), "nearest", 3.5, reduce)
+        assert batch.windows.tolist() == expected.windows.tolist()
+        for got, want in zip(batch.crops, expected.crops, strict=True):
+            assert got.shape == (7, 9, 3)
+            np.testing.assert_array_equal(got, want)
+        assert (batch.crops[1] == 3.5).any()
+    assert not np.array_equal(step.crop(half, Detections(boxes), (60, 40), 2, {}).crops[0],
+                              step.crop(half, Detections(boxes), (60, 40), 1, {}).crops[0])
+
+
+def test_dynamic_step_needs_polygons_only_to_remove_a_background():
+    step = parse_step({"type": DYNAMIC})
+    assert not step.needs_polygons({"mask_opacity": 0.0})
+    assert step.needs_polygons({"mask_opacity": 0.5})
+    assert step.needs_polygons({"mask_opacity": 1.0})
+
+
+def test_a_step_field_given_twice_is_refused():
+    # json.loads keeps the last value silently: which one the user meant is unknown
+    with pytest.raises(StepError, match=r"^step field 'mask_opacity' is given twice$"):
+        parse_step('{"type": "roboflow_core/dynamic_crop@v1", "mask_opacity": 0.5, '
+                   '"mask_opacity": 1}')
+
+
+def test_type_errors_say_what_is_missing_and_list_the_accepted_names():
+    with pytest.raises(StepError, match=r"^step field 'type' is required$"):
+        parse_step({"mask_opacity": 1})
+    with pytest.raises(StepError) as refused:
+        parse_step({"type": "Crp"})
+    assert str(refused.value) == (f"step field 'type' must be one of "
+                                  f"{', '.join(sorted(TYPE_NAMES))}; got 'Crp'")
+
+
+def test_canonical_step_json_is_sorted_and_compact():
+    assert step_to_json(parse_step({"type": "Crop", "mask_opacity": "$inputs.o"})) == (
+        '{"background_color":[0,0,0],"mask_opacity":"$inputs.o",'
+        '"type":"roboflow_core/dynamic_crop@v1"}')
+    assert step_to_json(parse_step({"type": "Crop", "background_color": [1, 2, 3]})) == (
+        '{"background_color":[1,2,3],"mask_opacity":0.0,"type":"roboflow_core/dynamic_crop@v1"}')
+    step = parse_step({"type": ABSOLUTE, "x_center": "$inputs.cx", "y_center": 5, "width": 4,
+                       "height": 2})
+    assert resolved_json(step, {"x_center": 7.0}) == (
+        '{"height":2,"type":"roboflow_core/absolute_static_crop@v1","width":4,"x_center":7,'
+        '"y_center":5}')
+
+
+def test_resolved_json_takes_numpy_scalars_and_keeps_relative_floats():
+    absolute = parse_step({"type": ABSOLUTE, "x_center": "$inputs.cx", "y_center": 5,
+                           "width": "$inputs.w", "height": 2})
+    assert json.loads(resolved_json(absolute, {"x_center": np.int64(7), "width": np.float32(4)})
+                      ) == {"type": ABSOLUTE, "x_center": 7, "y_center": 5, "width": 4,
+                            "height": 2}
+    relative = parse_step({"type": RELATIVE, "x_center": "$inputs.cx", "y_center": 0.5,
+                           "width": 0.5, "height": 0.5})
+    recorded = resolved_json(relative, {"x_center": 1.0})
+    assert '"x_center":1.0' in recorded  # a fraction stays a float, even when whole

@@ -44,6 +44,7 @@ __all__ = [
     "claim_output",
     "inspect_output",
     "is_own_file",
+    "lies_within",
     "overlapping",
     "remove_own_leftovers",
 ]
@@ -226,6 +227,14 @@ def overlapping(source: Location, output: Location) -> bool:
         return False
     x, y = _comparable(source, glob_base(source)), _comparable(output, None)
     return _within(x, y) or _within(y, x)
+
+
+def lies_within(location: Location, container: Location) -> bool:
+    """Whether ``location`` is ``container`` (a file, folder or glob pattern) or lies under it
+    (compared as ``overlapping`` compares)."""
+    if type(location.fs) is not type(container.fs):
+        return False
+    return _within(_comparable(location, None), _comparable(container, glob_base(container)))
 
 
 def _within(path: str, folder: str) -> bool:

@@ -37,9 +37,10 @@ import pyarrow.compute as pc
 from cropcore.codec import ImageDecodeError, decode_image, read_image_size
 from cropcore.masks import decode_rle
 from jobs import schema
-from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, fetch
+from jobs.fetch import DEFAULT_MAX_IMAGE_BYTES, FetchPolicy, fetch, parse_allow_list
+from jobs.ownership import lies_within
 from jobs.runs import CommittedRun, RunError, open_run, tool_files
-from jobs.storage import StorageError, open_parquet, resolve, write_atomic
+from jobs.storage import Location, StorageError, open_parquet, resolve, write_atomic
 
 __all__ = [
     "CropThumb",
@@ -196,7 +197,8 @@ def read_parent_image(source_uri: str, expected_sha256: str | None = None,
         fit_wh: when given, decode at 1/2, 1/4 or 1/8 of the size if the result still covers
             this box once fitted (cheap previews of large images).
         policy: what a ``uri`` (or Hugging Face ``path``) value may name and its size cap, as
-            the run had them (``run_fetch_policy``); ``None`` reads none.
+            ``report --allow-uris`` gives them (``report_fetch_policy``); ``None`` reads
+            none.
 
     Returns:
         ndarray[H, W, 3] uint8, BGR.
@@ -246,18 +248,38 @@ def _candidate_order(source_uri: str) -> str:
     return hashlib.sha256(source_uri.encode()).hexdigest()
 
 
-def run_fetch_policy(run: CommittedRun) -> FetchPolicy:
-    """The ``--allow-uris`` and ``--max-image-bytes`` the run was given (its manifest's
-    settings); an older manifest without them allows nothing."""
+def report_fetch_policy(run: CommittedRun, allow_uris: str | tuple[str, ...] = ()
+                        ) -> FetchPolicy:
+    """What a parent's ``uri`` (or Hugging Face ``path``) may name: the prefixes given to
+    ``report --allow-uris``, never the run's own (its manifest is only as trusted as the
+    folder it sits in), within the run's ``--max-image-bytes`` (at most the default)."""
     settings = run.manifest.get("settings") or {}
-    allowed = settings.get("allow_uris") or []
     max_bytes = settings.get("max_image_bytes")
-    return FetchPolicy(tuple(str(a) for a in allowed), "",
-                       max_bytes if isinstance(max_bytes, int) and max_bytes > 0
-                       else DEFAULT_MAX_IMAGE_BYTES)
+    if not isinstance(max_bytes, int) or not 0 < max_bytes < DEFAULT_MAX_IMAGE_BYTES:
+        max_bytes = DEFAULT_MAX_IMAGE_BYTES
+    return FetchPolicy(parse_allow_list(allow_uris), "", max_bytes)
 
 
-def _gather_panels(run: CommittedRun, lineage: pa.Table | None, max_parents: int):
+def _images_input(run: CommittedRun) -> Location | None:
+    """The images input the run's manifest records (parents are read only inside it)."""
+    images = (run.manifest.get("inputs") or {}).get("images")
+    try:
+        return resolve(images) if isinstance(images, str) and images else None
+    except (ValueError, StorageError):
+        return None
+
+
+def _check_inside_input(source_uri: str, images_input: Location | None) -> None:
+    url, _ = _split_source_uri(source_uri)
+    if url == schema.SINK_SOURCE:
+        return  # refused with its own reason by read_parent_image
+    if images_input is None or not lies_within(resolve(url), images_input):
+        raise ParentUnreadable(f"{url} is not inside the run's images input "
+                               f"({images_input.url if images_input else 'none recorded'})")
+
+
+def _gather_panels(run: CommittedRun, lineage: pa.Table | None, max_parents: int,
+                   allow_uris: str | tuple[str, ...] = ()):
     """Up to ``max_parents`` readable parents with their crops, and the parents skipped (why)."""
     if lineage is None or lineage.num_rows == 0 or max_parents < 1:
         return [], []
@@ -269,7 +291,8 @@ def _gather_panels(run: CommittedRun, lineage: pa.Table | None, max_parents: int
     for row in chosen.to_pylist():
         by_parent.setdefault(row["source_uri"], []).append(row)
     crops_files = dict(run.files("crops"))
-    policy = run_fetch_policy(run)
+    policy = report_fetch_policy(run, allow_uris)
+    images_input = _images_input(run)
     panels, skipped = [], []
     for source_uri in candidates:
         if len(panels) == max_parents:
@@ -277,6 +300,7 @@ def _gather_panels(run: CommittedRun, lineage: pa.Table | None, max_parents: int
         parent_rows = by_parent[source_uri]
         first = parent_rows[0]
         try:
+            _check_inside_input(source_uri, images_input)
             pixels = read_parent_image(source_uri, first["source_sha256"], PARENT_MAX_WH, policy)
             crops = _read_crops(run, crops_files, parent_rows)
         except (ParentUnreadable, StorageError) as error:
@@ -777,8 +801,11 @@ their crops; masks, polygons, keypoints and oriented boxes are drawn on the thum
 
 
 # -- the report -------------------------------------------------------------------------------
-def write_report(output_url: str, max_parents: int = 6, error_sample: int = 25) -> Report:
-    """Write ``OUTPUT/report/contact_sheet.png`` and ``OUTPUT/report/index.html``."""
+def write_report(output_url: str, max_parents: int = 6, error_sample: int = 25,
+                 allow_uris: str | tuple[str, ...] = ()) -> Report:
+    """Write ``OUTPUT/report/contact_sheet.png`` and ``OUTPUT/report/index.html``. Parent
+    images are read only from the images input the manifest records and, where the images
+    table names them by ``uri``, only under ``allow_uris`` (as ``run --allow-uris``)."""
     if max_parents < 0:
         raise RunError(f"--max-parents must be 0 or more, got {max_parents}")
     run = open_run(output_url)
@@ -788,7 +815,7 @@ def write_report(output_url: str, max_parents: int = 6, error_sample: int = 25) 
     class_names = (crops.column("class_name").to_pylist()
                    if crops is not None and "class_name" in crops.column_names else [])
     colours = class_colours(class_names)
-    panels, skipped = _gather_panels(run, lineage, max_parents)
+    panels, skipped = _gather_panels(run, lineage, max_parents, allow_uris)
     counts = manifest.get("counts") or {}
     parents_total = 0 if lineage is None else len(pc.unique(lineage.column("source_uri")))
     step_type = (manifest.get("step") or {}).get("type", "?")
@@ -835,14 +862,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", metavar="OUTPUT", help="the run's output folder (path or URL)")
     parser.add_argument("--max-parents", type=int, default=6,
                         help="parent images on the contact sheet")
+    parser.add_argument("--allow-uris", default="",
+                        help="prefixes a parent's 'uri' may name, as for run (the run's own "
+                             "list is not taken from its folder); without it such parents "
+                             "are skipped")
 
 
 def command(args: argparse.Namespace) -> int:
     """Run ``python -m jobs report``; returns the exit code (2 for a folder that is not a
     committed run or a bad argument)."""
     try:
-        report = write_report(args.output, args.max_parents)
-    except RunError as error:
+        report = write_report(args.output, args.max_parents, allow_uris=args.allow_uris)
+    except (RunError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"contact sheet  {report.sheet_url} ({len(report.parents_drawn)} parent images)")

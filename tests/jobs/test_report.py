@@ -158,7 +158,9 @@ def test_report_skips_parents_it_cannot_read(job_output, tmp_path):
     result = report.write_report(str(output))
     reasons = dict(result.parents_skipped)
     assert len(result.parents_drawn) == len(uris) - 2
-    assert "cannot read" in reasons[moved.replace("images.parquet", "moved-away.parquet")]
+    # a file the run did not read is not opened: lineage is only as trusted as its folder
+    assert "is not inside the run's images input" in reasons[
+        moved.replace("images.parquet", "moved-away.parquet")]
     assert "changed since the run" in reasons[changed]
     page = parse_page((output / "report" / "index.html").read_text())
     assert "moved-away.parquet" in page.by_id["parents-skipped"]
@@ -240,6 +242,29 @@ def test_read_parent_image_reads_every_images_layout(kind, tmp_path):
             report.read_parent_image(f"{path}#row=0")  # a run without --allow-uris
         with pytest.raises(report.ParentUnreadable, match=r"over --max-image-bytes"):
             report.read_parent_image(f"{path}#row=0", policy=FetchPolicy(policy.allowed, "", 10))
+
+
+def test_a_run_folder_does_not_choose_what_report_reads(tmp_path):
+    from types import SimpleNamespace
+
+    # a manifest others could write: its allow-list and size cap are not the report's
+    forged = SimpleNamespace(manifest={
+        "inputs": {"images": str(tmp_path / "images")},
+        "settings": {"allow_uris": ["file:///"], "max_image_bytes": 2**62}})
+    policy = report.report_fetch_policy(forged)
+    assert policy.allowed == () and policy.max_bytes == report.DEFAULT_MAX_IMAGE_BYTES
+    assert report.report_fetch_policy(forged, "/data/images").allowed == ("file:///data/images/",)
+    # lineage may point only inside the images input the manifest records
+    images_input = report._images_input(forged)
+    report._check_inside_input(f"{tmp_path}/images/part-0.parquet#row=3", images_input)
+    for outside in (f"{tmp_path}/private.parquet#row=0", f"{tmp_path}/images2/a.parquet#row=0",
+                    f"{tmp_path}/images/../private.parquet#row=0"):
+        with pytest.raises(report.ParentUnreadable, match=r"is not inside the run's images "
+                                                          r"input"):
+            report._check_inside_input(outside, images_input)
+    with pytest.raises(report.ParentUnreadable, match=r"none recorded"):
+        report._check_inside_input(f"{tmp_path}/images/part-0.parquet#row=3",
+                                   report._images_input(SimpleNamespace(manifest={})))
 
 
 def test_a_sink_runs_source_uri_is_not_read_from_the_working_folder(tmp_path, monkeypatch):

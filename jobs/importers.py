@@ -47,6 +47,7 @@ from pyarrow.fs import FileType
 
 from cropcore import ImageDecodeError, read_image_size
 from cropcore.masks import decode_rle
+from jobs.fetch import dot_segments
 from jobs.schema import IMAGE_ID, IMAGES_SCHEMA, IMPORTED_DETECTIONS_SCHEMA
 from jobs.storage import (
     Location,
@@ -172,7 +173,7 @@ def import_coco(
     # Sizes first (decoding only images the JSON gives none for), so that all annotations are
     # converted, and every error found, before any image is copied.
     for record in coco_images.values():
-        path = _join(images_root, record.file_name)  # every name checked before any write
+        path = _join(images_root, record.file_name, images_store)  # checked before writes
         if record.size_hw is None:
             record.size_hw = _decoded_size_hw(
                 _read_file_bytes(images_store, path), _shown(images_store, path)
@@ -198,7 +199,7 @@ def import_coco(
 
     def image_rows() -> Iterator[tuple[str, bytes, str, int, int]]:
         for image_id, record in coco_images.items():
-            path = _join(images_root, record.file_name)
+            path = _join(images_root, record.file_name, images_store)
             data = _read_file_bytes(images_store, path)
             height, width = record.size_hw
             shown_hw = _decoded_size_hw(data, _shown(images_store, path))
@@ -519,6 +520,8 @@ def _yolo_names(url: str) -> tuple[list[str], tuple[int, int] | None]:
         config = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ValueError(f"{url}: malformed YAML: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{url}: malformed YAML: nested too deeply") from None
     if not isinstance(config, dict) or "names" not in config:
         raise ValueError(f"{url}: expected a YAML mapping with a 'names' list or map")
     raw = config["names"]
@@ -738,7 +741,7 @@ def import_roboflow(
             raise ValueError(f"{where}: expected a result object, got {type(result).__name__}")
         if result.get("image_path") or result.get("file_name"):
             name = str(result.get("image_path") or result.get("file_name"))
-            path = _join(images_root, name)
+            path = _join(images_root, name, images_store)
         elif result.get("image_id") is not None:
             path = image_by_key(str(result["image_id"]), where)
         elif alone_in:
@@ -1008,15 +1011,41 @@ def _check_max_file_bytes(max_file_bytes: int) -> None:
         )
 
 
-def _join(root: str, relative: str) -> str:
+def _join(root: str, relative: str, store: Location | None = None) -> str:
     """``relative`` (a file name from an annotation file) inside the folder ``root``: names are
-    data, so one that climbs out with ``..`` (or holds a NUL) is refused, never read. ``.`` and
-    empty segments are dropped, so ``./a.png`` and ``a.png`` name one file (and one image id)."""
-    if "\x00" in relative or ".." in relative.split("/"):
-        raise ValueError(f"image file name {relative!r} leaves the images folder (a '..' "
-                         f"segment) or holds a NUL: names must stay inside --images")
+    data, so one that climbs out (a ``..`` segment, also percent-encoded or behind an encoded
+    separator, which an HTTP client or server may decode) or holds a NUL is refused, never
+    read; on HTTP also ``;``, ``?`` and ``#``, which servers read as more than a name. ``.`` and
+    empty segments are dropped, so ``./a.png`` and ``a.png`` name one file (and one image id).
+    With ``store``, a local name must not lead out of ``root`` through a symlink either."""
     parts = [part for part in relative.split("/") if part not in ("", ".")]
-    return "/".join([root.rstrip("/"), *parts])
+    web = root.startswith(("http://", "https://")) or (
+        store is not None and store.url.startswith(("http://", "https://")))
+    if "\x00" in relative or dot_segments("/".join(parts)) or (
+            web and any(ch in relative for ch in ";?#")):
+        raise ValueError(f"image file name {relative!r} leaves the images folder (a '..' "
+                         f"segment, plain or encoded) or holds a NUL (or on HTTP ';', '?' or "
+                         f"'#'): names must stay inside --images")
+    path = "/".join([root.rstrip("/"), *parts])
+    if store is not None:
+        _check_no_link_out(store, root, path)
+    return path
+
+
+def _check_no_link_out(store: Location, root: str, path: str) -> None:
+    """On a local disk, refuse a file that a symlink leads out of ``root`` to, or that is
+    reached through a symlinked folder (which can also loop: ``images/loop -> ..``)."""
+    if not store.is_local:
+        return
+    real_root = os.path.realpath(root)
+    folder = os.path.dirname(path)
+    expected = os.path.join(real_root, os.path.relpath(folder, root))
+    real = os.path.realpath(path)
+    if os.path.realpath(folder) != os.path.normpath(expected) or not (
+            real.startswith(real_root.rstrip("/") + "/")):
+        raise ValueError(f"{path}: reached through a symlink that leads out of the images "
+                         f"folder {root} (or through a symlinked folder); copy the file in, or "
+                         f"remove the link")
 
 
 def _relative_path(path: str, root: str) -> str:
@@ -1059,6 +1088,18 @@ def _find_files(store: Location, root: str, url: str) -> list[str]:
     if not _is_dir(store, root):
         raise ValueError(f"{url}: expected a directory, found none")
     base = root.rstrip("/")
+    if store.is_local:
+        # pyarrow follows symlinked folders (a loop never ends), and names under a linked
+        # folder or links to outside files would import what the operator did not name
+        files = []
+        for folder, folders, names in os.walk(base):
+            for name in folders:
+                if os.path.islink(os.path.join(folder, name)):
+                    _check_no_link_out(store, root, os.path.join(folder, name, "_"))
+            files += [os.path.join(folder, name) for name in names]
+        for path in files:
+            _check_no_link_out(store, root, path)
+        return sorted(files)
     return [f"{base}/{relative}" for relative in list_tree(store.sibling(base))]
 
 
@@ -1111,6 +1152,10 @@ def _parse_json(text: str, url: str) -> Any:
         raise ValueError(
             f"{url}:{error.lineno}: malformed JSON: {error.msg} (column {error.colno})"
         ) from None
+    except RecursionError:
+        raise ValueError(f"{url}: malformed JSON: nested too deeply") from None
+    except ValueError as error:  # an integer of more digits than Python converts
+        raise ValueError(f"{url}: malformed JSON: {error}") from None
 
 
 def _read_json(url: str) -> Any:

@@ -1311,3 +1311,59 @@ def test_coco_size_that_disagrees_with_the_image_is_refused(tmp_path, json_wh, t
                                          rf"for image 1"):
         import_coco(str(annotations), str(tmp_path / "images"), str(tmp_path / "out"))
     assert not list((tmp_path / "out").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("file_name", ["%2e%2e/secret.jpg", "..%2fsecret.jpg", "a/%252e%252e/x.jpg"])
+def test_coco_names_that_climb_out_once_decoded_are_refused(tmp_path, file_name):
+    annotations = coco_dataset(tmp_path, [])
+    document = json.loads(annotations.read_text())
+    document["images"][0]["file_name"] = file_name
+    annotations.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"leaves the images folder"):
+        import_coco(str(annotations), str(tmp_path / "images"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_http_image_names_with_path_parameters_are_refused():
+    # servers such as Tomcat read "..;/" as ".."; '?' and '#' end the path
+    for name in ("..;/secret.jpg", "a.jpg?x=1", "a.jpg#b"):
+        with pytest.raises(ValueError, match=r"leaves the images folder"):
+            importers._join("http://127.0.0.1:9/images", name)
+    assert importers._join("/data/images", "a;b.jpg") == "/data/images/a;b.jpg"
+
+
+def test_coco_image_symlinked_out_of_the_images_folder_is_refused(tmp_path):
+    annotations = coco_dataset(tmp_path, [])
+    private = write_bytes(tmp_path / "private" / "me.jpg", encode_image(40, 60))
+    (tmp_path / "images" / "street.jpg").unlink()
+    (tmp_path / "images" / "street.jpg").symlink_to(private)
+    with pytest.raises(ValueError, match=r"street\.jpg: reached through a symlink that leads "
+                                         r"out of the images folder"):
+        import_coco(str(annotations), str(tmp_path / "images"), str(tmp_path / "out"))
+    # a link to a file inside the folder is that file
+    (tmp_path / "images" / "street.jpg").unlink()
+    write_bytes(tmp_path / "images" / "real.jpg", encode_image(40, 60))
+    (tmp_path / "images" / "street.jpg").symlink_to(tmp_path / "images" / "real.jpg")
+    import_coco(str(annotations), str(tmp_path / "images"), str(tmp_path / "out"))
+
+
+def test_yolo_images_folder_with_a_symlinked_folder_is_refused(tmp_path):
+    names = yolo_dataset(tmp_path, {"a.txt": "0 0.5 0.5 0.2 0.2\n"}, {"a.jpg": (40, 60)})
+    (tmp_path / "images" / "loop").symlink_to(tmp_path)  # images/loop/images/loop/...
+    with pytest.raises(ValueError, match=r"through a symlinked folder"):
+        run_yolo(tmp_path, names)
+    (tmp_path / "images" / "loop").unlink()
+    (tmp_path / "images" / "b.jpg").symlink_to(write_bytes(tmp_path / "outside.jpg",
+                                                            encode_image(40, 60)))
+    with pytest.raises(ValueError, match=r"b\.jpg: reached through a symlink"):
+        run_yolo(tmp_path, names)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 100_000 + "]" * 100_000, r"deep\.json: malformed JSON: nested too deeply"),
+    ('{"images": [{"id": ' + "9" * 5000 + "}]}", r"deep\.json: malformed JSON: .*digits"),
+])
+def test_coco_json_python_cannot_parse_names_the_file(tmp_path, text, message):
+    path = write_bytes(tmp_path / "deep.json", text)
+    with pytest.raises(ValueError, match=message):
+        import_coco(str(path), str(tmp_path), str(tmp_path / "out"))

@@ -344,10 +344,18 @@ class ImagesLayout:
 _PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 
+def _refuse_repeated_names(schema: pa.Schema, table: str) -> None:
+    repeated = sorted({name for name in schema.names if schema.names.count(name) > 1})
+    if repeated:
+        raise SchemaError(f"{table} table has more than one column named "
+                          f"{', '.join(repr(n) for n in repeated)}: rename or drop the copies")
+
+
 def images_layout(schema: pa.Schema, keep_columns: tuple[str, ...] | None,
                   parameter_columns: dict[str, str]) -> ImagesLayout:
     """Check an images schema and decide how to read it; ``SchemaError`` names the column."""
     names = set(schema.names)
+    _refuse_repeated_names(schema, "images")
     if "crop" in names and "crop_id" in names and not names & {"image", "uri"}:
         # an earlier run's crops/ (a table with images of its own is an images table)
         id_column, image_column = "crop_id", "crop"
@@ -441,7 +449,16 @@ def merged_images_layout(layouts: list[tuple[str, ImagesLayout]]) -> ImagesLayou
             raise SchemaError(f"images files disagree on the type of column '{name}' "
                               f"({', '.join(seen)}): make them agree, or leave it out with "
                               f"--keep-columns") from None
-        types.append(unified.field(name).type)
+        unified_type = unified.field(name).type
+        kinds = {layout.carried_types[index] for _, layout in layouts}
+        if pa.uint64() in kinds and pa.types.is_signed_integer(unified_type):
+            # Arrow unifies uint64 with a signed integer as int64, which cannot hold the
+            # upper half of uint64: the crop tasks would fail on such a value after the claim
+            seen = sorted(str(t) for t in kinds)
+            raise SchemaError(f"images files disagree on the type of column '{name}' "
+                              f"({', '.join(seen)}): no integer type holds both; make them "
+                              f"agree, or leave it out with --keep-columns")
+        types.append(unified_type)
     return dataclasses.replace(first, carried_types=tuple(types))
 
 
@@ -501,4 +518,5 @@ def check_detections_type(t: pa.DataType) -> None:
 
 
 def check_detections_schema(schema: pa.Schema) -> None:
+    _refuse_repeated_names(schema, "detections")
     check_detections_fields({f.name: f.type for f in schema}, nested=False)

@@ -82,3 +82,27 @@ def test_a_decimal_column_is_a_numeric_step_parameter():
     with pytest.raises(schema.SchemaError, match="must be numeric, got string"):
         schema.images_layout(pa.schema([("image_id", pa.string()), ("image", pa.binary()),
                                         ("w", pa.string())]), None, {"width": "w"})
+
+
+def test_images_files_of_uint64_and_a_signed_integer_are_refused_before_work():
+    # Arrow unifies them as int64, which cannot hold 2**64 - 1: the crop tasks failed on it
+    with pytest.raises(schema.SchemaError, match=r"^images files disagree on the type of column "
+                                                 r"'k' \(int64, uint64\): no integer type holds "
+                                                 r"both"):
+        schema.merged_images_layout([("a", _layout_of(k=pa.uint64())),
+                                     ("b", _layout_of(k=pa.int64()))])
+    merged = schema.merged_images_layout([("a", _layout_of(k=pa.uint64())),
+                                          ("b", _layout_of(k=pa.uint32()))])
+    assert merged.carried_types == (pa.uint64(),)
+
+
+def test_a_column_name_given_twice_is_refused_naming_it():
+    images = pa.schema([("image_id", pa.string()), ("image", pa.binary()),
+                        ("note", pa.string()), ("note", pa.int64())])
+    with pytest.raises(schema.SchemaError, match=r"^images table has more than one column named "
+                                                 r"'note': rename or drop the copies$"):
+        schema.images_layout(images, keep_columns=None, parameter_columns={})
+    detections = pa.schema([("image_id", pa.string()), ("image_id", pa.string())])
+    with pytest.raises(schema.SchemaError, match=r"^detections table has more than one column "
+                                                 r"named 'image_id'"):
+        schema.check_detections_schema(detections)

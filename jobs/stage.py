@@ -14,9 +14,9 @@ marker, each written atomically), and ``on_write_complete`` writes the Parquet s
 
     images = ray.data.read_parquet("s3://bucket/images/")        # image_id, image, detections
     crops = crop(images, parse_step({"type": "roboflow_core/dynamic_crop@v1"}))
-    embedded = crops.map_batches(Embedder, compute=ray.data.ActorPoolStrategy(size=4),
-                                 num_gpus=1)                        # your model, on GPU actors
-    crops.write_datasink(CropSink("s3://bucket/crops-v1/", run_id="crops-v1"))
+    embedded = crops.map_batches(Embedder, batch_format="pyarrow",  # your model, on GPUs
+                                 compute=ray.data.ActorPoolStrategy(size=4), num_gpus=1)
+    embedded.write_datasink(CropSink("s3://bucket/crops-v1/", run_id="crops-v1"))
 
 The crop semantics are the job's (``jobs.udfs.ShardBuilder`` calling cropcore). What differs
 from ``python -m jobs run``: rows arrive in whatever blocks Ray Data makes, so a repeated image
@@ -89,6 +89,9 @@ def crop(images, step: steps.Step, *, detections=None, image_format: str | None 
                              num_partitions=num_partitions or 8)
     layout = schema.images_layout(images.schema().base_schema, None,
                                   steps.column_refs(step))
+    if step.needs_detections and not layout.nested_detections:
+        raise ValueError("this step crops detections: pass detections=, or nest a "
+                         "'detections' list column on the images")
     context = JobContext(
         step=step, step_json=steps.step_to_json(step), layout=layout, output_url="",
         image_format=image_format, quality=quality, max_pixels=max_pixels,

@@ -90,6 +90,9 @@ def test_crop_checks_its_arguments_as_the_command_line_does(ray_cluster, tmp_pat
                             ({"allow_uris": "relative/path"}, r"absolute paths or URLs")]:
         with pytest.raises(ValueError, match=message):
             crop(images, DYNAMIC, **kwargs)
+    # a step that crops detections, on images with none nested and none given
+    with pytest.raises(ValueError, match=r"this step crops detections: pass detections="):
+        crop(ray.data.from_arrow(images_table(1)), DYNAMIC)
     # --allow-uris as a string is the flag's comma-separated list, not a list of characters
     folder = tmp_path / "allowed"
     folder.mkdir()

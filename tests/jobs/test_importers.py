@@ -1313,7 +1313,8 @@ def test_coco_size_that_disagrees_with_the_image_is_refused(tmp_path, json_wh, t
     assert not list((tmp_path / "out").rglob("*.parquet"))
 
 
-@pytest.mark.parametrize("file_name", ["%2e%2e/secret.jpg", "..%2fsecret.jpg", "a/%252e%252e/x.jpg"])
+@pytest.mark.parametrize("file_name",
+                         ["%2e%2e/secret.jpg", "..%2fsecret.jpg", "a/%252e%252e/x.jpg"])
 def test_coco_names_that_climb_out_once_decoded_are_refused(tmp_path, file_name):
     annotations = coco_dataset(tmp_path, [])
     document = json.loads(annotations.read_text())

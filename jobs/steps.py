@@ -284,8 +284,8 @@ TYPE_NAMES = {name: canonical for canonical, cls in STEPS.items() for name in cl
 
 
 def _json_value(value):
-    if isinstance(value, ColumnRef):
-        return str(value)
+    """A field of ``asdict(step)`` as JSON: ``asdict`` has turned a ``ColumnRef`` into
+    ``{"column": name}``."""
     if isinstance(value, dict) and set(value) == {"column"}:
         return f"$inputs.{value['column']}"
     if isinstance(value, tuple):
